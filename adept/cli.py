@@ -19,10 +19,10 @@ from adept.errors import AdeptError
 
 @dataclass(frozen=True)
 class DataMake:
-    """Make a D4RL-protocol dataset on a Gymnasium v5 MuJoCo env and write it as D4RL-layout hdf5."""
+    """Make a D4RL-protocol dataset on a Gymnasium v5 MuJoCo env, written as D4RL-layout hdf5."""
 
     name: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="NAME")]
-    """Dataset to make, ``<env>-<kind>``: env in {hopper, halfcheetah, walker2d}, kind in {random}."""
+    """Dataset to make, <env>-<kind>: env in {hopper, halfcheetah, walker2d}, kind in {random}."""
     out: Path | None = None
     """Output file (.hdf5). Default: the cache, $ADEPT_DATA_DIR or ~/.cache/adept/datasets."""
     num_steps: int = 1_000_000
@@ -38,7 +38,9 @@ class DataMake:
         from adept.data.generate import make_dataset
         from adept.data.registry import cached_path
 
-        out = self.out if self.out is not None else cached_path(self.name, self.num_steps, self.seed)
+        out = (
+            self.out if self.out is not None else cached_path(self.name, self.num_steps, self.seed)
+        )
         start = time.perf_counter()
         path = make_dataset(self.name, out, self.num_steps, self.seed, progress=self.progress)
         print(f"wrote {path} ({self.num_steps} transitions, {time.perf_counter() - start:.1f} s)")
@@ -100,7 +102,7 @@ Command = (
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``adept`` console script and ``python -m adept``."""
     command = tyro.cli(
-        Command,  # type: ignore[arg-type]
+        Command,
         args=argv,
         prog="adept",
         description="Offline RL with adaptive diffusion world models.",

@@ -43,8 +43,10 @@ def _family(env_id: str) -> str:
     return env_id.split("-v")[0].split("/")[-1]
 
 
-def reference_returns(env_id: str, metadata: Mapping[str, Any] | None = None) -> tuple[float, float]:
-    """(random, expert) reference returns: the dataset's own if its metadata has them, else D4RL's."""
+def reference_returns(
+    env_id: str, metadata: Mapping[str, Any] | None = None
+) -> tuple[float, float]:
+    """(random, expert) reference returns: the dataset's metadata if it has them, else D4RL's."""
     meta = metadata or {}
     if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
         return float(meta["ref_min_score"]), float(meta["ref_max_score"])
@@ -70,12 +72,16 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
-        raise AdeptError(f"cannot make env {env_id} ({exc}); use e.g. {', '.join(ENV_IDS.values())}") from exc
+        raise AdeptError(
+            f"cannot make env {env_id} ({exc}); use e.g. {', '.join(ENV_IDS.values())}"
+        ) from exc
     except ImportError as exc:
-        raise AdeptError(f"env {env_id} needs MuJoCo ({exc}); pip install 'gymnasium[mujoco]'") from exc
+        raise AdeptError(
+            f"env {env_id} needs MuJoCo ({exc}); pip install 'gymnasium[mujoco]'"
+        ) from exc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def env_dims(env_id: str) -> tuple[int, int]:
     """(obs_dim, act_dim) of a flat Box env."""
     env = make_env(env_id)

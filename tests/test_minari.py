@@ -1,0 +1,75 @@
+import sys
+
+import numpy as np
+import pytest
+
+from adept.data.registry import load_dataset
+from adept.errors import AdeptError
+
+minari = pytest.importorskip("minari")
+from minari.data_collector.episode_buffer import EpisodeBuffer  # noqa: E402
+
+
+def episode(length: int, terminated: bool, seed: int, obs_dim: int = 11, act_dim: int = 3):
+    rng = np.random.default_rng(seed)
+    terminations = np.zeros(length, dtype=bool)
+    truncations = np.zeros(length, dtype=bool)
+    (terminations if terminated else truncations)[-1] = True
+    return EpisodeBuffer(
+        observations=rng.normal(size=(length + 1, obs_dim)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(length, act_dim)).astype(np.float32),
+        rewards=list(np.arange(length, dtype=np.float64)),
+        terminations=list(terminations),
+        truncations=list(truncations),
+        infos={"action_log_probs": np.full(length + 1, -1.5, dtype=np.float32)},
+    )
+
+
+@pytest.fixture
+def minari_dataset():
+    """A two-episode dataset written by minari itself, so the layout is exactly Minari's."""
+    buffers = [episode(4, terminated=True, seed=0), episode(3, terminated=False, seed=1)]
+    minari.create_dataset_from_buffers(
+        "test/hopper/tiny-v0",
+        buffers,
+        env="Hopper-v5",
+        algorithm_name="random",
+        ref_min_score=-10.0,
+        ref_max_score=90.0,
+        author="adept tests",
+        author_email="tests@example.invalid",
+        code_permalink="tests/test_minari.py",
+        description="two hand-made Hopper episodes",
+        eval_env="Hopper-v5",
+    )
+    return buffers
+
+
+def test_minari_episodes_map_to_transitions(minari_dataset):
+    data = load_dataset("minari:test/hopper/tiny-v0")
+    first, _ = minari_dataset
+    assert len(data) == 7 and data.env_id == "Hopper-v5"
+    np.testing.assert_allclose(data.observations[:4], first.observations[:-1])
+    np.testing.assert_allclose(data.next_observations[:4], first.observations[1:])
+    # the terminal step's next state is the episode's own last observation, not episode 2's first
+    np.testing.assert_allclose(data.next_observations[3], first.observations[4])
+    assert not np.allclose(data.next_observations[3], data.observations[4])
+    assert data.terminals.tolist() == [False, False, False, True, False, False, False]
+    assert data.timeouts.tolist() == [False] * 6 + [True]
+    np.testing.assert_allclose(data.action_log_probs, -1.5)
+    assert data.metadata["ref_min_score"] == -10.0 and data.metadata["ref_max_score"] == 90.0
+
+
+def test_minari_dataset_absent_locally_says_how_to_get_it():
+    with pytest.raises(
+        AdeptError, match=r"not on local disk.*minari download mujoco/hopper/medium-v0"
+    ):
+        load_dataset("minari:mujoco/hopper/medium-v0")
+
+
+def test_minari_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "minari", None)
+    with pytest.raises(
+        AdeptError, match=r"needs the minari package.*pip install 'adept-rl\[minari\]'"
+    ):
+        load_dataset("minari:mujoco/hopper/medium-v0")
