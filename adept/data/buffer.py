@@ -1,0 +1,164 @@
+"""Transitions as tensors on the training device, and fast uniform batch sampling.
+
+The whole dataset is copied to the device once; a batch is then one ``randint`` and one gather
+per field on that device, with no per-batch numpy → torch copy and no host synchronisation.
+The same buffer serves as a ring buffer for synthetic or online data (``add``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from adept.data.transitions import Transitions
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of transitions, D4RL names; float32 tensors, ``[batch, dim]`` or ``[batch]``.
+
+    ``terminals`` and ``timeouts`` are 0/1 floats so they enter losses directly: the TD target
+    is ``r + γ (1 − terminal) V(s′)``; timeouts still bootstrap.
+    """
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_observations: torch.Tensor
+    terminals: torch.Tensor
+    timeouts: torch.Tensor
+    action_log_probs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.observations.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved: dict[str, Any] = {f.name: _to(getattr(self, f.name), device) for f in fields(self)}
+        return Batch(**moved)
+
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        """Concatenate along the batch axis (e.g. real and synthetic data)."""
+        out: dict[str, Any] = {}
+        for f in fields(Batch):
+            parts = [getattr(b, f.name) for b in batches]
+            out[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
+        return Batch(**out)
+
+
+def _to(value: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    return None if value is None else value.to(device)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ReplayBuffer:
+    """Fixed-capacity transition storage on one device with uniform sampling.
+
+    Built from a dataset with :meth:`from_transitions` (full, never overwritten) or empty with a
+    capacity, then filled by :meth:`add` as a ring buffer (oldest data overwritten first).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: str | torch.device = "auto",
+        with_log_probs: bool = False,
+        seed: int = 0,
+    ):
+        self.device = resolve_device(device)
+        self.capacity = capacity
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(capacity, *shape, device=self.device, dtype=torch.float32)
+
+        self.observations = zeros(obs_dim)
+        self.actions = zeros(act_dim)
+        self.rewards = zeros()
+        self.next_observations = zeros(obs_dim)
+        self.terminals = zeros()
+        self.timeouts = zeros()
+        self.action_log_probs = zeros() if with_log_probs else None
+        self.size = 0
+        self._cursor = 0
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    @classmethod
+    def from_transitions(
+        cls, data: Transitions, device: str | torch.device = "auto", seed: int = 0
+    ) -> ReplayBuffer:
+        buffer = cls(
+            len(data),
+            data.obs_dim,
+            data.act_dim,
+            device=device,
+            with_log_probs=data.action_log_probs is not None,
+            seed=seed,
+        )
+        arrays = data.arrays()
+        buffer.add(
+            Batch(
+                **{
+                    name: torch.from_numpy(value).to(torch.float32)
+                    for name, value in arrays.items()
+                }
+            )
+        )
+        return buffer
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _fields(self) -> list[str]:
+        names = [f.name for f in fields(Batch)]
+        return [n for n in names if getattr(self, n) is not None]
+
+    def add(self, batch: Batch) -> None:
+        """Append a batch, overwriting the oldest rows once full."""
+        n = len(batch)
+        if n > self.capacity:
+            tail: dict[str, Any] = {
+                f.name: _tail(getattr(batch, f.name), self.capacity) for f in fields(batch)
+            }
+            batch = Batch(**tail)
+            n = self.capacity
+        positions = (torch.arange(n, device=self.device) + self._cursor) % self.capacity
+        for name in self._fields():
+            value = getattr(batch, name)
+            if value is None:
+                raise ValueError(f"batch lacks '{name}', which this buffer stores")
+            getattr(self, name).index_copy_(0, positions, value.to(self.device, torch.float32))
+        self._cursor = (self._cursor + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """A uniform batch (with replacement), drawn on the buffer's device."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty buffer")
+        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)
+        return Batch(**{name: getattr(self, name)[idx] for name in self._fields()})
+
+    def state_dict(self) -> dict[str, object]:
+        """Sampling RNG and fill state (the data itself is re-derived from the dataset)."""
+        return {"size": self.size, "cursor": self._cursor, "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.size = int(state["size"])  # type: ignore[call-overload]
+        self._cursor = int(state["cursor"])  # type: ignore[call-overload]
+        rng = state["rng"]
+        assert isinstance(rng, torch.Tensor)
+        self.generator.set_state(rng)
+
+
+def _tail(value: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if value is None else value[-n:]

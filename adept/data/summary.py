@@ -1,0 +1,56 @@
+"""A dataset's summary: sizes, episode returns, and the behaviour policy's normalized score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from adept.data.transitions import Transitions
+from adept.envs import normalized_score
+
+
+def summarize(data: Transitions) -> dict[str, Any]:
+    """Numbers ``adept data info`` prints, as a JSON-compatible dict.
+
+    The behaviour score is the mean over all episodes in the data, including the last one when
+    the data ends mid-episode (as D4RL tables do).
+    """
+    returns = data.episode_returns()
+    lengths = data.episode_lengths()
+    out: dict[str, Any] = {
+        "source": data.source,
+        "env_id": data.env_id,
+        "kind": data.kind,
+        "transitions": len(data),
+        "episodes": data.num_episodes,
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "terminals": int(data.terminals.sum()),
+        "timeouts": int(data.timeouts.sum()),
+        "has_action_log_probs": data.action_log_probs is not None,
+        "episode_length_mean": float(lengths.mean()),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_median": float(np.median(returns)),
+        "return_max": float(returns.max()),
+    }
+    if data.env_id is not None:
+        scores = normalized_score(returns, data.env_id, data.metadata)
+        out["normalized_score_mean"] = float(scores.mean())
+        out["normalized_score_max"] = float(scores.max())
+    for key in ("seed", "num_steps", "adept_version", "mujoco_version", "created"):
+        if key in data.metadata:
+            out[key] = data.metadata[key]
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Aligned ``key  value`` lines for the terminal."""
+    width = max(len(k) for k in summary)
+    lines = []
+    for key, value in summary.items():
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)
