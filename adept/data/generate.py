@@ -9,6 +9,7 @@ exact per-step log-probabilities. Adding a kind (medium, expert, ...) means addi
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 from collections.abc import Callable
@@ -89,7 +90,9 @@ def collect(
     obs, _ = env.reset(seed=seed)
     episode_step = 0
     report_every = 10_000
-    with tqdm(total=num_steps, desc=desc, unit="step", disable=not progress, mininterval=1.0) as bar:
+    with tqdm(
+        total=num_steps, desc=desc, unit="step", disable=not progress, mininterval=1.0
+    ) as bar:
         for t in range(num_steps):
             action, log_prob = policy(obs)
             next_obs, reward, terminated, _, _ = env.step(action)
@@ -180,17 +183,17 @@ def parse_name(name: str) -> tuple[str, str]:
     """``hopper-medium-replay`` → (``Hopper-v5``, ``medium-replay``), or a clear error."""
     env, _, kind = name.partition("-")
     if env not in ENV_IDS or kind not in RECIPES:
-        raise AdeptError(f"unknown dataset name '{name}'; valid names: {', '.join(dataset_names())}")
+        raise AdeptError(
+            f"unknown dataset name '{name}'; valid names: {', '.join(dataset_names())}"
+        )
     return ENV_IDS[env], kind
 
 
 def _versions() -> dict[str, str]:
     out = {"adept_version": __version__}
     for package in ("gymnasium", "mujoco"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[f"{package}_version"] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out
 
 

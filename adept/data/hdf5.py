@@ -95,9 +95,9 @@ def read_behavior_policy(path: str | Path) -> dict[str, np.ndarray]:
             return {}
         out: dict[str, np.ndarray] = {}
         f[POLICY_KEY].visititems(
-            lambda name, item: out.__setitem__(name, item[()])
-            if isinstance(item, h5py.Dataset)
-            else None
+            lambda name, item: (
+                out.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
         )
         return out
 
@@ -111,11 +111,15 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
     """
     path = Path(path)
     if not path.exists():
-        raise AdeptError(f"dataset file {path} not found; check the path or make it with 'adept data make'")
+        raise AdeptError(
+            f"dataset file {path} not found; check the path or make it with 'adept data make'"
+        )
     if path.is_dir():
         raise AdeptError(f"dataset path {path} is a directory; give the .hdf5 file inside it")
     if not h5py.is_hdf5(path):
-        raise AdeptError(f"{path} is not an HDF5 file (wrong format or truncated); regenerate or re-download it")
+        raise AdeptError(
+            f"{path} is not an HDF5 file (wrong format or truncated); regenerate or re-download it"
+        )
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED_FIELDS if k not in f]
@@ -137,7 +141,9 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
         raise
     except (OSError, KeyError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AdeptError(f"{path} could not be read as HDF5 ({first}); the file may be truncated, regenerate it") from exc
+        raise AdeptError(
+            f"{path} could not be read as HDF5 ({first}); the file may be truncated, regenerate it"
+        ) from exc
     guess = infer_from_filename(path)
     meta.setdefault("kind", guess.get("kind"))
     resolved_env = env_id or meta.get("env_id") or guess.get("env_id")
@@ -163,13 +169,17 @@ def check_writable(path: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AdeptError(f"cannot create directory {path.parent} ({exc.strerror}); choose another --out") from exc
+        raise AdeptError(
+            f"cannot create directory {path.parent} ({exc.strerror}); choose another --out"
+        ) from exc
     probe = path.parent / f".{path.name}.{os.getpid()}.probe"
     try:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise AdeptError(f"output directory {path.parent} is not writable ({exc.strerror}); choose another --out") from exc
+        raise AdeptError(
+            f"output directory {path.parent} is not writable ({exc.strerror}); choose another --out"
+        ) from exc
     return path
 
 
@@ -185,7 +195,7 @@ def save_hdf5(
     metadata: Mapping[str, Any] | None = None,
     behavior_policy: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write ``data`` in D4RL layout, atomically: a temporary file in the same folder, then rename."""
+    """Write ``data`` in D4RL layout, atomically (a temporary file in the same folder, renamed)."""
     path = check_writable(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     meta = {**data.metadata, **(metadata or {})}

@@ -43,18 +43,23 @@ def load_minari(dataset_id: str, env_id: str | None = None) -> Transitions:
     try:
         import minari
     except ImportError as exc:
-        raise AdeptError(f"reading 'minari:{dataset_id}' needs the minari package; {_INSTALL_HINT}") from exc
+        raise AdeptError(
+            f"reading 'minari:{dataset_id}' needs the minari package; {_INSTALL_HINT}"
+        ) from exc
     # minari's documented location; asking minari itself would create the folder as a side effect
     root = Path(os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")).expanduser()
     if not (root / dataset_id / "data").exists():
         raise AdeptError(
-            f"minari dataset {dataset_id} is not on local disk under {root}; fetch it on a connected "
-            f"machine with 'minari download {dataset_id}' and copy it there (or set MINARI_DATASETS_PATH)"
+            f"minari dataset {dataset_id} is not on local disk under {root}; fetch it on a "
+            f"connected machine with 'minari download {dataset_id}' and copy it there "
+            "(or point MINARI_DATASETS_PATH at it)"
         )
     try:
         dataset = minari.load_dataset(dataset_id, download=False)
     except Exception as exc:  # minari raises many types for a damaged folder
-        raise AdeptError(f"minari dataset {dataset_id} could not be read ({exc}); re-fetch it") from exc
+        raise AdeptError(
+            f"minari dataset {dataset_id} could not be read ({exc}); re-fetch it"
+        ) from exc
 
     parts: dict[str, list[np.ndarray]] = {
         "observations": [],

@@ -29,7 +29,7 @@ def data_dir() -> Path:
 
 
 def cached_path(name: str, num_steps: int = DEFAULT_NUM_STEPS, seed: int = DEFAULT_SEED) -> Path:
-    """Where ``adept data make NAME`` puts a dataset; non-default size or seed get their own file."""
+    """Where ``adept data make NAME`` writes; a non-default size or seed gets its own file."""
     suffix = ""
     if seed != DEFAULT_SEED:
         suffix += f"-seed{seed}"
@@ -47,7 +47,10 @@ def load_dataset(spec: str, env_id: str | None = None, progress: bool = True) ->
     if spec.startswith(MINARI_PREFIX):
         dataset_id = spec[len(MINARI_PREFIX) :]
         if not dataset_id:
-            raise AdeptError("empty minari dataset id; write minari:<dataset-id>, e.g. minari:mujoco/hopper/medium-v0")
+            raise AdeptError(
+                "empty minari dataset id; write minari:<dataset-id>, "
+                "e.g. minari:mujoco/hopper/medium-v0"
+            )
         data = load_minari(dataset_id, env_id=env_id)
     elif is_path_spec(spec):
         data = load_hdf5(spec, env_id=env_id)

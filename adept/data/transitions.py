@@ -144,7 +144,6 @@ class Transitions:
                     "clean or regenerate the dataset"
                 )
 
-
     def __len__(self) -> int:
         return len(self.observations)
 
@@ -161,7 +160,6 @@ class Transitions:
         """Protocol kind (``random``, ``medium``, ...) when the metadata says."""
         kind = self.metadata.get("kind")
         return None if kind is None else str(kind)
-
 
     @property
     def episode_ends(self) -> np.ndarray:
@@ -193,11 +191,9 @@ class Transitions:
     def episode_lengths(self) -> np.ndarray:
         return self.episode_ends - self.episode_starts + 1
 
-
     def stats(self) -> DatasetStats:
         states = np.concatenate([self.observations, self.next_observations], axis=0)
         return DatasetStats(states=Stats.of(states), rewards=Stats.of(self.rewards))
-
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The data fields that are present, by D4RL name."""
