@@ -1,4 +1,4 @@
-"""Command line: ``adept data make``, ``adept data info``, ``adept demo``.
+"""Command line: ``adept train``, ``adept eval``, ``adept data make|info``, ``adept demo``.
 
 Each command is a frozen dataclass parsed by tyro; its field docstrings are the ``--help`` text.
 Bad input raises :class:`AdeptError`, printed here as one line with exit status 2.
@@ -10,11 +10,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from adept.errors import AdeptError
+from adept.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -66,19 +67,90 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
-class Demo:
-    """The main job on its embedded default: make hopper-random (cached) and summarize it."""
+class Train:
+    """Train an offline agent; re-running the same command resumes an unfinished run."""
 
-    dataset: str = "hopper-random"
-    """Project dataset to make and summarize."""
+    config: Annotated[TrainConfig, tyro.conf.arg(name="")]
 
     def run(self) -> None:
-        from adept.data.registry import cached_path, load_dataset
-        from adept.data.summary import format_summary, summarize
+        from adept.train import train
 
-        if not self.dataset.endswith(".hdf5"):
-            print(f"dataset {self.dataset}: {cached_path(self.dataset)}")
-        print(format_summary(summarize(load_dataset(self.dataset))))
+        summary = train(self.config)
+        print(f"run dir: {self.config.resolved_run_dir()}")
+        print(json.dumps(summary, indent=2))
+
+
+@dataclass(frozen=True)
+class Eval:
+    """Evaluate a run's latest checkpoint with the deterministic actor."""
+
+    run_dir: Annotated[tyro.conf.Positional[Path], tyro.conf.arg(metavar="RUN_DIR")]
+    """A training run directory."""
+    episodes: int = 10
+    """Evaluation episodes."""
+    seed: int = 0
+    """Seed of the evaluation episodes' start states."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device for the actor."""
+
+    def run(self) -> None:
+        from adept.envs import evaluate
+        from adept.train import load_agent
+
+        agent, meta = load_agent(self.run_dir, self.device)
+        result = evaluate(
+            lambda obs: agent.act(obs, deterministic=True),
+            meta["env_id"],
+            self.episodes,
+            seed=self.seed,
+            metadata=meta,
+        )
+        print(
+            f"{meta['env_id']} step {meta['step']}: return {result.mean_return:.1f} "
+            f"± {result.returns.std():.1f}, normalized score {result.mean_normalized_score:.1f} "
+            f"± {result.normalized_scores.std():.1f} over {self.episodes} episodes"
+        )
+
+
+@dataclass(frozen=True)
+class Demo:
+    """The main job on its embedded default: make hopper-random and train IQL on it (CPU budget)."""
+
+    dataset: str = "hopper-random"
+    """Dataset (made and cached on first use)."""
+    num_steps: int = 10_000
+    """IQL gradient steps (about a minute on 2 CPU cores)."""
+    seed: int = 0
+    """Seed."""
+    run_dir: Path = Path("runs/demo")
+    """Where the run is written (resumed if it exists with the same settings)."""
+
+    def run(self) -> None:
+        from adept.data.registry import load_dataset
+        from adept.data.summary import summarize
+        from adept.train import train
+
+        info = summarize(load_dataset(self.dataset))
+        behaviour = info.get("normalized_score_mean", float("nan"))
+        print(
+            f"dataset {self.dataset}: {info['transitions']} transitions, {info['episodes']} "
+            f"episodes, behaviour normalized score {behaviour:.1f}"
+        )
+        config = TrainConfig(
+            dataset=self.dataset,
+            agent="iql",
+            num_steps=self.num_steps,
+            seed=self.seed,
+            run_dir=self.run_dir / f"{self.dataset}-iql-seed{self.seed}",
+            eval_every=max(self.num_steps // 5, 1),
+            checkpoint_every=self.num_steps,
+        )
+        summary = train(config)
+        last, best = summary["normalized_score_last"], summary["normalized_score_best"]
+        print(
+            f"IQL on {self.dataset} after {summary['steps']} steps: normalized score "
+            f"{last:.1f} (best {best:.1f}), {summary['wall_time']:.0f} s; run dir {config.run_dir}"
+        )
 
 
 @dataclass(frozen=True)
@@ -95,7 +167,10 @@ class Data:
 
 
 Command = (
-    Annotated[Data, tyro.conf.subcommand("data")] | Annotated[Demo, tyro.conf.subcommand("demo")]
+    Annotated[Train, tyro.conf.subcommand("train")]
+    | Annotated[Eval, tyro.conf.subcommand("eval")]
+    | Annotated[Data, tyro.conf.subcommand("data")]
+    | Annotated[Demo, tyro.conf.subcommand("demo")]
 )
 
 

@@ -9,7 +9,7 @@ carries ``ref_min_score``/``ref_max_score`` overrides them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,19 +125,20 @@ def evaluate(
     policy: Policy,
     env_id: str,
     episodes: int,
-    seed: int,
+    seed: int | Sequence[int],
     metadata: Mapping[str, Any] | None = None,
     max_episode_steps: int = MAX_EPISODE_STEPS,
 ) -> EvalResult:
     """Run ``episodes`` episodes of ``policy`` and score them.
 
     Episodes run side by side in lock step so the policy sees one batch per step. Each episode's
-    env seed is drawn from ``seed`` through a SeedSequence, so different ``seed`` values give
-    fresh, non-overlapping start states; pass a new seed for every evaluation of a run.
+    env seed is drawn from ``seed`` (an int or a tuple such as ``(run_seed, step)``) through a
+    SeedSequence, so different seeds give fresh start states; pass a new one for every evaluation.
     """
     if episodes < 1:
         raise AdeptError(f"evaluation needs at least one episode, got {episodes}")
-    seeds = np.random.SeedSequence(seed).generate_state(episodes)
+    entropy = [seed] if isinstance(seed, int) else list(seed)
+    seeds = np.random.SeedSequence(entropy).generate_state(episodes)
     envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(episodes)]
     try:
         obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=True)])

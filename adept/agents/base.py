@@ -1,0 +1,116 @@
+"""What every agent shares: the surface the training loop and the world-model methods call.
+
+``update(batch) -> dict[str, Tensor]`` returns detached scalar tensors; the loop turns them into
+floats only when it logs, so an update never waits on the host. Observations are raw (each actor
+normalizes with the dataset statistics it holds), so ``act`` and ``log_prob`` take env, dataset
+and world-model states alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adept.data.buffer import Batch
+from adept.data.transitions import Transitions
+from adept.nets import Actor, Normalizer
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What an agent needs to know about the problem, derived from the dataset."""
+
+    obs_dim: int
+    act_dim: int
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    return_range: float
+    """max − min episode return of the dataset (IQL's locomotion reward scaling)."""
+    num_steps: int
+    """Total gradient steps of the run (for learning-rate schedules)."""
+    device: torch.device
+
+    @classmethod
+    def from_data(cls, data: Transitions, num_steps: int, device: torch.device) -> AgentSpec:
+        returns = data.episode_returns()
+        return cls(
+            obs_dim=data.obs_dim,
+            act_dim=data.act_dim,
+            obs_mean=torch.as_tensor(
+                data.observations.mean(0, dtype=np.float64), dtype=torch.float32
+            ),
+            obs_std=torch.as_tensor(
+                data.observations.std(0, dtype=np.float64), dtype=torch.float32
+            ),
+            return_range=float(returns.max() - returns.min()),
+            num_steps=num_steps,
+            device=device,
+        )
+
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.obs_mean, self.obs_std)
+
+
+def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step (CPU and CUDA in torch ≥ 2.4)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class Agent:
+    """Base class: subclasses set ``actor`` and list their stateful parts in ``components``."""
+
+    name: str = "agent"
+    actor: Actor
+    device: torch.device
+
+    def components(self) -> dict[str, Any]:
+        """Modules, optimizers and schedulers by name; ``state_dict`` saves exactly these."""
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient step on ``batch``; returns detached scalar metrics (``train/...``)."""
+        raise NotImplementedError
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) under the actor's exact distribution, ``[batch]``."""
+        return self.actor.log_prob(obs, act)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch of raw observations ``[batch, obs_dim]`` (or one ``[obs_dim]``)."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        single = obs_t.ndim == 1
+        action = self.actor.sample(obs_t[None] if single else obs_t, deterministic=deterministic)
+        action = action.clamp(-1.0, 1.0)
+        out = action.cpu().numpy()
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def sample_actions(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions on the device for device observations (world-model rollouts)."""
+        return self.actor.sample(obs, deterministic=deterministic).clamp(-1.0, 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.components().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        parts = self.components()
+        missing = set(parts) - set(state)
+        if missing:
+            raise KeyError(f"agent state lacks {sorted(missing)}")
+        for name, part in parts.items():
+            # Optimizers keep loaded state tensors as they are; copy them so that two agents
+            # never share (and mutate) the same Adam moments.
+            value = state[name] if isinstance(part, nn.Module) else copy.deepcopy(state[name])
+            part.load_state_dict(value)
+
+    def train(self, mode: bool = True) -> None:
+        for part in self.components().values():
+            if isinstance(part, nn.Module):
+                part.train(mode)

@@ -1,0 +1,65 @@
+"""Behaviour cloning: maximum likelihood of dataset actions under a Gaussian policy.
+
+L = −E[log π(a|s)],  π(a|s) = N(tanh(μ(s)), diag(σ(s)²)).
+
+The Gaussian (rather than a deterministic regressor) gives BC an exact density, which makes it
+usable as ADEPT's policy learner (the paper's ADEPT+BC ablation) and as a behaviour model β.
+Deterministic acting returns the mean, which is the MSE regressor's answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from adept.agents.base import Agent, AgentSpec, adam
+from adept.data.buffer import Batch
+from adept.nets import GaussianActor
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """BC hyper-parameters."""
+
+    lr: float = 3e-4
+    """Learning rate."""
+    hidden: int = 256
+    """Width of the policy network."""
+    depth: int = 2
+    """Hidden layers of the policy network."""
+    state_dependent_std: bool = True
+    """Learn σ(s) per state (a better density model) rather than one σ vector."""
+
+
+class BC(Agent):
+    name = "bc"
+
+    def __init__(self, spec: AgentSpec, config: BCConfig = BCConfig()):
+        self.config = config
+        self.device = spec.device
+        c = config
+        self.actor = GaussianActor(
+            spec.obs_dim,
+            spec.act_dim,
+            spec.normalizer(),
+            c.hidden,
+            c.depth,
+            state_dependent_std=c.state_dependent_std,
+        ).to(self.device)
+        self.actor_opt = adam(self.actor.parameters(), c.lr)
+
+    def components(self) -> dict[str, Any]:
+        return {"actor": self.actor, "actor_opt": self.actor_opt}
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        log_prob = self.actor.log_prob(batch.observations, batch.actions)
+        loss = -log_prob.mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        with torch.no_grad():
+            mean, _ = self.actor(batch.observations)
+            mse = (mean - batch.actions).pow(2).mean()
+        return {"train/actor_loss": loss.detach(), "train/mse": mse}

@@ -1,0 +1,390 @@
+"""The one training loop, shared by every agent and every synthetic-data method.
+
+:func:`fit` is the loop itself: an explicit ``for step in range(...)`` that asks the method for
+a batch, updates the agent, lets the method do its own work (rollouts, world-model updates), and
+yields ``(step, metrics)``. :func:`train` drives it for a run: evaluation, logging, checkpoints,
+resume and the summary. Methods plug in through :class:`Method`; they never copy the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from adept.agents import AGENTS, Agent, AgentSpec, BCConfig, IQLConfig, SACConfig, TD3BCConfig
+from adept.data.buffer import Batch, ReplayBuffer, resolve_device
+from adept.data.registry import load_dataset
+from adept.data.transitions import Transitions
+from adept.envs import evaluate, reference_returns
+from adept.errors import AdeptError
+from adept.runs import MetricsLog, RunDir, load_checkpoint
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Offline training of one agent (optionally with a synthetic-data method) on one dataset."""
+
+    dataset: str = "hopper-random"
+    """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
+    agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
+    """The offline RL agent."""
+    method: Literal["none"] = "none"
+    """Where batches come from: 'none' trains on the dataset alone."""
+    num_steps: int = 100_000
+    """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
+    seed: int = 0
+    """Seed of networks, sampling and evaluation episodes."""
+    run_dir: Path | None = None
+    """Run directory; default runs/<dataset>-<agent>-<method>-seed<seed>."""
+    env_id: str | None = None
+    """Gymnasium env id, when the dataset does not name one."""
+    batch_size: int = 256
+    """Agent batch size."""
+    eval_every: int = 5000
+    """Evaluate every N steps (and at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic actor, fresh env seeds each time)."""
+    log_every: int = 1000
+    """Average training metrics over N steps and log them."""
+    checkpoint_every: int = 10_000
+    """Save a resumable checkpoint every N steps (and at the end)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Training device; auto picks CUDA when available."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (mode from WANDB_MODE; needs the wandb extra)."""
+    progress: bool = True
+    """Show a progress bar."""
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir is not None:
+            return self.run_dir
+        name = Path(self.dataset).stem if self.dataset.endswith((".hdf5", ".h5")) else self.dataset
+        name = name.replace("minari:", "").replace("/", "_")
+        return Path("runs") / f"{name}-{self.agent}-{self.method}-seed{self.seed}"
+
+    def validate(self) -> None:
+        for name in (
+            "num_steps",
+            "batch_size",
+            "eval_every",
+            "eval_episodes",
+            "log_every",
+            "checkpoint_every",
+        ):
+            if getattr(self, name) < 1:
+                raise AdeptError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise AdeptError(
+                "--device cuda was asked for but no CUDA device is visible; use --device auto"
+            )
+
+
+#: Config fields that may differ when a run is resumed (they do not change its results).
+RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb")
+
+
+class Method:
+    """How the agent gets its batches, and what happens between agent updates.
+
+    The base class trains on the dataset alone (``--method none``). A synthetic-data method
+    overrides :meth:`setup` (e.g. pre-train a world model), :meth:`sample` (mix real and
+    synthetic data) and :meth:`after_update` (rollouts, model re-fits), and saves whatever it
+    needs to resume in :meth:`state_dict`.
+    """
+
+    name = "none"
+
+    def __init__(self, data: Transitions, buffer: ReplayBuffer, batch_size: int):
+        self.data = data
+        self.buffer = buffer
+        self.batch_size = batch_size
+
+    def setup(self, agent: Agent) -> dict[str, float]:
+        """Work before the first agent step; returns metrics to log at step 0."""
+        return {}
+
+    def sample(self, step: int) -> Batch:
+        """The agent's batch for ``step``."""
+        return self.buffer.sample(self.batch_size)
+
+    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        """Work after the agent's update at ``step``; returns detached scalar metrics."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+
+
+METHODS: dict[str, type[Method]] = {"none": Method}
+
+
+def fit(
+    agent: Agent, method: Method, start: int, num_steps: int
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """The training loop: yields ``(steps done, metrics)`` after each agent update."""
+    for step in range(start, num_steps):
+        batch = method.sample(step)
+        metrics = agent.update(batch)
+        metrics.update(method.after_update(step, agent))
+        yield step + 1, metrics
+
+
+class _Averager:
+    """Running sums of metric tensors; turned into floats only when logged (no per-step sync)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, torch.Tensor]) -> None:
+        for key, value in metrics.items():
+            if key in self.sums:
+                self.sums[key] = self.sums[key] + value
+                self.counts[key] += 1
+            else:
+                self.sums[key] = value.detach().clone()
+                self.counts[key] = 1
+
+    def pop(self) -> dict[str, float]:
+        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+
+
+def _rng_state() -> dict[str, Any]:
+    # numpy and Python RNGs are not used globally: data and eval seeds go through Generators
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def make_agent(config: TrainConfig, spec: AgentSpec) -> Agent:
+    return AGENTS[config.agent](spec, getattr(config, config.agent))  # type: ignore[call-arg]
+
+
+class _Loggers:
+    """CSV always; TensorBoard and W&B when asked for."""
+
+    def __init__(self, config: TrainConfig, run: RunDir, resume_step: int | None):
+        self.csv = MetricsLog(run.path / "metrics.csv", resume_step)
+        self.tb: Any = None
+        self.wandb: Any = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise AdeptError(
+                    "--tensorboard needs the tensorboard package; "
+                    "pip install 'adept-rl[tensorboard]'"
+                ) from exc
+            self.tb = SummaryWriter(str(run.path / "tb"), purge_step=resume_step)
+        if config.wandb:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise AdeptError(
+                    "--wandb needs the wandb package: pip install 'adept-rl[wandb]'"
+                ) from exc
+            self.wandb = wandb.init(
+                project="adept",
+                name=run.path.name,
+                dir=str(run.path),
+                config=run.config,
+                id=run.path.name.replace("/", "_"),
+                resume="allow",
+            )
+
+    def write(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> None:
+        self.csv.write(step, wall_time, metrics)
+        if self.tb is not None:
+            for key, value in metrics.items():
+                self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(metrics), step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def summarize_run(rows: list[dict[str, Any]], steps: int, wall_time: float) -> dict[str, Any]:
+    evals = [r for r in rows if r.get("eval/normalized_score") not in (None, "")]
+    if not evals:
+        raise AdeptError("the run logged no evaluation; nothing to summarize")
+    scores = [float(r["eval/normalized_score"]) for r in evals]
+    return {
+        "normalized_score_last": scores[-1],
+        "normalized_score_best": max(scores),
+        "return_last": float(evals[-1]["eval/return"]),
+        "steps": steps,
+        "wall_time": round(wall_time, 3),
+    }
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train (or resume, or report a finished run) and return the run's summary."""
+    config.validate()
+    run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, env_id=config.env_id, progress=config.progress)
+    if data.env_id is None:
+        raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
+    env_id = data.env_id
+
+    seed_everything(config.seed)
+    spec = AgentSpec.from_data(data, config.num_steps, device)
+    agent = make_agent(config, spec)
+    buffer = ReplayBuffer.from_transitions(data, device=device, seed=config.seed)
+    method = METHODS[config.method](data, buffer, config.batch_size)
+    averager = _Averager()
+    ref_min, ref_max = reference_returns(env_id, data.metadata)
+    meta = {
+        "env_id": env_id,
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+    }
+
+    start, elapsed_before = 0, 0.0
+    if run.resumed and run.has_checkpoint():
+        state = run.load_checkpoint(map_location=device)
+        agent.load_state_dict(state["agent"])
+        method.load_state_dict(state["method"])
+        averager.load_state_dict(state["averager"])
+        _set_rng_state(state["rng"])
+        start, elapsed_before = int(state["step"]), float(state["wall_time"])
+    loggers = _Loggers(config, run, resume_step=start if start > 0 else None)
+    if start >= config.num_steps and run.is_finished():
+        loggers.close()
+        return run.read_summary()
+
+    def checkpoint(step: int, wall_time: float) -> None:
+        run.save_checkpoint(
+            {
+                "step": step,
+                "wall_time": wall_time,
+                "agent": agent.state_dict(),
+                "method": method.state_dict(),
+                "averager": averager.state_dict(),
+                "rng": _rng_state(),
+                "meta": meta,
+            }
+        )
+
+    t0 = time.perf_counter() - elapsed_before
+    if start == 0:
+        setup_metrics = method.setup(agent)
+        if setup_metrics:
+            loggers.write(0, time.perf_counter() - t0, setup_metrics)
+
+    bar = tqdm(
+        total=config.num_steps,
+        initial=start,
+        desc=f"{config.agent}",
+        disable=not config.progress,
+        unit="step",
+    )
+    last_eval: float | None = None
+    try:
+        for step, metrics in fit(agent, method, start, config.num_steps):
+            averager.add(metrics)
+            done = step == config.num_steps
+            row: dict[str, float] = {}
+            if step % config.log_every == 0 or done:
+                row.update(averager.pop())
+            if step % config.eval_every == 0 or done:
+                result = evaluate(
+                    lambda obs: agent.act(obs, deterministic=True),
+                    env_id,
+                    config.eval_episodes,
+                    seed=(config.seed, step),
+                    metadata=data.metadata,
+                )
+                last_eval = result.mean_normalized_score
+                row["eval/normalized_score"] = last_eval
+                row["eval/normalized_score_std"] = float(result.normalized_scores.std())
+                row["eval/return"] = result.mean_return
+            if row:
+                loggers.write(step, time.perf_counter() - t0, row)
+                shown = {
+                    k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("train/")
+                }
+                if last_eval is not None:
+                    shown["score"] = f"{last_eval:.1f}"
+                bar.set_postfix(shown, refresh=False)
+            if step % config.checkpoint_every == 0 or done:
+                checkpoint(step, time.perf_counter() - t0)
+            bar.update(1)
+    finally:
+        bar.close()
+        loggers.close()
+
+    summary = summarize_run(loggers.csv.rows, config.num_steps, time.perf_counter() - t0)
+    run.write_summary(summary)
+    return summary
+
+
+def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agent, dict[str, Any]]:
+    """The agent of a run directory's latest checkpoint, and the checkpoint's metadata."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise AdeptError(
+            f"{run_dir} is not a run directory (no config.json); "
+            "give the --run-dir of a training run"
+        )
+    stored = json.loads(config_path.read_text())["config"]
+    state = load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
+    meta = state["meta"]
+    name = stored["agent"]
+    config_cls = {"iql": IQLConfig, "sac": SACConfig, "td3bc": TD3BCConfig, "bc": BCConfig}[name]
+    spec = AgentSpec(
+        obs_dim=meta["obs_dim"],
+        act_dim=meta["act_dim"],
+        obs_mean=torch.zeros(meta["obs_dim"]),
+        obs_std=torch.ones(meta["obs_dim"]),
+        return_range=1.0,
+        num_steps=stored["num_steps"],
+        device=resolve_device(device),
+    )
+    agent = AGENTS[name](spec, config_cls(**stored[name]))  # type: ignore[call-arg]
+    agent.load_state_dict(state["agent"])
+    return agent, {**meta, "step": state["step"]}

@@ -1,0 +1,191 @@
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+import adept.train as train_module
+from adept.cli import main
+from adept.data.generate import make_dataset
+from adept.errors import AdeptError
+from adept.runs import load_checkpoint
+from adept.train import TrainConfig, load_agent, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    return str(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
+
+
+def config(dataset: str, run_dir, **kw) -> TrainConfig:
+    base = TrainConfig(
+        dataset=dataset,
+        agent="iql",
+        num_steps=60,
+        run_dir=run_dir,
+        batch_size=32,
+        eval_every=30,
+        eval_episodes=1,
+        log_every=10,
+        checkpoint_every=20,
+        device="cpu",
+        progress=False,
+    )
+    return replace(base, **kw)
+
+
+def rows(run_dir) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+
+
+def test_run_directory_contents(dataset, tmp_path):
+    summary = train(config(dataset, tmp_path / "run"))
+    run = tmp_path / "run"
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["config"]["agent"] == "iql" and stored["config"]["iql"]["expectile"] == 0.7
+    assert "adept_version" in stored and "git_sha" in stored
+    logged = rows(run)
+    assert [int(r["step"]) for r in logged] == [10, 20, 30, 40, 50, 60]
+    assert {
+        "train/q_loss",
+        "train/value_loss",
+        "train/actor_loss",
+        "eval/normalized_score",
+        "eval/return",
+    } <= set(logged[0])
+    assert [r["step"] for r in logged if r["eval/normalized_score"]] == ["30", "60"]
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert set(summary) == {
+        "normalized_score_last",
+        "normalized_score_best",
+        "return_last",
+        "steps",
+        "wall_time",
+    }
+    assert summary["steps"] == 60
+    assert summary["normalized_score_best"] >= summary["normalized_score_last"]
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 60 and state["meta"]["env_id"] == "Hopper-v5"
+
+
+@pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
+def test_resume_ends_exactly_like_an_uninterrupted_run(dataset, tmp_path, monkeypatch, agent):
+    full = config(dataset, tmp_path / "full", agent=agent)
+    train(full)
+
+    real_fit = train_module.fit
+
+    def interrupted_fit(agent_, method, start, num_steps):
+        for step, metrics in real_fit(agent_, method, start, num_steps):
+            if step == 47:  # after the checkpoint at 40, mid log-window
+                raise KeyboardInterrupt
+            yield step, metrics
+
+    part = config(dataset, tmp_path / "part", agent=agent)
+    monkeypatch.setattr(train_module, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train(part)
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 40
+    assert not (tmp_path / "part" / "summary.json").exists()
+    monkeypatch.setattr(train_module, "fit", real_fit)
+    resumed = train(part)
+
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["agent"]
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["agent"]
+    for name, module_state in a.items():
+        if isinstance(module_state, dict) and "state" not in module_state:
+            for key, value in module_state.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(value, b[name][key]), f"{name}.{key}"
+    assert (
+        resumed["normalized_score_last"]
+        == json.loads((tmp_path / "full" / "summary.json").read_text())["normalized_score_last"]
+    )
+
+
+def test_finished_run_is_reported_not_retrained(dataset, tmp_path, monkeypatch):
+    cfg = config(dataset, tmp_path / "run", num_steps=20, eval_every=20)
+    first = train(cfg)
+    monkeypatch.setattr(train_module, "fit", lambda *a: pytest.fail("must not train again"))
+    assert train(cfg) == first
+
+
+def test_different_config_on_existing_run_dir_is_refused(dataset, tmp_path):
+    train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10))
+    with pytest.raises(AdeptError, match=r"different config \(iql\.expectile: 0\.7 → 0\.9\)"):
+        train(
+            config(
+                dataset,
+                tmp_path / "run",
+                num_steps=10,
+                eval_every=10,
+                iql=replace(TrainConfig().iql, expectile=0.9),
+            )
+        )
+    # fields that do not change results may differ
+    train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10, progress=True))
+
+
+def test_bad_config_values(dataset, tmp_path):
+    with pytest.raises(AdeptError, match="--num-steps must be positive"):
+        train(config(dataset, tmp_path / "run", num_steps=0))
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_agent_acts_like_the_trained_one(dataset, tmp_path):
+    train(config(dataset, tmp_path / "run", agent="sac", num_steps=20, eval_every=20))
+    agent, meta = load_agent(tmp_path / "run", device="cpu")
+    assert meta["step"] == 20 and meta["obs_dim"] == 11
+    obs = torch.randn(3, 11)
+    assert agent.act(obs.numpy()).shape == (3, 3)
+    with pytest.raises(AdeptError, match="not a run directory"):
+        load_agent(tmp_path)
+
+
+def test_cli_train_and_eval(dataset, tmp_path, capsys):
+    run = tmp_path / "cli-run"
+    main(
+        [
+            "train",
+            "--dataset",
+            dataset,
+            "--agent",
+            "td3bc",
+            "--num-steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--eval-episodes",
+            "1",
+            "--batch-size",
+            "16",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--td3bc.alpha",
+            "1.5",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert '"normalized_score_last"' in out
+    assert json.loads((run / "config.json").read_text())["config"]["td3bc"]["alpha"] == 1.5
+    main(["eval", str(run), "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert (
+        "Hopper-v5 step 20: return" in out
+        and "normalized score" in out
+        and "over 2 episodes" in out
+    )
+
+
+def test_cli_eval_of_a_missing_run_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(tmp_path / "nothing")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("adept: error: ")
