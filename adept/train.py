@@ -194,7 +194,7 @@ def seed_everything(seed: int) -> None:
 
 
 def make_agent(config: TrainConfig, spec: AgentSpec) -> Agent:
-    return AGENTS[config.agent](spec, getattr(config, config.agent))  # type: ignore[call-arg]
+    return AGENTS[config.agent](spec, getattr(config, config.agent))
 
 
 class _Loggers:
@@ -385,6 +385,6 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
         num_steps=stored["num_steps"],
         device=resolve_device(device),
     )
-    agent = AGENTS[name](spec, config_cls(**stored[name]))  # type: ignore[call-arg]
+    agent = AGENTS[name](spec, config_cls(**stored[name]))
     agent.load_state_dict(state["agent"])
     return agent, {**meta, "step": state["step"]}
