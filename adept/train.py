@@ -8,6 +8,7 @@ resume and the summary. Methods plug in through :class:`Method`; they never copy
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -88,6 +89,10 @@ class TrainConfig:
                 raise AdeptError(
                     f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
                 )
+        if self.tensorboard:
+            _optional("torch.utils.tensorboard", "tensorboard")
+        if self.wandb:
+            _optional("wandb", "wandb")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise AdeptError(
                 "--device cuda was asked for but no CUDA device is visible; use --device auto"
@@ -197,6 +202,16 @@ def make_agent(config: TrainConfig, spec: AgentSpec) -> Agent:
     return AGENTS[config.agent](spec, getattr(config, config.agent))
 
 
+def _optional(module: str, extra: str) -> Any:
+    """Import an optional logger's package, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise AdeptError(
+            f"--{extra} needs the {extra} package; pip install 'adept-rl[{extra}]'"
+        ) from exc
+
+
 class _Loggers:
     """CSV always; TensorBoard and W&B when asked for."""
 
@@ -205,22 +220,10 @@ class _Loggers:
         self.tb: Any = None
         self.wandb: Any = None
         if config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise AdeptError(
-                    "--tensorboard needs the tensorboard package; "
-                    "pip install 'adept-rl[tensorboard]'"
-                ) from exc
-            self.tb = SummaryWriter(str(run.path / "tb"), purge_step=resume_step)
+            tensorboard = _optional("torch.utils.tensorboard", "tensorboard")
+            self.tb = tensorboard.SummaryWriter(str(run.path / "tb"), purge_step=resume_step)
         if config.wandb:
-            try:
-                import wandb
-            except ImportError as exc:
-                raise AdeptError(
-                    "--wandb needs the wandb package: pip install 'adept-rl[wandb]'"
-                ) from exc
-            self.wandb = wandb.init(
+            self.wandb = _optional("wandb", "wandb").init(
                 project="adept",
                 name=run.path.name,
                 dir=str(run.path),

@@ -189,3 +189,49 @@ def test_cli_eval_of_a_missing_run_is_one_line(tmp_path, capsys):
         main(["eval", str(tmp_path / "nothing")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("adept: error: ")
+
+
+def test_methods_plug_in_through_hooks(dataset):
+    """A method supplies the batches and runs its own work after each update; fit is not copied."""
+    from adept.agents import AgentSpec
+    from adept.data import ReplayBuffer, load_hdf5
+
+    data = load_hdf5(dataset)
+    buffer = ReplayBuffer.from_transitions(data, device="cpu")
+    calls: list[tuple[str, int]] = []
+
+    class Recording(train_module.Method):
+        def sample(self, step):
+            calls.append(("sample", step))
+            return super().sample(step)
+
+        def after_update(self, step, agent):
+            calls.append(("after", step))
+            return {"method/extra": torch.tensor(float(step))}
+
+    agent = train_module.make_agent(
+        TrainConfig(agent="bc"), AgentSpec.from_data(data, 3, torch.device("cpu"))
+    )
+    out = list(train_module.fit(agent, Recording(data, buffer, 8), start=1, num_steps=4))
+    assert [s for s, _ in out] == [2, 3, 4]
+    assert calls == [
+        ("sample", 1),
+        ("after", 1),
+        ("sample", 2),
+        ("after", 2),
+        ("sample", 3),
+        ("after", 3),
+    ]
+    assert out[-1][1]["method/extra"].item() == 3.0 and "train/actor_loss" in out[-1][1]
+
+
+@pytest.mark.parametrize(
+    ("flag", "module"), [("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")]
+)
+def test_optional_loggers_without_their_package(dataset, tmp_path, monkeypatch, flag, module):
+    monkeypatch.setitem(__import__("sys").modules, module, None)
+    with pytest.raises(
+        AdeptError, match=rf"--{flag} needs the {flag} package; pip install 'adept-rl\[{flag}\]'"
+    ):
+        train(config(dataset, tmp_path / "run", **{flag: True}))
+    assert not (tmp_path / "run").exists(), "refused before anything is written"
