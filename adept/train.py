@@ -100,7 +100,7 @@ class TrainConfig:
 
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
-RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb")
+RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb", "run_dir")
 
 
 class Method:
