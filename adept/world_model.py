@@ -22,14 +22,16 @@ Every loss is returned per sample, so the importance-sampled update can weight i
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.nets import Normalizer, mlp
 
@@ -310,3 +312,60 @@ class RewardTerminalModel(nn.Module):
         reward_loss = (out[:, 0] - (rewards - self.r_mean) / self.r_std).pow(2)
         terminal_loss = F.binary_cross_entropy_with_logits(out[:, 1], terminals, reduction="none")
         return reward_loss, terminal_loss
+
+
+class WorldModel(nn.Module):
+    """Next-state diffusion model and reward/terminal model, trained together.
+
+    ``train_step`` takes optional per-sample weights that sum to one (the importance-sampled
+    update); without them every sample weighs 1/N, which is plain maximum likelihood.
+    """
+
+    def __init__(self, data: Transitions, config: WorldModelConfig, device: torch.device):
+        super().__init__()
+        self.config = config
+        self.dynamics = DiffusionDynamics.from_data(data, config)
+        self.reward = RewardTerminalModel(
+            data.obs_dim, data.act_dim, data.stats(), config.hidden, config.depth
+        )
+        self.to(device)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=config.lr, fused=True)
+
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample denoising, reward and terminal losses, each ``[batch]``."""
+        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
+        denoise = self.dynamics.loss(obs, act, next_obs)
+        reward, terminal = self.reward.loss(obs, act, next_obs, batch.rewards, batch.terminals)
+        return denoise, reward, terminal
+
+    def train_step(
+        self, batch: Batch, weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One Adam step on Σ_i w_i (ℓ_denoise + ℓ_reward + ℓ_terminal)_i (w_i = 1/N if None)."""
+        denoise, reward, terminal = self.losses(batch)
+        w = torch.full_like(denoise, 1.0 / len(denoise)) if weights is None else weights
+        loss = (w * (denoise + reward + terminal)).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {
+            "world_model/denoise_loss": (w * denoise).sum().detach(),
+            "world_model/reward_loss": (w * reward).sum().detach(),
+            "world_model/terminal_loss": (w * terminal).sum().detach(),
+        }
+
+    @torch.no_grad()
+    def step(
+        self, obs: torch.Tensor, act: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample s′ and predict (r̂, terminal): ``[B, obs_dim]``, ``[B]``, ``[B]`` bool."""
+        next_obs = self.dynamics.sample(obs, act)
+        reward, logit = self.reward(obs, act, next_obs)
+        return next_obs, reward, logit > 0
+
+    def state_dict_all(self) -> dict[str, Any]:
+        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict_all(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))

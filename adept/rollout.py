@@ -1,0 +1,82 @@
+"""Policy evaluation in the world model: batched imagined rollouts of the current policy.
+
+Start states are drawn uniformly from the dataset (any step of any episode). For h = 0..H−1:
+a ~ π(·|s); s′ ~ p_θ(·|s, a); (r̂, d̂) = r_φ(s, a, s′); s′ and r̂ are clipped to the dataset's
+per-dimension range. A trajectory stops when d̂ is true (stored as a terminal) or at the horizon
+(stored as a timeout, so the agent still bootstraps there). Only live trajectories are stepped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adept.agents.base import Agent
+from adept.data.buffer import Batch
+from adept.data.transitions import DatasetStats
+from adept.world_model import WorldModel
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """Imagined transitions (flattened over time and trajectories) and per-trajectory totals."""
+
+    transitions: Batch
+    returns: torch.Tensor
+    """Undiscounted imagined return per trajectory ``[num_starts]``."""
+    lengths: torch.Tensor
+    """Steps before termination or the horizon, per trajectory ``[num_starts]``."""
+
+
+class StateBounds:
+    """Per-dimension [min, max] of states and rewards in the dataset, on a device."""
+
+    def __init__(self, stats: DatasetStats, device: torch.device):
+        def t(x: object) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+        self.state_low, self.state_high = t(stats.states.min), t(stats.states.max)
+        self.reward_low, self.reward_high = t(stats.rewards.min), t(stats.rewards.max)
+
+
+@torch.no_grad()
+def rollout(
+    agent: Agent,
+    world_model: WorldModel,
+    start_obs: torch.Tensor,
+    horizon: int,
+    bounds: StateBounds,
+    deterministic: bool = False,
+) -> RolloutResult:
+    """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps."""
+    n = len(start_obs)
+    device = start_obs.device
+    obs = start_obs
+    alive = torch.arange(n, device=device)  # indices of live trajectories
+    returns = torch.zeros(n, device=device)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    chunks: list[Batch] = []
+    for h in range(horizon):
+        act = agent.sample_actions(obs, deterministic=deterministic)  # [live, act_dim]
+        next_obs, reward, done = world_model.step(obs, act)
+        next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
+        reward = reward.clamp(bounds.reward_low, bounds.reward_high)
+        timeout = ~done if h == horizon - 1 else torch.zeros_like(done)
+        chunks.append(
+            Batch(
+                observations=obs,
+                actions=act,
+                rewards=reward,
+                next_observations=next_obs,
+                terminals=done.float(),
+                timeouts=timeout.float(),
+            )
+        )
+        returns.index_add_(0, alive, reward)
+        lengths.index_add_(0, alive, torch.ones_like(alive))
+        keep = ~done
+        alive, obs = alive[keep], next_obs[keep]
+        if len(alive) == 0:
+            break
+    return RolloutResult(Batch.cat(chunks), returns, lengths)

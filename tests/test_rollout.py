@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from adept.agents import BC, AgentSpec
+from adept.data.transitions import DatasetStats, Stats, Transitions
+from adept.rollout import StateBounds, rollout
+from adept.world_model import WorldModel, WorldModelConfig
+
+
+class ScriptedModel:
+    """A world model with known answers: s′ = s + (1, 0) (then clipped), r = 100 (clipped to 5),
+    done when s′[0] reaches s′[1]."""
+
+    def step(self, obs, act):
+        next_obs = obs + torch.tensor([1.0, 0.0])
+        reward = torch.full((len(obs),), 100.0)
+        done = next_obs[:, 0] >= next_obs[:, 1]
+        return next_obs, reward, done
+
+
+def bounds(high: float = 1e6) -> StateBounds:
+    states = Stats(
+        np.full(2, -1e6, np.float32),
+        np.ones(2, np.float32),
+        np.full(2, -1e6, np.float32),
+        np.full(2, high, np.float32),
+    )
+    rewards = Stats(np.float32(0), np.float32(1), np.float32(-5), np.float32(5))
+    return StateBounds(DatasetStats(states, rewards), torch.device("cpu"))
+
+
+def agent(obs_dim: int = 2) -> BC:
+    torch.manual_seed(0)
+    return BC(
+        AgentSpec(
+            obs_dim, 1, torch.zeros(obs_dim), torch.ones(obs_dim), 1.0, 1, torch.device("cpu")
+        )
+    )
+
+
+def test_horizon_termination_timeouts_and_clipping():
+    # start i: s = (0, i + 1) → s′[0] = h + 1 catches s[1] = i + 1 at step h = i
+    start = torch.stack([torch.zeros(5), torch.arange(1.0, 6.0)], dim=1)
+    result = rollout(agent(), ScriptedModel(), start, horizon=3, bounds=bounds())  # type: ignore[arg-type]
+    assert result.lengths.tolist() == [1, 2, 3, 3, 3]
+    batch = result.transitions
+    assert len(batch) == 5 + 4 + 3
+    # terminals where trajectories 0, 1, 2 stop; timeouts only for the ones alive at the horizon
+    assert batch.terminals.sum().item() == 3
+    assert batch.timeouts.sum().item() == 2
+    assert not (batch.terminals.bool() & batch.timeouts.bool()).any()
+    assert (batch.rewards == 5.0).all(), "rewards clipped to the dataset's max"
+    torch.testing.assert_close(result.returns, 5.0 * result.lengths.float())
+    # each step's observations continue from the previous step's next observations
+    torch.testing.assert_close(batch.observations[5:9], batch.next_observations[1:5])
+
+
+def test_states_are_clipped_to_the_dataset_range():
+    start = torch.tensor([[0.0, 100.0]])
+    result = rollout(agent(), ScriptedModel(), start, horizon=4, bounds=bounds(high=2.5))  # type: ignore[arg-type]
+    assert result.transitions.next_observations.max().item() == 2.5
+
+
+def test_rollout_with_a_real_world_model_shapes():
+    rng = np.random.default_rng(0)
+    n = 64
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    data = Transitions(
+        observations=obs,
+        actions=rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=obs + 0.1,
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+    )
+    model = WorldModel(
+        data, WorldModelConfig(hidden=32, depth=1, denoising_steps=3), torch.device("cpu")
+    )
+    stats = data.stats()
+    result = rollout(
+        agent(3),
+        model,
+        torch.as_tensor(obs[:10]),
+        horizon=4,
+        bounds=StateBounds(stats, torch.device("cpu")),
+    )
+    batch = result.transitions
+    assert batch.observations.shape[1] == 3 and batch.actions.shape[1] == 1
+    assert len(batch) == int(result.lengths.sum())
+    assert (batch.next_observations <= torch.as_tensor(stats.states.max)).all()
+    assert (batch.rewards >= float(stats.rewards.min)).all()
+    assert result.lengths.max().item() <= 4
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_world_model_train_step_weights(steps):
+    rng = np.random.default_rng(1)
+    n = 32
+    obs = rng.normal(size=(n, 2)).astype(np.float32)
+    data = Transitions(
+        obs,
+        rng.uniform(-1, 1, (n, 1)),
+        rng.normal(size=n),
+        obs + 1,
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+    )
+    model = WorldModel(data, WorldModelConfig(hidden=16, depth=1), torch.device("cpu"))
+    from adept.data.buffer import ReplayBuffer
+
+    batch = ReplayBuffer.from_transitions(data, device="cpu").sample(16)
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(steps):
+        metrics = model.train_step(batch, torch.full((16,), 1 / 16))
+    assert all(torch.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
