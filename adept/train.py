@@ -3,7 +3,8 @@
 :func:`fit` is the loop itself: an explicit ``for step in range(...)`` that asks the method for
 a batch, updates the agent, lets the method do its own work (rollouts, world-model updates), and
 yields ``(step, metrics)``. :func:`train` drives it for a run: evaluation, logging, checkpoints,
-resume and the summary. Methods plug in through :class:`Method`; they never copy the loop.
+resume and the summary. Methods plug in through :class:`adept.methods.Method`; they never copy
+the loop.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from adept.agents import AGENTS, Agent, AgentSpec, BCConfig, IQLConfig, SACConfig, TD3BCConfig
-from adept.data.buffer import Batch, ReplayBuffer, resolve_device
+from adept.data.buffer import ReplayBuffer, resolve_device
 from adept.data.registry import load_dataset
-from adept.data.transitions import Transitions
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
+from adept.methods import Method, ModelBasedConfig, check_config, make_method
 from adept.runs import MetricsLog, RunDir, load_checkpoint
 
 
@@ -36,8 +37,9 @@ class TrainConfig:
     """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
     agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
     """The offline RL agent."""
-    method: Literal["none"] = "none"
-    """Where batches come from: 'none' trains on the dataset alone."""
+    method: Literal["none", "diffusion", "adept"] = "none"
+    """'none': the dataset alone (X); 'diffusion': Diff+X (world model trained once, rollouts of
+    the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates)."""
     num_steps: int = 100_000
     """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
     seed: int = 0
@@ -68,6 +70,8 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    adept: ModelBasedConfig = field(default_factory=ModelBasedConfig)
+    """World model and schedule of --method diffusion|adept."""
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
@@ -101,44 +105,6 @@ class TrainConfig:
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
 RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb", "run_dir")
-
-
-class Method:
-    """How the agent gets its batches, and what happens between agent updates.
-
-    The base class trains on the dataset alone (``--method none``). A synthetic-data method
-    overrides :meth:`setup` (e.g. pre-train a world model), :meth:`sample` (mix real and
-    synthetic data) and :meth:`after_update` (rollouts, model re-fits), and saves whatever it
-    needs to resume in :meth:`state_dict`.
-    """
-
-    name = "none"
-
-    def __init__(self, data: Transitions, buffer: ReplayBuffer, batch_size: int):
-        self.data = data
-        self.buffer = buffer
-        self.batch_size = batch_size
-
-    def setup(self, agent: Agent) -> dict[str, float]:
-        """Work before the first agent step; returns metrics to log at step 0."""
-        return {}
-
-    def sample(self, step: int) -> Batch:
-        """The agent's batch for ``step``."""
-        return self.buffer.sample(self.batch_size)
-
-    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
-        """Work after the agent's update at ``step``; returns detached scalar metrics."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffer.load_state_dict(state["buffer"])
-
-
-METHODS: dict[str, type[Method]] = {"none": Method}
 
 
 def fit(
@@ -264,18 +230,20 @@ def summarize_run(rows: list[dict[str, Any]], steps: int, wall_time: float) -> d
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume, or report a finished run) and return the run's summary."""
     config.validate()
-    run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
-    device = resolve_device(config.device)
     data = load_dataset(config.dataset, env_id=config.env_id, progress=config.progress)
     if data.env_id is None:
         raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
     env_id = data.env_id
+    if config.method != "none":
+        check_config(config.adept, data)
+    run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
+    device = resolve_device(config.device)
 
     seed_everything(config.seed)
     spec = AgentSpec.from_data(data, config.num_steps, device)
     agent = make_agent(config, spec)
     buffer = ReplayBuffer.from_transitions(data, device=device, seed=config.seed)
-    method = METHODS[config.method](data, buffer, config.batch_size)
+    method = make_method(config.method, data, buffer, config.batch_size, config.adept, config.seed)
     averager = _Averager()
     ref_min, ref_max = reference_returns(env_id, data.metadata)
     meta = {
@@ -290,7 +258,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if run.resumed and run.has_checkpoint():
         state = run.load_checkpoint(map_location=device)
         agent.load_state_dict(state["agent"])
-        method.load_state_dict(state["method"])
+        method.load_state_dict(state["method"], agent)
         averager.load_state_dict(state["averager"])
         _set_rng_state(state["rng"])
         start, elapsed_before = int(state["step"]), float(state["wall_time"])

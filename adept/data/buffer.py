@@ -148,16 +148,26 @@ class ReplayBuffer:
         idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)
         return Batch(**{name: getattr(self, name)[idx] for name in self._fields()})
 
-    def state_dict(self) -> dict[str, object]:
-        """Sampling RNG and fill state (the data itself is re-derived from the dataset)."""
-        return {"size": self.size, "cursor": self._cursor, "rng": self.generator.get_state()}
+    def state_dict(self, include_data: bool = False) -> dict[str, Any]:
+        """Sampling RNG and fill state; the stored rows too with ``include_data`` (for buffers
+        filled by ``add``; a dataset's rows are re-derived from the dataset)."""
+        state: dict[str, Any] = {
+            "size": self.size,
+            "cursor": self._cursor,
+            "rng": self.generator.get_state(),
+        }
+        if include_data:
+            state["data"] = {
+                name: getattr(self, name)[: self.size].cpu() for name in self._fields()
+            }
+        return state
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        self.size = int(state["size"])  # type: ignore[call-overload]
-        self._cursor = int(state["cursor"])  # type: ignore[call-overload]
-        rng = state["rng"]
-        assert isinstance(rng, torch.Tensor)
-        self.generator.set_state(rng)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.size = int(state["size"])
+        self._cursor = int(state["cursor"])
+        self.generator.set_state(state["rng"])
+        for name, value in state.get("data", {}).items():
+            getattr(self, name)[: len(value)] = value.to(self.device)
 
 
 def _tail(value: torch.Tensor | None, n: int) -> torch.Tensor | None:
