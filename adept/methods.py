@@ -23,6 +23,7 @@ import torch
 from adept.agents import BC, Agent, AgentSpec, BCConfig
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
+from adept.diagnostics import TrueDynamics, true_model_error
 from adept.errors import AdeptError
 from adept.importance import BehaviorModel, importance_sampled_update, importance_weights
 from adept.nets import Actor
@@ -105,6 +106,11 @@ class ModelBasedConfig:
     """Share of D held out from world-model training to measure ε_m and ε_r."""
     diagnostics_batch: int = 1024
     """Held-out transitions and dataset states used per diagnostics measurement."""
+    true_error_every: int = 5
+    """Measure the model's true one-step and H-step error against MuJoCo every N rounds
+    (0: never). A diagnostic only: 256 starts × H simulator steps, ≈ 0.5 s on CPU."""
+    true_error_starts: int = 256
+    """Start states of the true-error measurement."""
 
 
 class DiffusionMethod(Method):
@@ -141,6 +147,12 @@ class DiffusionMethod(Method):
         self.n_real = round(batch_size * c.real_ratio)
         self.behavior: BehaviorModel | None = None
         self.previous_actor: Actor | None = None
+        self.truth: TrueDynamics | None = None
+        if c.true_error_every and data.env_id is not None:
+            try:
+                self.truth = TrueDynamics(data.env_id)
+            except AdeptError:
+                self.truth = None  # env without a settable state: skip the diagnostic
 
     def setup(self, agent: Agent) -> dict[str, float]:
         c = self.config
@@ -181,6 +193,15 @@ class DiffusionMethod(Method):
         if self.adapts:
             metrics.update(self._adapt(agent))
         metrics.update(self._diagnostics(agent))
+        round_ = (step + 1) // self.config.rollout_every
+        if self.truth is not None and round_ % self.config.true_error_every == 0:
+            start = self.buffer.sample(self.config.true_error_starts).observations
+            err = true_model_error(self.world_model, agent, self.truth, start, self.config.horizon)
+            metrics["world_model/true_error_1step"] = torch.tensor(err.one_step)
+            metrics["world_model/true_error_hstep"] = torch.tensor(err.h_step)
+            metrics["world_model/true_reward_error_1step"] = torch.tensor(
+                float(err.reward_per_step[0])
+            )
         metrics.update(self._rollouts(agent))
         return metrics
 

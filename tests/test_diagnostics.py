@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from adept.data.generate import make_dataset
+from adept.data.hdf5 import load_hdf5
+from adept.diagnostics import TrueDynamics, true_model_error
+
+
+@pytest.mark.parametrize("name", ["hopper-random", "halfcheetah-random", "walker2d-random"])
+def test_true_dynamics_reproduce_recorded_transitions(tmp_path, name):
+    data = load_hdf5(make_dataset(name, tmp_path / "d.hdf5", num_steps=300, seed=0, progress=False))
+    truth = TrueDynamics(data.env_id)
+    idx = np.flatnonzero(truth.exact(data.observations))
+    assert len(idx) > 20
+    next_obs, rewards, terminated = truth.step(data.observations[idx], data.actions[idx])
+    np.testing.assert_allclose(next_obs, data.next_observations[idx], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(rewards, data.rewards[idx], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(terminated, data.terminals[idx])
+
+
+class Oracle:
+    """A 'world model' that is the simulator: its true error must be zero."""
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def step(self, obs, act):
+        s, r, d = self.truth.step(obs.numpy(), act.numpy())
+        return torch.as_tensor(s), torch.as_tensor(r), torch.as_tensor(d)
+
+
+def test_velocity_clip_marks_inexact_observations():
+    truth = TrueDynamics("Walker2d-v5")
+    obs = np.zeros((2, 17), dtype=np.float32)
+    obs[1, 12] = 10.0
+    assert truth.exact(obs).tolist() == [True, False]
+    assert TrueDynamics("HalfCheetah-v5").exact(np.full((1, 17), 50.0)).all()
+
+
+class Shifted(Oracle):
+    def step(self, obs, act):
+        s, r, d = super().step(obs, act)
+        return s + 0.1, r + 1.0, d
+
+
+def test_true_error_of_an_exact_and_a_biased_model(tmp_path):
+    from adept.agents import BC, AgentSpec
+
+    data = load_hdf5(
+        make_dataset("halfcheetah-random", tmp_path / "d.hdf5", num_steps=200, progress=False)
+    )
+    truth = TrueDynamics(data.env_id)
+    torch.manual_seed(0)
+    agent = BC(AgentSpec(17, 6, torch.zeros(17), torch.ones(17), 1.0, 1, torch.device("cpu")))
+    start = torch.as_tensor(data.observations[:16])
+    exact = true_model_error(Oracle(truth), agent, truth, start, horizon=3)  # type: ignore[arg-type]
+    np.testing.assert_allclose(exact.per_step, 0.0, atol=1e-4)
+    np.testing.assert_allclose(exact.reward_per_step, 0.0, atol=1e-4)
+    biased = true_model_error(Shifted(truth), agent, truth, start, horizon=3)  # type: ignore[arg-type]
+    assert biased.one_step == pytest.approx(0.1 * np.sqrt(17), rel=1e-3)
+    assert biased.reward_per_step[0] == pytest.approx(1.0, rel=1e-3)
+    assert biased.h_step > biased.one_step, "open-loop error compounds"
