@@ -167,34 +167,25 @@ class WorldModelConfig:
     """Adam learning rate of both models."""
     clip_margin: float = 0.1
     """Predicted x₀ is clipped to the data's x₀ range widened by this fraction of it."""
+    dynamics: Literal["diffusion", "gaussian"] = "diffusion"
+    """Next-state model: the guided DDPM (ADEPT), or a one-step Gaussian MLP (MBPO-style
+    baseline, same width/depth and target) for comparison."""
 
 
-class DiffusionDynamics(nn.Module):
-    """p_θ(s′ | s, a) as a guided DDPM; inputs and outputs are raw states and actions.
-
-    Each reverse step clips the predicted x₀ to the box the data's x₀ occupies (widened by
-    ``clip_margin`` of its range), as DDPM's reference sampler clips to the data range. With few
-    steps this matters: the cosine schedule's last β is 0.999, so the first reverse step divides
-    the noise estimate by √ᾱ_K ≈ 0.005 and an unclipped x₀ estimate is dominated by its error.
-    """
+class NextStateModel(nn.Module):
+    """Shared by the next-state models: condition c = (normalized s, a), target x₀ = normalized
+    s′ or s′ − s, and the box the data's x₀ occupies (widened by ``clip_margin`` of its range),
+    to which predicted x₀ are clipped."""
 
     x_mean: torch.Tensor
     x_std: torch.Tensor
     x0_low: torch.Tensor
     x0_high: torch.Tensor
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        states: Stats,
-        targets: Stats,
-        config: WorldModelConfig = WorldModelConfig(),
-    ):
+    def __init__(self, states: Stats, targets: Stats, config: WorldModelConfig):
         """``states``: statistics of s (the condition); ``targets``: of raw x₀ (s′ or s′ − s)."""
         super().__init__()
         self.config = config
-        self.schedule = DiffusionSchedule(config.denoising_steps)
         self.state_norm = Normalizer(torch.as_tensor(states.mean), torch.as_tensor(states.std))
         mean = torch.as_tensor(targets.mean).float()
         std = torch.as_tensor(targets.std).float().clamp_min(1e-3)
@@ -205,18 +196,12 @@ class DiffusionDynamics(nn.Module):
         self.register_buffer("x_std", std)
         self.register_buffer("x0_low", low - margin)
         self.register_buffer("x0_high", high + margin)
-        self.denoiser = Denoiser(obs_dim, obs_dim + act_dim, config.hidden, config.depth)
 
-    @classmethod
-    def from_data(
-        cls, data: Transitions, config: WorldModelConfig = WorldModelConfig()
-    ) -> DiffusionDynamics:
-        raw = (
-            data.next_observations - data.observations
-            if config.target == "delta"
-            else data.next_observations
-        )
-        return cls(data.obs_dim, data.act_dim, data.stats().states, Stats.of(raw), config)
+    @staticmethod
+    def target_stats(data: Transitions, config: WorldModelConfig) -> Stats:
+        if config.target == "delta":
+            return Stats.of(data.next_observations - data.observations)
+        return Stats.of(data.next_observations)
 
     def _cond(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.state_norm(obs), act], dim=-1)
@@ -228,6 +213,44 @@ class DiffusionDynamics(nn.Module):
     def _next_obs(self, obs: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         raw = x0 * self.x_std + self.x_mean
         return obs + raw if self.config.target == "delta" else raw
+
+    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Per-sample training loss ``[batch]``."""
+        raise NotImplementedError
+
+    def sample(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """s′ ~ p(· | s, a), raw units."""
+        raise NotImplementedError
+
+
+class DiffusionDynamics(NextStateModel):
+    """p_θ(s′ | s, a) as a guided DDPM; inputs and outputs are raw states and actions.
+
+    Each reverse step clips the predicted x₀ to the data's x₀ box, as DDPM's reference sampler
+    clips to the data range. With few steps this matters: the cosine schedule's last β is
+    0.999, so the first reverse step divides the noise estimate by √ᾱ_K ≈ 0.005 and an
+    unclipped x₀ estimate is dominated by its error.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        states: Stats,
+        targets: Stats,
+        config: WorldModelConfig = WorldModelConfig(),
+    ):
+        super().__init__(states, targets, config)
+        self.schedule = DiffusionSchedule(config.denoising_steps)
+        self.denoiser = Denoiser(obs_dim, obs_dim + act_dim, config.hidden, config.depth)
+
+    @classmethod
+    def from_data(
+        cls, data: Transitions, config: WorldModelConfig = WorldModelConfig()
+    ) -> DiffusionDynamics:
+        return cls(
+            data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
+        )
 
     def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         """Per-sample ε-prediction loss ``[batch]`` (mean over state dimensions)."""
@@ -267,6 +290,45 @@ class DiffusionDynamics(nn.Module):
             mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
             x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
         return self._next_obs(obs, x)
+
+
+class GaussianDynamics(NextStateModel):
+    """Baseline p(s′ | s, a) = N(μ(s, a), diag σ(s, a)²) over the same x₀ as the diffusion model.
+
+    Trained by Gaussian negative log-likelihood (per sample, mean over dimensions); the same
+    condition, target and output clipping as :class:`DiffusionDynamics`, so the two differ only
+    in the conditional density model.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, states: Stats, targets: Stats, config: WorldModelConfig
+    ):
+        super().__init__(states, targets, config)
+        self.inp = nn.Linear(obs_dim + act_dim, config.hidden)
+        self.blocks = nn.Sequential(*[ResidualBlock(config.hidden) for _ in range(config.depth)])
+        self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.Linear(config.hidden, 2 * obs_dim))
+
+    @classmethod
+    def from_data(cls, data: Transitions, config: WorldModelConfig) -> GaussianDynamics:
+        return cls(
+            data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
+        )
+
+    def _params(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.out(self.blocks(self.inp(self._cond(obs, act)))).chunk(2, dim=-1)
+        return mean, log_std.clamp(-10.0, 2.0)
+
+    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Per-sample Gaussian NLL ``[batch]`` (mean over state dimensions, constant dropped)."""
+        mean, log_std = self._params(obs, act)
+        z = (self._x0(obs, next_obs) - mean) * torch.exp(-log_std)
+        return (0.5 * z.pow(2) + log_std).mean(-1)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        mean, log_std = self._params(obs, act)
+        x0 = torch.clamp(mean + log_std.exp() * torch.randn_like(mean), self.x0_low, self.x0_high)
+        return self._next_obs(obs, x0)
 
 
 class RewardTerminalModel(nn.Module):
@@ -324,7 +386,11 @@ class WorldModel(nn.Module):
     def __init__(self, data: Transitions, config: WorldModelConfig, device: torch.device):
         super().__init__()
         self.config = config
-        self.dynamics = DiffusionDynamics.from_data(data, config)
+        self.dynamics: NextStateModel = (
+            DiffusionDynamics.from_data(data, config)
+            if config.dynamics == "diffusion"
+            else GaussianDynamics.from_data(data, config)
+        )
         self.reward = RewardTerminalModel(
             data.obs_dim, data.act_dim, data.stats(), config.hidden, config.depth
         )

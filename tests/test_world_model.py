@@ -162,3 +162,27 @@ def test_reward_terminal_model_learns_a_known_rule():
     assert (r_hat - true_r).abs().mean().item() < 0.1
     accuracy = ((logit > 0).float() == (sn_t[:, 1] > 1.0).float()).float().mean().item()
     assert accuracy > 0.97
+
+
+def test_gaussian_baseline_recovers_the_linear_gaussian_system():
+    from adept.world_model import GaussianDynamics
+
+    torch.manual_seed(0)
+    s, a, s_next, A, B = linear_gaussian(20_000, seed=0)
+    states = Stats.of(torch.cat([s, s_next]).numpy())
+    model = GaussianDynamics(
+        2, 1, states, Stats.of((s_next - s).numpy()), WorldModelConfig(hidden=64, depth=1)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(1500):
+        idx = torch.randint(len(s), (256,))
+        loss = model.loss(s[idx], a[idx], s_next[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s0, a0 = torch.tensor([[0.5, -1.0]]).repeat(4000, 1), torch.tensor([[0.3]]).repeat(4000, 1)
+    samples = model.sample(s0, a0)
+    np.testing.assert_allclose(
+        samples.mean(0).numpy(), (s0[0] @ A.T + a0[0] @ B.T).numpy(), atol=0.03
+    )
+    np.testing.assert_allclose(samples.std(0).numpy(), [0.1, 0.1], atol=0.03)
