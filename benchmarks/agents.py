@@ -2,9 +2,9 @@
 
 Run alone on the machine (another torch job slows both by 10× or more)::
 
-    python benchmarks/agents.py                       # speed + the cpu-20k learning table
-    python benchmarks/agents.py --no-learning         # speed only
-    python benchmarks/agents.py --num-steps 1000000 --budget-name paper-1m
+    python -m benchmarks.agents                       # speed + the cpu-20k learning table
+    python -m benchmarks.agents --no-learning         # speed only
+    python -m benchmarks.agents --num-steps 1000000 --budget-name paper-1m
 
 Learning runs are ordinary ``adept train`` run directories under ``--out-dir``; an interrupted
 benchmark resumes where it stopped. Parallel workers each get one torch thread.
@@ -13,10 +13,10 @@ benchmark resumes where it stopped. Parallel workers each get one torch thread.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ import tyro
 
 from adept.agents import AGENTS, AgentSpec
 from adept.data import ReplayBuffer, load_dataset, resolve_device
-from adept.train import TrainConfig, train
+from adept.train import TrainConfig
+from benchmarks.common import mean_std, run_parallel
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,7 @@ def measure_speed(args: Args) -> dict[str, dict[str, float]]:
     return out
 
 
-def _run(config: TrainConfig) -> tuple[str, str, int, dict[str, float]]:
-    torch.set_num_threads(1)
-    summary = train(config)
-    return config.dataset, config.agent, config.seed, summary
-
-
-def learning_table(args: Args) -> list[tuple[str, str, int, dict[str, float]]]:
+def learning_table(args: Args) -> list[tuple[str, str, int, dict[str, Any]]]:
     for dataset in args.datasets:  # make each dataset once, before the workers start
         load_dataset(dataset)
     base = TrainConfig(
@@ -102,20 +97,16 @@ def learning_table(args: Args) -> list[tuple[str, str, int, dict[str, float]]]:
         for agent in args.agents
         for seed in args.seeds
     ]
-    results = []
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for dataset, agent, seed, summary in pool.imap_unordered(_run, configs):
-            print(
-                f"  {dataset} {agent} seed {seed}: last {summary['normalized_score_last']:.1f}, "
-                f"best {summary['normalized_score_best']:.1f}, {summary['wall_time']:.0f} s",
-                flush=True,
-            )
-            results.append((dataset, agent, seed, summary))
+    results: list[tuple[str, str, int, dict[str, Any]]] = []
+    for config, summary in run_parallel(configs, args.workers):
+        dataset, agent, seed = config.dataset, config.agent, config.seed
+        print(
+            f"  {dataset} {agent} seed {seed}: last {summary['normalized_score_last']:.1f}, "
+            f"best {summary['normalized_score_best']:.1f}, {summary['wall_time']:.0f} s",
+            flush=True,
+        )
+        results.append((dataset, agent, seed, summary))
     return results
-
-
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
 def main(args: Args) -> None:
@@ -142,8 +133,8 @@ def main(args: Args) -> None:
         for dataset in args.datasets:
             for agent in args.agents:
                 mine = [r for d, a, _, r in runs if d == dataset and a == agent]
-                last = _mean_std([r["normalized_score_last"] for r in mine])
-                best = _mean_std([r["normalized_score_best"] for r in mine])
+                last = mean_std([r["normalized_score_last"] for r in mine])
+                best = mean_std([r["normalized_score_best"] for r in mine])
                 wall = np.mean([r["wall_time"] for r in mine])
                 print(f"| {dataset} | {agent} | {last} | {best} | {wall:.0f} |")
     args.out_dir.mkdir(parents=True, exist_ok=True)

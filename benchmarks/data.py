@@ -2,8 +2,8 @@
 
 Run alone (no other torch job on the machine)::
 
-    python benchmarks/data.py                        # 1M steps per env, the D4RL size
-    python benchmarks/data.py --num-steps 100000 --envs hopper
+    python -m benchmarks.data                        # 1M steps per env, the D4RL size
+    python -m benchmarks.data --num-steps 100000 --envs hopper
 """
 
 from __future__ import annotations

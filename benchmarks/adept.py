@@ -1,0 +1,321 @@
+"""ADEPT benchmark: world-model accuracy against MuJoCo, cost, and a learning table.
+
+Run alone on the machine (another torch job slows both by 10× or more)::
+
+    python -m benchmarks.adept --parts accuracy cost          # ≈ 10 min on 2 CPU cores
+    python -m benchmarks.adept --parts learning               # IQL vs Diff+IQL vs ADEPT+IQL
+    python -m benchmarks.adept --parts learning --num-steps 1000000 --budget-name paper-1m
+
+(a) accuracy: true one-step and H-step error (simulator set to the state, see
+    adept.diagnostics) of the diffusion world model and of a Gaussian MLP one-step model with the
+    same width, depth and target, pre-trained on D; measured under the behaviour policy (β, a BC
+    fit) and under a shifted policy (IQL trained on D), before and after ADEPT's IS update toward
+    the shifted policy.
+(b) cost: world-model training steps/s, IS-update steps/s, rollout transitions/s, and ADEPT+IQL's
+    wall time relative to IQL alone for the same RL steps.
+(c) learning: normalized score (last, best; mean ± std over seeds) at a named budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import tyro
+
+from adept.agents import BC, IQL, AgentSpec, BCConfig
+from adept.data import ReplayBuffer, load_dataset
+from adept.diagnostics import TrueDynamics, true_model_error
+from adept.importance import BehaviorModel, importance_sampled_update
+from adept.methods import ModelBasedConfig
+from adept.rollout import StateBounds, rollout
+from adept.train import TrainConfig, train
+from adept.world_model import WorldModel, WorldModelConfig
+from benchmarks.common import mean_std, run_parallel
+
+Part = Literal["accuracy", "cost", "learning"]
+
+
+@dataclass(frozen=True)
+class Args:
+    parts: tuple[Part, ...] = ("accuracy", "cost", "learning")
+    """Which measurements to run."""
+    datasets: tuple[str, ...] = ("hopper-random", "halfcheetah-random")
+    """Datasets."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the learning table."""
+    num_steps: int = 10_000
+    """RL gradient steps per learning run."""
+    budget_name: str = "cpu-10k"
+    """Name of the learning budget, printed with its table."""
+    pretrain_steps: int = 10_000
+    """World-model pre-training steps (accuracy part and learning runs)."""
+    policy_steps: int = 10_000
+    """IQL steps that make the shifted policy of the accuracy part."""
+    is_steps: int = 200
+    """IS-update steps toward the shifted policy in the accuracy part."""
+    error_starts: int = 256
+    """Start states per true-error measurement."""
+    workers: int = 2
+    """Learning runs in parallel (one torch thread each)."""
+    out_dir: Path = Path("runs/bench-adept")
+    """Run directories and results JSON."""
+
+
+def accuracy(args: Args, dataset: str) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    data = load_dataset(dataset)
+    assert data.env_id is not None
+    buffer = ReplayBuffer.from_transitions(data, device=device, seed=0)
+    truth = TrueDynamics(data.env_id)
+    spec = AgentSpec.from_data(data, args.policy_steps, device)
+    bc = BC(spec, BCConfig())
+    for _ in range(10_000):
+        bc.update(buffer.sample(256))
+    iql = IQL(spec)
+    for _ in range(args.policy_steps):
+        iql.update(buffer.sample(256))
+    policies = {"behaviour (BC fit)": bc, f"shifted (IQL {args.policy_steps // 1000}k)": iql}
+    starts = buffer.sample(args.error_starts).observations
+    rows = []
+    for dynamics in ("diffusion", "gaussian"):
+        model = WorldModel(data, WorldModelConfig(dynamics=dynamics), device)
+        for _ in range(args.pretrain_steps):
+            model.train_step(buffer.sample(256))
+        before = {
+            name: true_model_error(model, p, truth, starts, 10) for name, p in policies.items()
+        }
+        ess = []
+        for _ in range(args.is_steps):
+            out = importance_sampled_update(
+                model, buffer.sample(1024), iql, BehaviorModel("bc", bc)
+            )
+            ess.append(float(out["world_model/is_ess"]))
+        after = {
+            name: true_model_error(model, p, truth, starts, 10) for name, p in policies.items()
+        }
+        for name in policies:
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": dynamics,
+                    "policy": name,
+                    "one_step_before": before[name].one_step,
+                    "h_step_before": before[name].h_step,
+                    "one_step_after_is": after[name].one_step,
+                    "h_step_after_is": after[name].h_step,
+                    "is_ess_mean": float(np.mean(ess)),
+                }
+            )
+    truth.close()
+    return rows
+
+
+def cost(args: Args, dataset: str) -> dict[str, float]:
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    data = load_dataset(dataset)
+    buffer = ReplayBuffer.from_transitions(data, device=device, seed=0)
+    model = WorldModel(data, WorldModelConfig(), device)
+    spec = AgentSpec.from_data(data, 1000, device)
+    iql, bc = IQL(spec), BC(spec)
+
+    def rate(fn: Any, n: int) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return n / (time.perf_counter() - start)
+
+    out = {
+        "world_model_train_steps_per_s": rate(lambda: model.train_step(buffer.sample(256)), 300),
+        "is_update_steps_per_s": rate(
+            lambda: importance_sampled_update(
+                model, buffer.sample(1024), iql, BehaviorModel("bc", bc)
+            ),
+            100,
+        ),
+    }
+    bounds = StateBounds(data.stats(), device)
+    start_obs = buffer.sample(1024).observations
+    t0 = time.perf_counter()
+    n_transitions = sum(
+        len(rollout(iql, model, start_obs, 10, bounds).transitions) for _ in range(3)
+    )
+    out["rollout_transitions_per_s"] = n_transitions / (time.perf_counter() - t0)
+
+    # ADEPT+IQL vs IQL for the same RL steps; the world model's set-up is reported apart
+    steps = 5000
+    common_cfg = TrainConfig(
+        dataset=dataset,
+        num_steps=steps,
+        eval_every=steps,
+        progress=False,
+        device="cpu",
+        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
+    )
+    walls = {}
+    for method in ("none", "adept"):
+        run_dir = args.out_dir / "cost" / f"{dataset}-{method}"
+        summary = train(replace(common_cfg, method=method, run_dir=run_dir))
+        setup = _setup_time(run_dir)
+        walls[method] = (summary["wall_time"], setup)
+    out["iql_wall_s"] = walls["none"][0]
+    out["adept_iql_wall_s"] = walls["adept"][0]
+    out["adept_setup_s"] = walls["adept"][1]
+    out["adept_loop_over_iql"] = (walls["adept"][0] - walls["adept"][1]) / walls["none"][0]
+    out["adept_total_over_iql"] = walls["adept"][0] / walls["none"][0]
+    return out
+
+
+def _setup_time(run_dir: Path) -> float:
+    import csv
+
+    with (run_dir / "metrics.csv").open() as f:
+        for row in csv.DictReader(f):
+            if row["step"] == "0":
+                return float(row["wall_time"])
+    return 0.0
+
+
+def learning(args: Args) -> list[dict[str, Any]]:
+    for dataset in args.datasets:
+        load_dataset(dataset)
+    base = TrainConfig(
+        num_steps=args.num_steps,
+        eval_every=max(args.num_steps // 5, 1),
+        progress=False,
+        device="cpu",
+        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
+    )
+    configs = [
+        replace(
+            base,
+            dataset=dataset,
+            method=method,
+            seed=seed,
+            run_dir=args.out_dir / args.budget_name / f"{dataset}-iql-{method}-seed{seed}",
+        )
+        for dataset in args.datasets
+        for seed in args.seeds
+        for method in ("none", "diffusion", "adept")
+    ]
+    rows = []
+    for config, summary in run_parallel(configs, args.workers):
+        print(
+            f"  {config.dataset} {config.method} seed {config.seed}: last "
+            f"{summary['normalized_score_last']:.1f}, best {summary['normalized_score_best']:.1f}, "
+            f"{summary['wall_time']:.0f} s",
+            flush=True,
+        )
+        rows.append(
+            {"dataset": config.dataset, "method": config.method, "seed": config.seed, **summary}
+        )
+    return rows
+
+
+NAMES = {"none": "IQL", "diffusion": "Diff+IQL", "adept": "ADEPT+IQL"}
+
+
+def table_row(*cells: object) -> str:
+    return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+
+
+def main(args: Args) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if "accuracy" in args.parts:
+        rows = [r for d in args.datasets for r in accuracy(args, d)]
+        report["accuracy"] = rows
+        print(
+            f"\n(a) true error vs MuJoCo, mean L2 over {args.error_starts} starts; pre-training "
+            f"{args.pretrain_steps} steps, IS update {args.is_steps} steps toward the shifted π"
+        )
+        print(
+            table_row(
+                "dataset",
+                "model",
+                "policy",
+                "1-step",
+                "10-step",
+                "1-step after IS",
+                "10-step after IS",
+            )
+        )
+        print("|---" * 7 + "|")
+        for r in rows:
+            print(
+                table_row(
+                    r["dataset"],
+                    r["model"],
+                    r["policy"],
+                    r["one_step_before"],
+                    r["h_step_before"],
+                    r["one_step_after_is"],
+                    r["h_step_after_is"],
+                )
+            )
+    if "cost" in args.parts:
+        report["cost"] = {d: cost(args, d) for d in args.datasets}
+        print(
+            "\n(b) cost on CPU (world model: width 256, K = 10; IS batch 1024; rollouts 1024 × 10)"
+        )
+        print(
+            table_row(
+                "dataset",
+                "WM train steps/s",
+                "IS steps/s",
+                "rollout transitions/s",
+                "IQL wall (s)",
+                "ADEPT+IQL wall (s)",
+                "of which set-up (s)",
+                "loop ratio",
+                "total ratio",
+            )
+        )
+        print("|---" * 9 + "|")
+        for d, c in report["cost"].items():
+            print(
+                table_row(
+                    d,
+                    f"{c['world_model_train_steps_per_s']:.0f}",
+                    f"{c['is_update_steps_per_s']:.0f}",
+                    f"{c['rollout_transitions_per_s']:.0f}",
+                    f"{c['iql_wall_s']:.0f}",
+                    f"{c['adept_iql_wall_s']:.0f}",
+                    f"{c['adept_setup_s']:.0f}",
+                    f"{c['adept_loop_over_iql']:.2f}×",
+                    f"{c['adept_total_over_iql']:.2f}×",
+                )
+            )
+    if "learning" in args.parts:
+        print(f"\n(c) learning runs, budget {args.budget_name} ({args.num_steps} steps)")
+        rows = learning(args)
+        report["learning"] = rows
+        budget = (
+            f"{args.budget_name} ({args.num_steps} RL steps, WM pre-trained {args.pretrain_steps})"
+        )
+        print(f"\nnormalized score, budget {budget}, mean ± std over {len(args.seeds)} seeds")
+        print(table_row("dataset", "method", "last", "best", "wall time (s)"))
+        print("|---" * 5 + "|")
+        for d in args.datasets:
+            for m, label in NAMES.items():
+                mine = [r for r in rows if r["dataset"] == d and r["method"] == m]
+                last = mean_std([r["normalized_score_last"] for r in mine])
+                best = mean_std([r["normalized_score_best"] for r in mine])
+                wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
+                print(table_row(d, label, last, best, wall))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    path = args.out_dir / f"results-{'-'.join(args.parts)}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
