@@ -18,6 +18,7 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, replace
@@ -88,18 +89,27 @@ def accuracy(args: Args, dataset: str) -> list[dict[str, Any]]:
         model = WorldModel(data, WorldModelConfig(dynamics=dynamics), device)
         for _ in range(args.pretrain_steps):
             model.train_step(buffer.sample(256))
-        before = {
-            name: true_model_error(model, p, truth, starts, 10) for name, p in policies.items()
-        }
+
+        def errors(model: WorldModel = model) -> dict[str, Any]:
+            return {
+                name: true_model_error(model, p, truth, starts, 10) for name, p in policies.items()
+            }
+
+        before = errors()
+        # control: as many extra steps without weights, so the IS columns show the effect of
+        # the weighting rather than of the extra training
+        snapshot = copy.deepcopy(model.state_dict_all())
+        for _ in range(args.is_steps):
+            model.train_step(buffer.sample(1024))
+        control = errors()
+        model.load_state_dict_all(snapshot)
         ess = []
         for _ in range(args.is_steps):
             out = importance_sampled_update(
                 model, buffer.sample(1024), iql, BehaviorModel("bc", bc)
             )
             ess.append(float(out["world_model/is_ess"]))
-        after = {
-            name: true_model_error(model, p, truth, starts, 10) for name, p in policies.items()
-        }
+        after = errors()
         for name in policies:
             rows.append(
                 {
@@ -110,6 +120,8 @@ def accuracy(args: Args, dataset: str) -> list[dict[str, Any]]:
                     "h_step_before": before[name].h_step,
                     "one_step_after_is": after[name].one_step,
                     "h_step_after_is": after[name].h_step,
+                    "one_step_after_unweighted": control[name].one_step,
+                    "h_step_after_unweighted": control[name].h_step,
                     "is_ess_mean": float(np.mean(ess)),
                 }
             )
@@ -234,7 +246,11 @@ def main(args: Args) -> None:
         rows = [r for d in args.datasets for r in accuracy(args, d)]
         report["accuracy"] = rows
         print(
-            f"\n(a) true error vs MuJoCo, mean L2 over {args.error_starts} starts; pre-training "
+            "\n(a) true error vs MuJoCo (+IS: after the IS update; +unweighted: after as many "
+            "unweighted steps instead, the control)"
+        )
+        print(
+            f"(a) true error vs MuJoCo, mean L2 over {args.error_starts} starts; pre-training "
             f"{args.pretrain_steps} steps, IS update {args.is_steps} steps toward the shifted π"
         )
         print(
@@ -244,11 +260,13 @@ def main(args: Args) -> None:
                 "policy",
                 "1-step",
                 "10-step",
-                "1-step after IS",
-                "10-step after IS",
+                "1-step +IS",
+                "10-step +IS",
+                "1-step +unweighted",
+                "10-step +unweighted",
             )
         )
-        print("|---" * 7 + "|")
+        print("|---" * 9 + "|")
         for r in rows:
             print(
                 table_row(
@@ -259,6 +277,8 @@ def main(args: Args) -> None:
                     r["h_step_before"],
                     r["one_step_after_is"],
                     r["h_step_after_is"],
+                    r["one_step_after_unweighted"],
+                    r["h_step_after_unweighted"],
                 )
             )
     if "cost" in args.parts:

@@ -73,7 +73,7 @@ def stats_of(s, s_next, rewards=None) -> DatasetStats:
 def trained_linear_model():
     torch.manual_seed(0)
     s, a, s_next, A, B = linear_gaussian(20_000, seed=0)
-    model = dynamics(s, s_next, hidden=128, depth=2)
+    model = dynamics(s, s_next, hidden=128, depth=3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
     for _ in range(3000):
@@ -119,18 +119,27 @@ def test_guidance_weight_zero_equals_the_conditional_model(trained_linear_model)
     torch.testing.assert_close(guided, model._next_obs(s, x))
 
 
-def test_guided_estimate_mixes_conditional_and_null_halves(trained_linear_model):
+def test_guided_chain_mixes_conditional_and_null_halves(trained_linear_model):
+    """The guided sampler equals a hand-written chain using ε̂ = (1 + w) ε(c) − w ε(∅)."""
     model, _, _ = trained_linear_model
-    s, a, *_ = linear_gaussian(8, seed=4)
-    xk, w, k = torch.randn(8, 2), 0.1, 5
-    cond = model._cond(s, a)
-    steps = torch.full((8,), k)
+    s, a, *_ = linear_gaussian(32, seed=4)
+    w = 0.1
+    torch.manual_seed(3)
+    guided = model.sample(s, a, guidance_weight=w)
+    torch.manual_seed(3)
+    sched, cond = model.schedule, model._cond(s, a)
+    x = torch.randn(32, 2)
     with torch.no_grad():
-        eps_c = model.denoiser(xk, steps, cond, torch.zeros(8, dtype=torch.bool))
-        eps_u = model.denoiser(xk, steps, cond, torch.ones(8, dtype=torch.bool))
-        guided = model._guided_eps(xk, k, cond, w)
-    torch.testing.assert_close(guided, (1 + w) * eps_c - w * eps_u)
-    assert not torch.allclose(eps_c, eps_u), "the null condition is a different input"
+        for k in reversed(range(sched.num_steps)):
+            steps = torch.full((32,), k)
+            eps_c = model.denoiser(x, steps, cond, torch.zeros(32, dtype=torch.bool))
+            eps_u = model.denoiser(x, steps, cond, torch.ones(32, dtype=torch.bool))
+            eps = (1 + w) * eps_c - w * eps_u
+            x0 = sched.predict_x0(x, eps, k).clamp(model.x0_low, model.x0_high)
+            mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
+            x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
+        assert not torch.allclose(eps_c, eps_u), "the null condition is a different input"
+    torch.testing.assert_close(guided, model._next_obs(s, x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("target", ["next", "delta"])
