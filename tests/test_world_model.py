@@ -100,46 +100,47 @@ def test_sampler_recovers_a_known_conditional_distribution(trained_linear_model)
     assert ((std > 0.05) & (std < 0.13)).all(), std
 
 
+@torch.no_grad()
+def chain_by_hand(model, s, a, w: float, seed: int) -> torch.Tensor:
+    """The DDPM chain written out with full forward passes and ε̂ = (1 + w) ε(c) − w ε(∅)."""
+    torch.manual_seed(seed)
+    n = len(s)
+    sched, cond = model.schedule, model._cond(s, a)
+    x = torch.randn(n, s.shape[1])
+    for k in reversed(range(sched.num_steps)):
+        steps = torch.full((n,), k)
+        eps = model.denoiser(x, steps, cond, torch.zeros(n, dtype=torch.bool))
+        if w:
+            eps_null = model.denoiser(x, steps, cond, torch.ones(n, dtype=torch.bool))
+            assert not torch.allclose(eps, eps_null), "the null condition is a different input"
+            eps = (1 + w) * eps - w * eps_null
+        x0 = sched.predict_x0(x, eps, k).clamp(model.x0_low, model.x0_high)
+        mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
+        x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
+    return model._next_obs(s, x)
+
+
 def test_guidance_weight_zero_equals_the_conditional_model(trained_linear_model):
     model, _, _ = trained_linear_model
     s, a, *_ = linear_gaussian(64, seed=3)
     torch.manual_seed(7)
-    guided = model.sample(s, a, guidance_weight=0.0)
-    # the same chain computed by hand with the conditional network only
-    torch.manual_seed(7)
-    sched, cond = model.schedule, model._cond(s, a)
-    x = torch.randn(64, 2)
-    with torch.no_grad():
-        for k in reversed(range(sched.num_steps)):
-            steps = torch.full((64,), k)
-            eps = model.denoiser(x, steps, cond, torch.zeros(64, dtype=torch.bool))
-            x0 = sched.predict_x0(x, eps, k).clamp(model.x0_low, model.x0_high)
-            mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
-            x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
-    torch.testing.assert_close(guided, model._next_obs(s, x))
+    sampled = model.sample(s, a, guidance_weight=0.0)
+    torch.testing.assert_close(
+        sampled, chain_by_hand(model, s, a, w=0.0, seed=7), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_guided_chain_mixes_conditional_and_null_halves(trained_linear_model):
-    """The guided sampler equals a hand-written chain using ε̂ = (1 + w) ε(c) − w ε(∅)."""
+    """The batched guided sampler equals the chain with (1 + w) ε(c) − w ε(∅)."""
     model, _, _ = trained_linear_model
     s, a, *_ = linear_gaussian(32, seed=4)
-    w = 0.1
     torch.manual_seed(3)
-    guided = model.sample(s, a, guidance_weight=w)
+    sampled = model.sample(s, a, guidance_weight=0.1)
+    torch.testing.assert_close(
+        sampled, chain_by_hand(model, s, a, w=0.1, seed=3), rtol=1e-4, atol=1e-5
+    )
     torch.manual_seed(3)
-    sched, cond = model.schedule, model._cond(s, a)
-    x = torch.randn(32, 2)
-    with torch.no_grad():
-        for k in reversed(range(sched.num_steps)):
-            steps = torch.full((32,), k)
-            eps_c = model.denoiser(x, steps, cond, torch.zeros(32, dtype=torch.bool))
-            eps_u = model.denoiser(x, steps, cond, torch.ones(32, dtype=torch.bool))
-            eps = (1 + w) * eps_c - w * eps_u
-            x0 = sched.predict_x0(x, eps, k).clamp(model.x0_low, model.x0_high)
-            mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
-            x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
-        assert not torch.allclose(eps_c, eps_u), "the null condition is a different input"
-    torch.testing.assert_close(guided, model._next_obs(s, x), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(model.sample(s, a, guidance_weight=0.0), sampled), "w matters"
 
 
 @pytest.mark.parametrize("target", ["next", "delta"])
