@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from adept.atomic import atomic_path
 
 
 def eval_curve(run_dir: Path, key: str = "eval/normalized_score") -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +48,7 @@ def plot_learning_curves(
     ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.stem}.{os.getpid()}.tmp.png"
-    fig.savefig(tmp)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from adept import __version__
+from adept.atomic import atomic_path
 from adept.errors import AdeptError
 
 CONFIG = "config.json"
@@ -32,13 +32,8 @@ SUMMARY = "summary.json"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

@@ -20,7 +20,16 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from adept.agents import AGENTS, Agent, AgentSpec, BCConfig, IQLConfig, SACConfig, TD3BCConfig
+from adept.agents import (
+    AGENT_CONFIGS,
+    AGENTS,
+    Agent,
+    AgentSpec,
+    BCConfig,
+    IQLConfig,
+    SACConfig,
+    TD3BCConfig,
+)
 from adept.data.buffer import ReplayBuffer, resolve_device
 from adept.data.registry import load_dataset
 from adept.envs import evaluate, reference_returns
@@ -346,7 +355,6 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
     state = load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
     meta = state["meta"]
     name = stored["agent"]
-    config_cls = {"iql": IQLConfig, "sac": SACConfig, "td3bc": TD3BCConfig, "bc": BCConfig}[name]
     spec = AgentSpec(
         obs_dim=meta["obs_dim"],
         act_dim=meta["act_dim"],
@@ -356,6 +364,6 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
         num_steps=stored["num_steps"],
         device=resolve_device(device),
     )
-    agent = AGENTS[name](spec, config_cls(**stored[name]))
+    agent = AGENTS[name](spec, AGENT_CONFIGS[name](**stored[name]))
     agent.load_state_dict(state["agent"])
     return agent, {**meta, "step": state["step"]}

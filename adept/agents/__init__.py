@@ -10,9 +10,17 @@ from adept.agents.td3bc import TD3BC, TD3BCConfig
 
 #: Agent constructors by CLI name: ``AGENTS[name](spec, config)``.
 AGENTS: dict[str, Callable[..., Agent]] = {"iql": IQL, "sac": SAC, "td3bc": TD3BC, "bc": BC}
+#: Each agent's hyper-parameter dataclass, by the same names.
+AGENT_CONFIGS: dict[str, type] = {
+    "iql": IQLConfig,
+    "sac": SACConfig,
+    "td3bc": TD3BCConfig,
+    "bc": BCConfig,
+}
 
 __all__ = [
     "AGENTS",
+    "AGENT_CONFIGS",
     "BC",
     "IQL",
     "SAC",

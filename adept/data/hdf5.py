@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from adept.atomic import atomic_path
 from adept.data.transitions import REQUIRED_FIELDS, Transitions
 from adept.errors import AdeptError
 
@@ -197,23 +198,17 @@ def save_hdf5(
 ) -> Path:
     """Write ``data`` in D4RL layout, atomically (a temporary file in the same folder, renamed)."""
     path = check_writable(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     meta = {**data.metadata, **(metadata or {})}
     if data.env_id is not None:
         meta["env_id"] = data.env_id
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, value in data.arrays().items():
-                key = LOG_PROB_KEY if name == "action_log_probs" else name
-                f.create_dataset(key, data=value)
-            group = f.create_group("metadata")
-            for key, value in meta.items():
-                if value is not None:
-                    group.attrs[key] = _metadata_attr(value)
-            for name, value in (behavior_policy or {}).items():
-                f.create_dataset(f"{POLICY_KEY}/{name}", data=np.asarray(value))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, value in data.arrays().items():
+            key = LOG_PROB_KEY if name == "action_log_probs" else name
+            f.create_dataset(key, data=value)
+        group = f.create_group("metadata")
+        for key, value in meta.items():
+            if value is not None:
+                group.attrs[key] = _metadata_attr(value)
+        for name, value in (behavior_policy or {}).items():
+            f.create_dataset(f"{POLICY_KEY}/{name}", data=np.asarray(value))
     return path
