@@ -86,8 +86,7 @@ class Agent:
         """Actions for a batch of raw observations ``[batch, obs_dim]`` (or one ``[obs_dim]``)."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         single = obs_t.ndim == 1
-        action = self.actor.sample(obs_t[None] if single else obs_t, deterministic=deterministic)
-        action = action.clamp(-1.0, 1.0)
+        action = self.sample_actions(obs_t[None] if single else obs_t, deterministic=deterministic)
         out = action.cpu().numpy()
         return out[0] if single else out
 
