@@ -134,7 +134,7 @@ class DiffusionMethod(Method):
         self.device = buffer.device
         rng = np.random.default_rng(seed)
         holdout = rng.random(len(data)) < c.holdout_fraction
-        train_part, held_part = _subset(data, ~holdout), _subset(data, holdout)
+        train_part, held_part = data.subset(~holdout), data.subset(holdout)
         self.model_data = ReplayBuffer.from_transitions(
             train_part, device=self.device, seed=seed + 1
         )
@@ -305,11 +305,6 @@ class ADEPTMethod(DiffusionMethod):
 
     name = "adept"
     adapts = True
-
-
-def _subset(data: Transitions, mask: np.ndarray) -> Transitions:
-    arrays = {name: value[mask] for name, value in data.arrays().items()}
-    return Transitions(**arrays, env_id=data.env_id, metadata=data.metadata, source=data.source)
 
 
 def check_config(config: ModelBasedConfig, data: Transitions) -> None:

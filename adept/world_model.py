@@ -125,11 +125,16 @@ class Denoiser(nn.Module):
 
     The condition and step embeddings enter additively, so a sampler embeds the condition once
     per chain and the step once per step (:meth:`embed_condition`, :meth:`embed_step`), and each
-    denoising step costs ``depth`` + 2 matrix products.
+    denoising step costs ``depth`` + 2 matrix products. In training, the step MLP runs on the
+    ``num_steps`` possible steps and the batch indexes that table (K rows instead of a batch of
+    rows: 106 → 135 training steps/s at K = 10, batch 256, on 2 CPU cores).
     """
 
-    def __init__(self, x_dim: int, cond_dim: int, hidden: int = 256, depth: int = 3):
+    def __init__(
+        self, x_dim: int, cond_dim: int, num_steps: int, hidden: int = 256, depth: int = 3
+    ):
         super().__init__()
+        self.num_steps = num_steps
         self.time = nn.Sequential(
             SinusoidalEmbedding(hidden),
             nn.Linear(hidden, hidden),
@@ -147,7 +152,10 @@ class Denoiser(nn.Module):
         return torch.where(uncond.unsqueeze(-1), self.null_cond.expand_as(c), c)
 
     def embed_step(self, k: torch.Tensor) -> torch.Tensor:
-        return self.time(k)
+        if len(k) <= self.num_steps:
+            return self.time(k)
+        table = self.time(torch.arange(self.num_steps, device=k.device))  # [K, hidden]
+        return table[k]
 
     def denoise(
         self, xk: torch.Tensor, step_emb: torch.Tensor, cond_emb: torch.Tensor
@@ -259,7 +267,9 @@ class DiffusionDynamics(NextStateModel):
     ):
         super().__init__(states, targets, config)
         self.schedule = DiffusionSchedule(config.denoising_steps)
-        self.denoiser = Denoiser(obs_dim, obs_dim + act_dim, config.hidden, config.depth)
+        self.denoiser = Denoiser(
+            obs_dim, obs_dim + act_dim, config.denoising_steps, config.hidden, config.depth
+        )
 
     @classmethod
     def from_data(

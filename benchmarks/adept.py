@@ -5,6 +5,7 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     python -m benchmarks.adept --parts accuracy cost          # ≈ 10 min on 2 CPU cores
     python -m benchmarks.adept --parts learning               # IQL vs Diff+IQL vs ADEPT+IQL
     python -m benchmarks.adept --parts learning --num-steps 1000000 --budget-name paper-1m
+    python -m benchmarks.adept --parts sweep pretrain         # the schedule defaults' evidence
 
 (a) accuracy: true one-step and H-step error (simulator set to the state, see
     adept.diagnostics) of the diffusion world model and of a Gaussian MLP one-step model with the
@@ -14,6 +15,10 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 (b) cost: world-model training steps/s, IS-update steps/s, rollout transitions/s, and ADEPT+IQL's
     wall time relative to IQL alone for the same RL steps.
 (c) learning: normalized score (last, best; mean ± std over seeds) at a named budget.
+(d) sweep: ADEPT+IQL with one schedule knob changed at a time from the defaults (real/synthetic
+    ratio, horizon, rollout interval, IS steps per round, x₀ target), beside IQL alone.
+(e) pretrain: the world model's true one-step and H-step error under β, and its held-out loss,
+    along pre-training, for both x₀ targets.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +45,18 @@ from adept.train import TrainConfig, train
 from adept.world_model import WorldModel, WorldModelConfig
 from benchmarks.common import mean_std, run_parallel
 
-Part = Literal["accuracy", "cost", "learning"]
+Part = Literal["accuracy", "cost", "learning", "sweep", "pretrain"]
+
+VARIANTS: dict[str, Callable[[ModelBasedConfig], ModelBasedConfig]] = {
+    "defaults": lambda c: c,
+    "real_ratio=0.25": lambda c: replace(c, real_ratio=0.25),
+    "real_ratio=0.8": lambda c: replace(c, real_ratio=0.8),
+    "horizon=5": lambda c: replace(c, horizon=5),
+    "rollout_every=250": lambda c: replace(c, rollout_every=250),
+    "model_update_steps=100": lambda c: replace(c, model_update_steps=100),
+    "target=next": lambda c: replace(c, world_model=replace(c.world_model, target="next")),
+}
+"""Schedule variants of the sweep: one knob changed from the defaults each."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,12 @@ class Args:
     """IS-update steps toward the shifted policy in the accuracy part."""
     error_starts: int = 256
     """Start states per true-error measurement."""
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    """Sweep variants (names of VARIANTS)."""
+    sweep_seeds: tuple[int, ...] = (0, 1)
+    """Seeds of the sweep."""
+    pretrain_checkpoints: tuple[int, ...] = (2_500, 5_000, 10_000, 20_000)
+    """Pre-training steps at which the pretrain part measures the model."""
     workers: int = 2
     """Learning runs in parallel (one torch thread each)."""
     out_dir: Path = Path("runs/bench-adept")
@@ -232,6 +255,92 @@ def learning(args: Args) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep(args: Args) -> list[dict[str, Any]]:
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown sweep variants {sorted(unknown)}; choose from {list(VARIANTS)}")
+    for dataset in args.datasets:
+        load_dataset(dataset)
+    base = TrainConfig(
+        num_steps=args.num_steps,
+        eval_every=max(args.num_steps // 5, 1),
+        progress=False,
+        device="cpu",
+        method="adept",
+        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
+    )
+    root = args.out_dir / f"sweep-{args.budget_name}"
+    configs, names = [], {}
+    for dataset in args.datasets:
+        for seed in args.sweep_seeds:
+            for name in ("IQL alone", *args.variants):
+                run_dir = root / f"{dataset}-{name}-seed{seed}".replace("=", "-")
+                config = replace(base, dataset=dataset, seed=seed, run_dir=run_dir)
+                if name == "IQL alone":
+                    config = replace(config, method="none")
+                else:
+                    config = replace(config, adept=VARIANTS[name](config.adept))
+                configs.append(config)
+                names[run_dir] = name
+    rows = []
+    for config, summary in run_parallel(configs, args.workers):
+        assert config.run_dir is not None
+        name = names[config.run_dir]
+        print(
+            f"  {config.dataset} {name} seed {config.seed}: last "
+            f"{summary['normalized_score_last']:.1f}, best {summary['normalized_score_best']:.1f}, "
+            f"{summary['wall_time']:.0f} s",
+            flush=True,
+        )
+        rows.append({"dataset": config.dataset, "variant": name, "seed": config.seed, **summary})
+    return rows
+
+
+def pretrain(args: Args, dataset: str) -> list[dict[str, Any]]:
+    """Model error along pre-training, for both x₀ targets (the same data and β for both)."""
+    device = torch.device("cpu")
+    data = load_dataset(dataset)
+    assert data.env_id is not None
+    truth = TrueDynamics(data.env_id)
+    rng = np.random.default_rng(0)
+    holdout = rng.random(len(data)) < 0.05
+    train_buffer = ReplayBuffer.from_transitions(data.subset(~holdout), device=device, seed=0)
+    held = ReplayBuffer.from_transitions(data.subset(holdout), device=device, seed=1)
+    torch.manual_seed(0)
+    spec = AgentSpec.from_data(data, 10_000, device)
+    bc = BC(spec, BCConfig())
+    for _ in range(10_000):
+        bc.update(train_buffer.sample(256))
+    starts = train_buffer.sample(args.error_starts).observations
+    held_batch = held.sample(4096)
+    rows = []
+    for target in ("delta", "next"):
+        torch.manual_seed(0)
+        model = WorldModel(data, WorldModelConfig(target=target), device)
+        done = 0
+        for checkpoint in sorted(args.pretrain_checkpoints):
+            for _ in range(checkpoint - done):
+                model.train_step(train_buffer.sample(256))
+            done = checkpoint
+            err = true_model_error(model, bc, truth, starts, 10)
+            with torch.no_grad():
+                predicted = model.dynamics.sample(held_batch.observations, held_batch.actions)
+                held_err = (predicted - held_batch.next_observations).norm(dim=-1).mean()
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "target": target,
+                    "steps": checkpoint,
+                    "true_one_step": err.one_step,
+                    "true_h_step": err.h_step,
+                    "held_out_one_step": float(held_err),
+                }
+            )
+            print(f"  {rows[-1]}", flush=True)
+    truth.close()
+    return rows
+
+
 NAMES = {"none": "IQL", "diffusion": "Diff+IQL", "adept": "ADEPT+IQL"}
 
 
@@ -331,6 +440,46 @@ def main(args: Args) -> None:
                 best = mean_std([r["normalized_score_best"] for r in mine])
                 wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
                 print(table_row(d, label, last, best, wall))
+    if "sweep" in args.parts:
+        print(
+            f"\n(d) schedule sweep, ADEPT+IQL, budget {args.budget_name} ({args.num_steps} steps)"
+        )
+        rows = sweep(args)
+        report["sweep"] = rows
+        print(
+            f"\nnormalized score, mean ± std over seeds {list(args.sweep_seeds)}; one knob changed "
+            f"from the defaults per row; WM pre-trained {args.pretrain_steps} steps"
+        )
+        print(table_row("dataset", "variant", "last", "best", "wall time (s)"))
+        print("|---" * 5 + "|")
+        for d in args.datasets:
+            for name in ("IQL alone", *args.variants):
+                mine = [r for r in rows if r["dataset"] == d and r["variant"] == name]
+                last = mean_std([r["normalized_score_last"] for r in mine])
+                best = mean_std([r["normalized_score_best"] for r in mine])
+                wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
+                print(table_row(d, name, last, best, wall))
+    if "pretrain" in args.parts:
+        print("\n(e) world-model error along pre-training (mean L2, raw state units; under β)")
+        rows = [r for d in args.datasets for r in pretrain(args, d)]
+        report["pretrain"] = rows
+        print(
+            table_row(
+                "dataset", "x₀ target", "steps", "true 1-step", "true 10-step", "held-out 1-step"
+            )
+        )
+        print("|---" * 6 + "|")
+        for r in rows:
+            print(
+                table_row(
+                    r["dataset"],
+                    r["target"],
+                    r["steps"],
+                    r["true_one_step"],
+                    r["true_h_step"],
+                    r["held_out_one_step"],
+                )
+            )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"results-{'-'.join(args.parts)}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

@@ -205,6 +205,10 @@ class Transitions:
     def replace(self, **changes: Any) -> Transitions:
         return dataclasses.replace(self, **changes)
 
+    def subset(self, mask: np.ndarray) -> Transitions:
+        """The transitions selected by a boolean mask or an index array (same env and metadata)."""
+        return self.replace(**{name: value[mask] for name, value in self.arrays().items()})
+
     @staticmethod
     def concatenate(parts: list[Transitions], **kwargs: Any) -> Transitions:
         """Join datasets end to end; ``action_log_probs`` survive only if every part has them."""
