@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
 
 from adept.errors import AdeptError
+from adept.online import OnlineSACConfig
 from adept.train import TrainConfig
 
 
@@ -23,28 +24,47 @@ class DataMake:
     """Make a D4RL-protocol dataset on a Gymnasium v5 MuJoCo env, written as D4RL-layout hdf5."""
 
     name: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="NAME")]
-    """Dataset to make, <env>-<kind>: env in {hopper, halfcheetah, walker2d}, kind in {random}."""
+    """Dataset to make, <env>-<kind>: env in {hopper, halfcheetah, walker2d}, kind in {random,
+    medium, medium-replay, expert, medium-expert}."""
     out: Path | None = None
     """Output file (.hdf5). Default: the cache, $ADEPT_DATA_DIR or ~/.cache/adept/datasets."""
-    num_steps: int = 1_000_000
-    """Transitions to record (D4RL: 1M)."""
+    num_steps: int | None = None
+    """Transitions to record (default 1M, as D4RL; medium-expert records this many of each;
+    medium-replay's size is set by its SAC run)."""
     seed: int = 0
-    """Seed of the env and the behaviour policy; the dataset is a function of it."""
+    """Seed of the env, the behaviour policy and the SAC run; the dataset is a function of it."""
+    sac_steps: int | None = None
+    """SAC budget of the learned kinds (default 1M ≈ 1.7 h on 2 CPU cores): the expert's
+    training steps and the cap on the search for the medium stop. One SAC run per env, seed and
+    budget is cached and shared by all learned kinds."""
+    sac_run: OnlineSACConfig = field(default_factory=OnlineSACConfig)
+    """The online SAC run behind the learned kinds (medium stop rule: --sac-run.medium-fraction)."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show progress bars."""
 
     def run(self) -> None:
         import time
 
         from adept.data.generate import make_dataset
+        from adept.data.hdf5 import load_hdf5
         from adept.data.registry import cached_path
+        from adept.data.summary import summarize
 
-        out = (
-            self.out if self.out is not None else cached_path(self.name, self.num_steps, self.seed)
-        )
+        out = self.out
+        if out is None:
+            tag = self.sac_run.tag()
+            out = cached_path(self.name, self.num_steps, self.seed, self.sac_steps, tag)
+        sac_config = self.sac_run if self.sac_run.tag() else None
         start = time.perf_counter()
-        path = make_dataset(self.name, out, self.num_steps, self.seed, progress=self.progress)
-        print(f"wrote {path} ({self.num_steps} transitions, {time.perf_counter() - start:.1f} s)")
+        path = make_dataset(
+            self.name, out, self.num_steps, self.seed, self.progress, self.sac_steps, sac_config
+        )
+        info = summarize(load_hdf5(path))
+        print(
+            f"wrote {path} ({info['transitions']} transitions, {info['episodes']} episodes, "
+            f"behaviour normalized score {info['normalized_score_mean']:.1f}; "
+            f"{time.perf_counter() - start:.1f} s)"
+        )
 
 
 @dataclass(frozen=True)
@@ -57,13 +77,30 @@ class DataInfo:
     """Gymnasium env id, when the dataset does not name one (e.g. an original D4RL file)."""
     json: bool = False
     """Print the summary as JSON."""
+    plot: Path | None = None
+    """Also write a histogram of the episode returns to this PNG."""
 
     def run(self) -> None:
         from adept.data.registry import load_dataset
         from adept.data.summary import format_summary, summarize
 
-        summary = summarize(load_dataset(self.dataset, env_id=self.env_id))
+        if self.plot is not None and self.plot.suffix.lower() != ".png":
+            raise AdeptError(f"--plot writes a PNG; give a path ending in .png, not {self.plot}")
+        data = load_dataset(self.dataset, env_id=self.env_id)
+        summary = summarize(data)
         print(json.dumps(summary, indent=2) if self.json else format_summary(summary))
+        if self.plot is not None:
+            from adept.envs import normalized_score
+            from adept.report import plot_return_histogram
+
+            returns = data.episode_returns()
+            scores = None
+            if data.env_id is not None:
+                scores = normalized_score(returns, data.env_id, data.metadata)
+            title = f"{self.dataset}: {len(returns)} episodes"
+            png = plot_return_histogram(returns, self.plot, title, scores)
+            if not self.json:
+                print(f"histogram: {png}")
 
 
 @dataclass(frozen=True)

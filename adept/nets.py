@@ -212,6 +212,20 @@ class TanhGaussianActor(Actor):
             return torch.tanh(self(obs)[0])
         return self.rsample(obs)[0]
 
+    @torch.no_grad()
+    def sample_with_log_prob(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled actions and the density of exactly those (float32) actions: equal to
+        ``log_prob(obs, action)``, from one forward pass. Used to record behaviour data, whose
+        stored log-probs must be the density of the stored action (a tanh sample that rounds
+        to ±1 gets the density at the box edge, as ``log_prob`` would give it)."""
+        mean, log_std = self(obs)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        action = torch.tanh(mean + noise * log_std.exp())
+        u = torch.atanh(action.clamp(-1 + 1e-6, 1 - 1e-6))
+        return action, self._squash_log_prob(u, mean, log_std)
+
 
 class DeterministicActor(Actor):
     """a = tanh(μ(s)) (TD3's actor), with TD3's exploration policy N(μ, σ²) as its density.

@@ -155,7 +155,7 @@ class _Averager:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     # numpy and Python RNGs are not used globally: data and eval seeds go through Generators
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -163,7 +163,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -269,7 +269,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         agent.load_state_dict(state["agent"])
         method.load_state_dict(state["method"], agent)
         averager.load_state_dict(state["averager"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start, elapsed_before = int(state["step"]), float(state["wall_time"])
     loggers = _Loggers(config, run, resume_step=start if start > 0 else None)
     if start >= config.num_steps and run.is_finished():
@@ -284,7 +284,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "agent": agent.state_dict(),
                 "method": method.state_dict(),
                 "averager": averager.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "meta": meta,
             }
         )

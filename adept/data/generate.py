@@ -1,10 +1,12 @@
-"""Make D4RL-protocol datasets on the Gymnasium v5 MuJoCo envs.
+"""Make D4RL-protocol datasets on the Gymnasium v5 MuJoCo envs (METHOD.md §1).
 
 Every kind is a *recipe*: a function from a :class:`MakeRequest` to the recorded transitions
 plus metadata (and, for learned behaviour policies, their weights). Recipes share
 :func:`collect`, which rolls a behaviour policy in the env with the D4RL episode cap and records
-exact per-step log-probabilities. Adding a kind (medium, expert, ...) means adding one recipe to
-:data:`RECIPES`.
+exact per-step log-probabilities. Adding a kind means adding one recipe to :data:`RECIPES`.
+
+Kinds: ``random`` (uniform actions); ``medium``, ``medium-replay``, ``expert`` and
+``medium-expert`` from one cached online-SAC run per env and seed (:mod:`adept.online`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from adept import __version__
@@ -26,6 +29,9 @@ from adept.data.hdf5 import check_writable, save_hdf5
 from adept.data.transitions import Transitions
 from adept.envs import ENV_IDS, MAX_EPISODE_STEPS, make_env
 from adept.errors import AdeptError
+
+if TYPE_CHECKING:  # adept.online imports the agents, which import this package
+    from adept.online import OnlineSACConfig
 
 
 class BehaviorPolicy(Protocol):
@@ -129,13 +135,22 @@ def collect(
 
 @dataclass(frozen=True)
 class MakeRequest:
-    """What to make: environment, protocol kind, size and seed."""
+    """What to make: environment, protocol kind, size, seed and (learned kinds) SAC budget."""
 
     env_id: str
     kind: str
-    num_steps: int
-    seed: int
+    num_steps: int | None = None
+    """Transitions to record; None: the default (1M). Fixed by the SAC run for medium-replay."""
+    seed: int = 0
     progress: bool = True
+    sac_steps: int | None = None
+    """SAC budget of the learned kinds; None: the default (adept.online.DEFAULT_SAC_STEPS)."""
+    sac_config: OnlineSACConfig | None = None
+    """The online SAC run's settings; None: the defaults."""
+
+    @property
+    def steps(self) -> int:
+        return DEFAULT_NUM_STEPS if self.num_steps is None else self.num_steps
 
 
 @dataclass
@@ -157,7 +172,7 @@ def make_random(request: MakeRequest) -> Made:
         data = collect(
             env,
             policy,
-            request.num_steps,
+            request.steps,
             seed=int(env_seed.generate_state(1)[0]),
             progress=request.progress,
             desc=f"{request.env_id} random",
@@ -167,8 +182,145 @@ def make_random(request: MakeRequest) -> Made:
     return Made(data, {"behavior": "uniform", "behavior_log_prob": policy.log_prob})
 
 
-#: Protocol kinds that can be made, by name. Later kinds (medium, expert, ...) slot in here.
-RECIPES: dict[str, Callable[[MakeRequest], Made]] = {"random": make_random}
+class ActorPolicy:
+    """A stochastic SAC actor on one observation at a time, with the exact log-density of the
+    action it returns (see :meth:`adept.nets.TanhGaussianActor.sample_with_log_prob`)."""
+
+    def __init__(self, actor: Any, generator: torch.Generator):
+        self.actor = actor
+        self.generator = generator
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, float]:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
+        action, log_prob = self.actor.sample_with_log_prob(obs_t, self.generator)
+        return action[0].numpy(), float(log_prob[0])
+
+
+#: Recording streams per kind, so medium and expert data of one seed differ.
+_RECORD_STREAM = {"medium": 1, "expert": 2}
+
+
+def _sac_run(request: MakeRequest) -> Any:
+    from adept.online import DEFAULT_SAC_STEPS, OnlineSACConfig, SACRun
+
+    budget = DEFAULT_SAC_STEPS if request.sac_steps is None else request.sac_steps
+    config = request.sac_config or OnlineSACConfig()
+    return SACRun(request.env_id, request.seed, budget, config, progress=request.progress)
+
+
+def _record(snapshot: Any, request: MakeRequest, kind: str) -> Transitions:
+    """``request.steps`` transitions of the snapshot's stochastic policy, on the CPU."""
+    env_seed, torch_seed = np.random.SeedSequence([request.seed, _RECORD_STREAM[kind]]).spawn(2)
+    generator = torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
+    env = make_env(request.env_id, disable_env_checker=True).unwrapped
+    try:
+        return collect(
+            env,
+            ActorPolicy(snapshot.actor("cpu"), generator),
+            request.steps,
+            seed=int(env_seed.generate_state(1)[0]),
+            progress=request.progress,
+            desc=f"{request.env_id} {kind}",
+        )
+    finally:
+        env.close()
+
+
+def _sac_metadata(snapshot: Any, run: Any, prefix: str = "") -> dict[str, Any]:
+    meta = {
+        "sac_steps": snapshot.step,
+        "sac_budget": run.budget,
+        "sac_eval_return": snapshot.eval_return,
+        "sac_wall_time_s": round(snapshot.wall_time, 1),
+    }
+    if snapshot.target_return is not None and prefix == "medium_":
+        meta["target_return"] = snapshot.target_return
+        meta["reached_target"] = bool(snapshot.reached_target)
+    return {f"{prefix}{k}": v for k, v in meta.items()}
+
+
+def _policy_metadata(snapshot: Any) -> dict[str, Any]:
+    return {
+        "behavior": "sac",
+        "behavior_policy_class": "TanhGaussianActor",
+        "behavior_policy_hidden": snapshot.sac.hidden,
+        "behavior_policy_depth": snapshot.sac.depth,
+    }
+
+
+def make_medium(request: MakeRequest) -> Made:
+    """D4RL ``medium``: the SAC run's policy at the medium stop, recorded stochastically."""
+    run = _sac_run(request)
+    snapshot = run.medium()
+    data = _record(snapshot, request, "medium")
+    meta = {**_policy_metadata(snapshot), **_sac_metadata(snapshot, run, "medium_")}
+    return Made(data, _unprefix(meta, "medium_"), snapshot.weights())
+
+
+def make_medium_replay(request: MakeRequest) -> Made:
+    """D4RL ``medium-replay``: every transition of the SAC run up to the medium stop, with the
+    log-probability of each action under the policy that took it."""
+    if request.num_steps is not None:
+        raise AdeptError(
+            "medium-replay's size is the SAC run's length up to the medium stop; drop "
+            "--num-steps (cap the run with --sac-steps instead)"
+        )
+    run = _sac_run(request)
+    snapshot = run.medium()
+    assert snapshot.replay is not None
+    meta = {
+        "behavior": "sac-replay",
+        "warmup_steps": run.config.start_steps,
+        **_unprefix(_sac_metadata(snapshot, run, "medium_"), "medium_"),
+    }
+    return Made(snapshot.replay, meta)
+
+
+def make_expert(request: MakeRequest) -> Made:
+    """D4RL ``expert``: the SAC run's policy at the end of its budget, recorded stochastically."""
+    run = _sac_run(request)
+    snapshot = run.expert()
+    data = _record(snapshot, request, "expert")
+    return Made(
+        data, {**_policy_metadata(snapshot), **_sac_metadata(snapshot, run)}, snapshot.weights()
+    )
+
+
+def make_medium_expert(request: MakeRequest) -> Made:
+    """D4RL ``medium-expert``: the ``medium`` data followed by the ``expert`` data (each
+    ``num_steps`` long, recorded exactly as those kinds record them)."""
+    run = _sac_run(request)
+    medium, expert = run.medium(), run.expert()
+    data = Transitions.concatenate(
+        [_record(medium, request, "medium"), _record(expert, request, "expert")]
+    )
+    meta = {
+        **_policy_metadata(expert),
+        "behavior": "sac-medium+sac-expert",
+        **_sac_metadata(medium, run, "medium_"),
+        **_sac_metadata(expert, run, "expert_"),
+        "sac_steps": expert.step,
+    }
+    weights = {
+        **{f"medium/{k}": v for k, v in medium.weights().items()},
+        **{f"expert/{k}": v for k, v in expert.weights().items()},
+    }
+    return Made(data, meta, weights)
+
+
+def _unprefix(meta: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in meta.items()}
+
+
+#: Protocol kinds that can be made, by name.
+RECIPES: dict[str, Callable[[MakeRequest], Made]] = {
+    "random": make_random,
+    "medium": make_medium,
+    "medium-replay": make_medium_replay,
+    "expert": make_expert,
+    "medium-expert": make_medium_expert,
+}
+LEARNED_KINDS = ("medium", "medium-replay", "expert", "medium-expert")
 
 DEFAULT_NUM_STEPS = 1_000_000
 DEFAULT_SEED = 0
@@ -200,22 +352,35 @@ def _versions() -> dict[str, str]:
 def make_dataset(
     name: str,
     out: str | Path,
-    num_steps: int = DEFAULT_NUM_STEPS,
+    num_steps: int | None = None,
     seed: int = DEFAULT_SEED,
     progress: bool = True,
+    sac_steps: int | None = None,
+    sac_config: OnlineSACConfig | None = None,
 ) -> Path:
-    """Make project dataset ``name`` (e.g. ``hopper-random``) and write it to ``out`` atomically."""
+    """Make project dataset ``name`` (e.g. ``hopper-random``) and write it to ``out`` atomically.
+
+    ``num_steps``: transitions to record (None: 1M; medium-replay's size is its SAC run's).
+    ``sac_steps``: SAC budget of the learned kinds (None: 1M; ``medium`` stops earlier at its
+    target, and says in its metadata when the budget ran out first). ``sac_config``: the online
+    SAC run's settings (None: :class:`adept.online.OnlineSACConfig` defaults).
+    """
     env_id, kind = parse_name(name)
-    if num_steps < 1:
+    if num_steps is not None and num_steps < 1:
         raise AdeptError(f"--num-steps must be positive, got {num_steps}")
+    if kind not in LEARNED_KINDS and (sac_steps is not None or sac_config is not None):
+        raise AdeptError(f"{kind} data has no SAC run; drop --sac-steps and --sac-run.*")
+    if sac_steps is not None and sac_steps < 1:
+        raise AdeptError(f"--sac-steps must be positive, got {sac_steps}")
     out = check_writable(out)
-    made = RECIPES[kind](MakeRequest(env_id, kind, num_steps, seed, progress))
+    request = MakeRequest(env_id, kind, num_steps, seed, progress, sac_steps, sac_config)
+    made = RECIPES[kind](request)
     metadata = {
         "name": name,
         "env_id": env_id,
         "kind": kind,
         "seed": seed,
-        "num_steps": num_steps,
+        "num_steps": len(made.data),
         "max_episode_steps": MAX_EPISODE_STEPS,
         "protocol": "d4rl",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from adept.data.cache import data_dir
 from adept.data.generate import DEFAULT_NUM_STEPS, DEFAULT_SEED, make_dataset, parse_name
 from adept.data.hdf5 import load_hdf5
 from adept.data.minari_io import load_minari
@@ -23,18 +24,24 @@ from adept.errors import AdeptError
 MINARI_PREFIX = "minari:"
 
 
-def data_dir() -> Path:
-    """Cache folder of project datasets: ``$ADEPT_DATA_DIR`` or ``~/.cache/adept/datasets``."""
-    return Path(os.environ.get("ADEPT_DATA_DIR", "~/.cache/adept/datasets")).expanduser()
-
-
-def cached_path(name: str, num_steps: int = DEFAULT_NUM_STEPS, seed: int = DEFAULT_SEED) -> Path:
-    """Where ``adept data make NAME`` writes; a non-default size or seed gets its own file."""
+def cached_path(
+    name: str,
+    num_steps: int | None = None,
+    seed: int = DEFAULT_SEED,
+    sac_steps: int | None = None,
+    sac_tag: str | None = None,
+) -> Path:
+    """Where ``adept data make NAME`` writes; a non-default size, seed, SAC budget or SAC
+    config (``sac_tag``, see :meth:`adept.online.OnlineSACConfig.tag`) gets its own file."""
     suffix = ""
     if seed != DEFAULT_SEED:
         suffix += f"-seed{seed}"
-    if num_steps != DEFAULT_NUM_STEPS:
+    if num_steps is not None and num_steps != DEFAULT_NUM_STEPS:
         suffix += f"-n{num_steps}"
+    if sac_steps is not None:
+        suffix += f"-sac{sac_steps}"
+    if sac_tag:
+        suffix += f"-{sac_tag}"
     return data_dir() / f"{name}{suffix}.hdf5"
 
 

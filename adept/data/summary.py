@@ -33,17 +33,42 @@ def summarize(data: Transitions) -> dict[str, Any]:
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_min": float(returns.min()),
-        "return_median": float(np.median(returns)),
+        **{f"return_p{q}": float(np.percentile(returns, q)) for q in (10, 25, 50, 75, 90)},
         "return_max": float(returns.max()),
     }
     if data.env_id is not None:
         scores = normalized_score(returns, data.env_id, data.metadata)
         out["normalized_score_mean"] = float(scores.mean())
         out["normalized_score_max"] = float(scores.max())
-    for key in ("seed", "num_steps", "adept_version", "mujoco_version", "created"):
+    for key in PROVENANCE:
         if key in data.metadata:
             out[key] = data.metadata[key]
+    reached = data.metadata.get("reached_target")
+    if reached is not None and not bool(reached):
+        out["note"] = (
+            f"the SAC run stopped at its budget ({data.metadata.get('sac_steps')} steps) before "
+            f"the medium target return {data.metadata.get('target_return', float('nan')):.0f}"
+        )
     return out
+
+
+#: Metadata shown by ``adept data info`` when present (learned kinds add the SAC run's facts).
+PROVENANCE = (
+    "seed",
+    "num_steps",
+    "behavior",
+    "sac_steps",
+    "sac_budget",
+    "sac_eval_return",
+    "sac_wall_time_s",
+    "target_return",
+    "reached_target",
+    "medium_sac_steps",
+    "expert_sac_steps",
+    "adept_version",
+    "mujoco_version",
+    "created",
+)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
