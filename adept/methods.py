@@ -83,8 +83,10 @@ class ModelBasedConfig:
 
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     pretrain_steps: int = 20_000
-    """World-model pre-training steps on D (batch ``model_batch_size``). 20k steps take about
-    100 s on 2 CPU cores (≈ 200 steps/s measured for denoiser + reward model)."""
+    """World-model pre-training steps on D (batch ``model_batch_size``): ≈ 150 s on 2 CPU cores
+    (135 steps/s for denoiser + reward model). The true 10-step error still falls from 10k to
+    20k steps (hopper-random 0.29 → 0.24, halfcheetah-random 3.60 → 2.98; benchmarks/adept.py
+    --parts pretrain); halfcheetah would gain from more, at a cost the CPU default avoids."""
     model_batch_size: int = 256
     """Batch size of world-model pre-training (the paper: 256)."""
     behavior: Literal["bc", "logged"] = "bc"
