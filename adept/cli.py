@@ -50,11 +50,11 @@ class DataMake:
         from adept.data.registry import cached_path
         from adept.data.summary import summarize
 
+        tag = self.sac_run.tag()
         out = self.out
         if out is None:
-            tag = self.sac_run.tag()
             out = cached_path(self.name, self.num_steps, self.seed, self.sac_steps, tag)
-        sac_config = self.sac_run if self.sac_run.tag() else None
+        sac_config = self.sac_run if tag else None
         start = time.perf_counter()
         path = make_dataset(
             self.name, out, self.num_steps, self.seed, self.progress, self.sac_steps, sac_config

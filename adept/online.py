@@ -25,7 +25,6 @@ is stored with the transition, so ``medium-replay`` knows its (many) behaviour p
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -39,14 +38,13 @@ import torch
 from tqdm.auto import tqdm
 
 from adept.agents import SAC, AgentSpec, SACConfig
-from adept.atomic import atomic_path
 from adept.data.buffer import Batch, resolve_device
 from adept.data.cache import sac_runs_dir
 from adept.data.transitions import Transitions
 from adept.envs import MAX_EPISODE_STEPS, env_dims, evaluate, make_env, reference_returns
 from adept.errors import AdeptError
 from adept.nets import Normalizer, TanhGaussianActor
-from adept.runs import MetricsLog, RunDir, load_checkpoint, to_jsonable
+from adept.runs import MetricsLog, RunDir, load_checkpoint, save_state, to_jsonable
 from adept.train import rng_state, set_rng_state
 
 DEFAULT_SAC_STEPS = 1_000_000
@@ -477,10 +475,7 @@ def save_snapshot(path: Path, snapshot: PolicySnapshot) -> None:
     }
     if snapshot.replay is not None:
         state["replay"] = {k: torch.from_numpy(v) for k, v in snapshot.replay.arrays().items()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_state(path, state)
 
 
 def load_snapshot(path: Path) -> PolicySnapshot:

@@ -119,9 +119,7 @@ class RunDir:
         return self.checkpoint_path.exists()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+        save_state(self.checkpoint_path, state)
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_path, map_location)
@@ -134,6 +132,13 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return (self.path / SUMMARY).exists()
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` a dict of state dicts and tensors, atomically; read by load_checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ TINY = OnlineSACConfig(
 )
 BUDGET = 200
 #: a medium target every policy reaches at its first evaluation
-EASY = OnlineSACConfig(**{**TINY.__dict__, "medium_fraction": 1e-6})
+EASY = replace(TINY, medium_fraction=1e-6)
 
 
 def tiny_run(root: Path, config: OnlineSACConfig = TINY, seed: int = 0) -> SACRun:
@@ -183,7 +184,7 @@ def test_learned_kinds_share_one_cached_run(tmp_path, monkeypatch):
 
 
 def test_random_warmup_without_learning_still_makes_data(tmp_path):
-    config = OnlineSACConfig(**{**TINY.__dict__, "start_steps": 10_000})
+    config = replace(TINY, start_steps=10_000)
     data = make(tmp_path, "medium-replay", config)
     assert len(data) == BUDGET
     assert data.action_log_probs is not None

@@ -226,14 +226,18 @@ def _record(snapshot: Any, request: MakeRequest, kind: str) -> Transitions:
         env.close()
 
 
-def _sac_metadata(snapshot: Any, run: Any, prefix: str = "") -> dict[str, Any]:
+def _sac_metadata(
+    snapshot: Any, run: Any, prefix: str = "", with_target: bool = False
+) -> dict[str, Any]:
+    """The SAC run's facts for a snapshot; ``with_target`` adds the medium stop's target and
+    whether it was reached (for data from the medium stop)."""
     meta = {
         "sac_steps": snapshot.step,
         "sac_budget": run.budget,
         "sac_eval_return": snapshot.eval_return,
         "sac_wall_time_s": round(snapshot.wall_time, 1),
     }
-    if snapshot.target_return is not None and prefix == "medium_":
+    if with_target and snapshot.target_return is not None:
         meta["target_return"] = snapshot.target_return
         meta["reached_target"] = bool(snapshot.reached_target)
     return {f"{prefix}{k}": v for k, v in meta.items()}
@@ -253,8 +257,8 @@ def make_medium(request: MakeRequest) -> Made:
     run = _sac_run(request)
     snapshot = run.medium()
     data = _record(snapshot, request, "medium")
-    meta = {**_policy_metadata(snapshot), **_sac_metadata(snapshot, run, "medium_")}
-    return Made(data, _unprefix(meta, "medium_"), snapshot.weights())
+    meta = {**_policy_metadata(snapshot), **_sac_metadata(snapshot, run, with_target=True)}
+    return Made(data, meta, snapshot.weights())
 
 
 def make_medium_replay(request: MakeRequest) -> Made:
@@ -271,7 +275,7 @@ def make_medium_replay(request: MakeRequest) -> Made:
     meta = {
         "behavior": "sac-replay",
         "warmup_steps": run.config.start_steps,
-        **_unprefix(_sac_metadata(snapshot, run, "medium_"), "medium_"),
+        **_sac_metadata(snapshot, run, with_target=True),
     }
     return Made(snapshot.replay, meta)
 
@@ -297,7 +301,7 @@ def make_medium_expert(request: MakeRequest) -> Made:
     meta = {
         **_policy_metadata(expert),
         "behavior": "sac-medium+sac-expert",
-        **_sac_metadata(medium, run, "medium_"),
+        **_sac_metadata(medium, run, "medium_", with_target=True),
         **_sac_metadata(expert, run, "expert_"),
         "sac_steps": expert.step,
     }
@@ -306,10 +310,6 @@ def make_medium_expert(request: MakeRequest) -> Made:
         **{f"expert/{k}": v for k, v in expert.weights().items()},
     }
     return Made(data, meta, weights)
-
-
-def _unprefix(meta: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k.removeprefix(prefix): v for k, v in meta.items()}
 
 
 #: Protocol kinds that can be made, by name.
