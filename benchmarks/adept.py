@@ -219,58 +219,62 @@ def _setup_time(run_dir: Path) -> float:
     return 0.0
 
 
-def learning(args: Args) -> list[dict[str, Any]]:
+def _base_config(args: Args) -> TrainConfig:
+    """The learning runs' shared settings (IQL, the named budget, CPU)."""
     for dataset in args.datasets:
-        load_dataset(dataset)
-    base = TrainConfig(
+        load_dataset(dataset)  # make missing datasets once, before the workers start
+    return TrainConfig(
         num_steps=args.num_steps,
         eval_every=max(args.num_steps // 5, 1),
         progress=False,
         device="cpu",
         adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
     )
-    configs = [
-        replace(
-            base,
-            dataset=dataset,
-            method=method,
-            seed=seed,
-            run_dir=args.out_dir / args.budget_name / f"{dataset}-iql-{method}-seed{seed}",
+
+
+def _train_all(jobs: list[tuple[str, TrainConfig]], workers: int, column: str) -> list[dict]:
+    """Train every (label, config) in parallel; one row per run with the label under ``column``."""
+    labels = {config.run_dir: label for label, config in jobs}
+    rows = []
+    for config, summary in run_parallel([config for _, config in jobs], workers):
+        label = labels[config.run_dir]
+        print(
+            f"  {config.dataset} {label} seed {config.seed}: last "
+            f"{summary['normalized_score_last']:.1f}, best {summary['normalized_score_best']:.1f}, "
+            f"{summary['wall_time']:.0f} s",
+            flush=True,
+        )
+        rows.append({"dataset": config.dataset, column: label, "seed": config.seed, **summary})
+    return rows
+
+
+def learning(args: Args) -> list[dict[str, Any]]:
+    base = _base_config(args)
+    jobs = [
+        (
+            method,
+            replace(
+                base,
+                dataset=dataset,
+                method=method,
+                seed=seed,
+                run_dir=args.out_dir / args.budget_name / f"{dataset}-iql-{method}-seed{seed}",
+            ),
         )
         for dataset in args.datasets
         for seed in args.seeds
         for method in ("none", "diffusion", "adept")
     ]
-    rows = []
-    for config, summary in run_parallel(configs, args.workers):
-        print(
-            f"  {config.dataset} {config.method} seed {config.seed}: last "
-            f"{summary['normalized_score_last']:.1f}, best {summary['normalized_score_best']:.1f}, "
-            f"{summary['wall_time']:.0f} s",
-            flush=True,
-        )
-        rows.append(
-            {"dataset": config.dataset, "method": config.method, "seed": config.seed, **summary}
-        )
-    return rows
+    return _train_all(jobs, args.workers, "method")
 
 
 def sweep(args: Args) -> list[dict[str, Any]]:
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown sweep variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    for dataset in args.datasets:
-        load_dataset(dataset)
-    base = TrainConfig(
-        num_steps=args.num_steps,
-        eval_every=max(args.num_steps // 5, 1),
-        progress=False,
-        device="cpu",
-        method="adept",
-        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
-    )
+    base = replace(_base_config(args), method="adept")
     root = args.out_dir / f"sweep-{args.budget_name}"
-    configs, names = [], {}
+    jobs = []
     for dataset in args.datasets:
         for seed in args.sweep_seeds:
             for name in ("IQL alone", *args.variants):
@@ -280,20 +284,8 @@ def sweep(args: Args) -> list[dict[str, Any]]:
                     config = replace(config, method="none")
                 else:
                     config = replace(config, adept=VARIANTS[name](config.adept))
-                configs.append(config)
-                names[run_dir] = name
-    rows = []
-    for config, summary in run_parallel(configs, args.workers):
-        assert config.run_dir is not None
-        name = names[config.run_dir]
-        print(
-            f"  {config.dataset} {name} seed {config.seed}: last "
-            f"{summary['normalized_score_last']:.1f}, best {summary['normalized_score_best']:.1f}, "
-            f"{summary['wall_time']:.0f} s",
-            flush=True,
-        )
-        rows.append({"dataset": config.dataset, "variant": name, "seed": config.seed, **summary})
-    return rows
+                jobs.append((name, config))
+    return _train_all(jobs, args.workers, "variant")
 
 
 def pretrain(args: Args, dataset: str) -> list[dict[str, Any]]:
@@ -346,6 +338,21 @@ NAMES = {"none": "IQL", "diffusion": "Diff+IQL", "adept": "ADEPT+IQL"}
 
 def table_row(*cells: object) -> str:
     return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+
+
+def score_table(
+    rows: list[dict[str, Any]], datasets: tuple[str, ...], column: str, labels: dict[str, str]
+) -> None:
+    """Mean ± std of last and best normalized score per dataset and ``column`` value."""
+    print(table_row("dataset", column, "last", "best", "wall time (s)"))
+    print("|---" * 5 + "|")
+    for d in datasets:
+        for key, label in labels.items():
+            mine = [r for r in rows if r["dataset"] == d and r[column] == key]
+            last = mean_std([r["normalized_score_last"] for r in mine])
+            best = mean_std([r["normalized_score_best"] for r in mine])
+            wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
+            print(table_row(d, label, last, best, wall))
 
 
 def main(args: Args) -> None:
@@ -431,15 +438,7 @@ def main(args: Args) -> None:
             f"{args.budget_name} ({args.num_steps} RL steps, WM pre-trained {args.pretrain_steps})"
         )
         print(f"\nnormalized score, budget {budget}, mean ± std over {len(args.seeds)} seeds")
-        print(table_row("dataset", "method", "last", "best", "wall time (s)"))
-        print("|---" * 5 + "|")
-        for d in args.datasets:
-            for m, label in NAMES.items():
-                mine = [r for r in rows if r["dataset"] == d and r["method"] == m]
-                last = mean_std([r["normalized_score_last"] for r in mine])
-                best = mean_std([r["normalized_score_best"] for r in mine])
-                wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
-                print(table_row(d, label, last, best, wall))
+        score_table(rows, args.datasets, "method", NAMES)
     if "sweep" in args.parts:
         print(
             f"\n(d) schedule sweep, ADEPT+IQL, budget {args.budget_name} ({args.num_steps} steps)"
@@ -450,15 +449,7 @@ def main(args: Args) -> None:
             f"\nnormalized score, mean ± std over seeds {list(args.sweep_seeds)}; one knob changed "
             f"from the defaults per row; WM pre-trained {args.pretrain_steps} steps"
         )
-        print(table_row("dataset", "variant", "last", "best", "wall time (s)"))
-        print("|---" * 5 + "|")
-        for d in args.datasets:
-            for name in ("IQL alone", *args.variants):
-                mine = [r for r in rows if r["dataset"] == d and r["variant"] == name]
-                last = mean_std([r["normalized_score_last"] for r in mine])
-                best = mean_std([r["normalized_score_best"] for r in mine])
-                wall = f"{np.mean([r['wall_time'] for r in mine]):.0f}"
-                print(table_row(d, name, last, best, wall))
+        score_table(rows, args.datasets, "variant", {n: n for n in ("IQL alone", *args.variants)})
     if "pretrain" in args.parts:
         print("\n(e) world-model error along pre-training (mean L2, raw state units; under β)")
         rows = [r for d in args.datasets for r in pretrain(args, d)]

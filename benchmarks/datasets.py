@@ -48,8 +48,8 @@ def measure(name: str, times: dict[str, float]) -> dict[str, Any]:
         make_dataset(name, path, progress=False)
         times[name] = time.perf_counter() - start
         print(f"  made {name} in {times[name]:.1f} s", flush=True)
-    s = summarize(load_hdf5(path))
-    meta = load_hdf5(path).metadata
+    data = load_hdf5(path)
+    s, meta = summarize(data), data.metadata
     return {
         "dataset": name,
         "transitions": s["transitions"],
