@@ -65,6 +65,8 @@ class DataMake:
             f"behaviour normalized score {info['normalized_score_mean']:.1f}; "
             f"{time.perf_counter() - start:.1f} s)"
         )
+        if "note" in info:
+            print(f"note: {info['note']}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class DataInfo:
 
         if self.plot is not None and self.plot.suffix.lower() != ".png":
             raise AdeptError(f"--plot writes a PNG; give a path ending in .png, not {self.plot}")
-        data = load_dataset(self.dataset, env_id=self.env_id)
+        data = load_dataset(self.dataset, env_id=self.env_id, make_missing=False)
         summary = summarize(data)
         print(json.dumps(summary, indent=2) if self.json else format_summary(summary))
         if self.plot is not None:

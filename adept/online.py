@@ -20,10 +20,15 @@ The loop is the standard one (SAC paper; CleanRL's ``sac_continuous_action.py`` 
 random actions for ``start_steps``, then one env step and one SAC update per step, batches drawn
 uniformly from everything seen. Every action's exact log-probability under the policy that took it
 is stored with the transition, so ``medium-replay`` knows its (many) behaviour policies exactly.
+
+A run is a function of its seed on one kind of device (CPU and GPU round differently; resume a
+run where it started). Concurrent makes of the same run take turns on a lock file in its folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
@@ -89,8 +95,10 @@ class OnlineSACConfig:
         return f"cfg{digest.hexdigest()[:8]}"
 
 
-def check_config(config: OnlineSACConfig, budget: int) -> None:
+def check_config(config: OnlineSACConfig, budget: int, seed: int = 0) -> None:
     c = config
+    if seed < 0:
+        raise AdeptError(f"--seed must be a non-negative integer, got {seed}")
     if budget < 1:
         raise AdeptError(f"--sac-steps must be positive, got {budget}")
     for name in ("batch_size", "eval_every", "eval_episodes", "checkpoint_every"):
@@ -155,12 +163,20 @@ class OnlineSAC:
         config: OnlineSACConfig = OnlineSACConfig(),
         device: str | torch.device = "auto",
     ):
-        check_config(config, budget)
+        check_config(config, budget, seed)
         self.env_id, self.seed, self.budget, self.config = env_id, seed, budget, config
         self.device = resolve_device(device)
+        obs_dim, act_dim = env_dims(env_id)  # refuses non-Box envs
         # the unwrapped MuJoCo env with the episode cap kept here (wrappers cost ~25 % per step)
         self.env: Any = make_env(env_id, disable_env_checker=True).unwrapped
-        obs_dim, act_dim = env_dims(env_id)
+        space = self.env.action_space
+        assert isinstance(space, gym.spaces.Box)
+        if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+            self.env.close()
+            raise AdeptError(
+                f"online SAC acts in [-1, 1] (tanh actor, uniform warm-up) but {env_id}'s "
+                f"actions lie in [{space.low.min()}, {space.high.max()}]; rescale its actions"
+            )
         self.act_dim = act_dim
         spec = AgentSpec(
             obs_dim=obs_dim,
@@ -368,7 +384,7 @@ class SACRun:
         device: str | torch.device = "auto",
         progress: bool = True,
     ):
-        check_config(config, budget)
+        check_config(config, budget, seed)
         self.env_id, self.seed, self.budget, self.config = env_id, seed, budget, config
         self.device, self.progress = device, progress
         family = env_id.split("-")[0].lower()
@@ -387,15 +403,39 @@ class SACRun:
 
     def medium(self) -> PolicySnapshot:
         """The policy at the medium stop (or at the budget), with the replay buffer up to it."""
-        if not self.medium_path.exists():
-            self._train(stop_at_medium=True)
-        return load_snapshot(self.medium_path)
+        return self._snapshot(self.medium_path, stop_at_medium=True)
 
     def expert(self) -> PolicySnapshot:
         """The policy at the end of the budget."""
-        if not self.expert_path.exists():
-            self._train(stop_at_medium=False)
-        return load_snapshot(self.expert_path)
+        return self._snapshot(self.expert_path, stop_at_medium=False)
+
+    def _snapshot(self, path: Path, stop_at_medium: bool) -> PolicySnapshot:
+        if not path.exists():
+            with self._lock():  # another process may be training this run: wait, then re-check
+                if not path.exists():
+                    self._train(stop_at_medium)
+        if not path.exists():  # the checkpoint is past this point but its snapshot was deleted
+            raise AdeptError(
+                f"the SAC run in {self.path} is past the point of {path.name} but that file is "
+                f"missing; delete {self.path} to train the run again"
+            )
+        return load_snapshot(path)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Any:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AdeptError(
+                f"cannot create the SAC run folder {self.path} ({exc.strerror}); set "
+                "ADEPT_DATA_DIR to a writable folder"
+            ) from exc
+        with open(self.path / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _train(self, stop_at_medium: bool) -> None:
         run_config = {
@@ -409,7 +449,8 @@ class SACRun:
         try:
             resumed = run_dir.has_checkpoint()
             if resumed:
-                trainer.load_state_dict(run_dir.load_checkpoint(trainer.device))
+                # on the CPU: RNG states must be CPU tensors; modules move their own state
+                trainer.load_state_dict(run_dir.load_checkpoint("cpu"))
             log = MetricsLog(self.path / "metrics.csv", trainer.step if resumed else None)
             self._loop(trainer, run_dir, log, stop_at_medium)
         finally:
@@ -433,9 +474,9 @@ class SACRun:
             while trainer.step < self.budget:
                 last = trainer.env_step() or last
                 step = trainer.step
-                if step % 1000 == 0:
-                    bar.update(step - bar.n)
                 at_end = step == self.budget
+                if step % 1000 == 0 or at_end:
+                    bar.update(step - bar.n)
                 if step % c.eval_every and not at_end:
                     continue
                 eval_return = trainer.evaluate()
@@ -501,23 +542,30 @@ def load_snapshot(path: Path) -> PolicySnapshot:
 def load_behavior_actor(path: str | Path, which: str = "") -> TanhGaussianActor:
     """The SAC policy that recorded a ``medium`` or ``expert`` file, rebuilt from the weights
     in its metadata (``which``: 'medium' or 'expert' for a ``medium-expert`` file)."""
-    from adept.data.hdf5 import load_hdf5, read_behavior_policy
+    from adept.data.hdf5 import read_behavior_policy, read_metadata
 
-    data = load_hdf5(path)
-    meta = data.metadata
+    meta = read_metadata(path)
     weights = read_behavior_policy(path)
+    if meta.get("behavior_policy_class") != "TanhGaussianActor" or not weights:
+        raise AdeptError(
+            f"{path} carries no SAC behaviour policy; only medium, expert and medium-expert "
+            "files do"
+        )
+    halves = sorted({k.split("/")[0] for k in weights if "/" in k} & {"medium", "expert"})
+    if halves and which not in halves:
+        raise AdeptError(
+            f"{path} holds {' and '.join(halves)} policies; pass which='medium' or 'expert'"
+        )
+    if which and not halves:
+        raise AdeptError(f"{path} holds one policy, not halves; drop which='{which}'")
     if which:
         weights = {
             k.removeprefix(f"{which}/"): v for k, v in weights.items() if k.startswith(f"{which}/")
         }
-    if meta.get("behavior_policy_class") != "TanhGaussianActor" or not weights:
-        raise AdeptError(
-            f"{path} carries no SAC behaviour policy{f' ({which})' if which else ''}; only "
-            "medium, expert and medium-expert files do"
-        )
     config = SACConfig(
         hidden=int(meta["behavior_policy_hidden"]), depth=int(meta["behavior_policy_depth"])
     )
-    actor = _actor(data.obs_dim, data.act_dim, config)
+    obs_dim, act_dim = env_dims(str(meta["env_id"]))
+    actor = _actor(obs_dim, act_dim, config)
     actor.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
     return actor.eval()

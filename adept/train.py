@@ -265,7 +265,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     start, elapsed_before = 0, 0.0
     if run.resumed and run.has_checkpoint():
-        state = run.load_checkpoint(map_location=device)
+        # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
+        state = run.load_checkpoint(map_location="cpu")
         agent.load_state_dict(state["agent"])
         method.load_state_dict(state["method"], agent)
         averager.load_state_dict(state["averager"])

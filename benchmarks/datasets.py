@@ -6,8 +6,9 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     python -m benchmarks.datasets --envs hopper --kinds medium medium-replay
 
 Each dataset is made into the cache (``$ADEPT_DATA_DIR``) exactly as ``adept data make NAME`` makes
-it; one already there is measured, not remade, and its make time is read from the log of the run
-that made it when this script made it (``times.json`` beside the results), else reported as '—'.
+it. One already there, made by the current revision of its recipe, is measured, not remade; its
+make time is read from the log of the run that made it when this script made it (``times.json``
+beside the results), else reported as '—'.
 A ``medium`` make includes its SAC run; ``medium-replay`` after it reuses that run.
 """
 
@@ -23,6 +24,8 @@ import torch
 import tyro
 
 from adept.data import cached_path, load_hdf5, make_dataset
+from adept.data.generate import RECIPE_REVISION, parse_name, recipe_revision
+from adept.data.hdf5 import read_metadata
 from adept.data.summary import summarize
 
 KINDS = ("random", "medium", "medium-replay")
@@ -43,7 +46,8 @@ class Args:
 
 def measure(name: str, times: dict[str, float]) -> dict[str, Any]:
     path = cached_path(name)
-    if not path.exists():
+    kind = parse_name(name)[1]
+    if not path.exists() or recipe_revision(read_metadata(path)) != RECIPE_REVISION[kind]:
         start = time.perf_counter()
         make_dataset(name, path, progress=False)
         times[name] = time.perf_counter() - start

@@ -18,6 +18,7 @@ from adept.data.generate import LEARNED_KINDS
 from adept.data.hdf5 import read_behavior_policy
 from adept.data.summary import summarize
 from adept.data.transitions import Transitions
+from adept.errors import AdeptError
 from adept.online import OnlineSAC, OnlineSACConfig, SACRun, load_behavior_actor
 
 ENV = "Hopper-v5"
@@ -158,6 +159,82 @@ def test_medium_expert_is_medium_then_expert(tmp_path):
         assert torch.equal(actor.state_dict()[key], value)
 
 
+def test_medium_expert_policies_need_which_half(tmp_path):
+    make(tmp_path, "medium-expert")
+    make(tmp_path, "medium")
+    path = tmp_path / "hopper-medium-expert.hdf5"
+    with pytest.raises(AdeptError, match="pass which='medium' or 'expert'"):
+        load_behavior_actor(path)
+    with pytest.raises(AdeptError, match="pass which='medium' or 'expert'"):
+        load_behavior_actor(path, "mediocre")
+    with pytest.raises(AdeptError, match="drop which='expert'"):
+        load_behavior_actor(tmp_path / "hopper-medium.hdf5", "expert")
+
+
+def test_capped_medium_expert_says_its_medium_half_missed_the_target(tmp_path):
+    summary = summarize(make(tmp_path, "medium-expert"))
+    assert summary["medium_reached_target"] is False
+    assert summary["note"].startswith("medium half: the SAC run stopped at its budget")
+
+
+def test_medium_replay_shares_no_draws_with_random(tmp_path):
+    # the SAC warm-up is uniform like random data: their streams must differ
+    replay = make(tmp_path, "medium-replay")
+    random = make_dataset("hopper-random", tmp_path / "r.hdf5", TINY.start_steps, progress=False)
+    warmup = slice(0, TINY.start_steps)
+    assert not np.isin(replay.actions[warmup], load_hdf5(random).actions).any()
+    assert not np.array_equal(replay.observations[0], load_hdf5(random).observations[0])
+
+
+def test_concurrent_make_waits_for_the_run_instead_of_training_it_again(tmp_path, monkeypatch):
+    import fcntl
+
+    import adept.online as online
+
+    real_flock = fcntl.flock
+
+    def flock(handle, operation):
+        if operation == fcntl.LOCK_EX:  # another process holds the lock and trains meanwhile
+            monkeypatch.setattr(online.fcntl, "flock", real_flock)
+            tiny_run(tmp_path, EASY).medium()
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(online.fcntl, "flock", flock)
+    run = tiny_run(tmp_path, EASY)
+    monkeypatch.setattr(run, "_train", lambda *args: pytest.fail("trained twice"))
+    assert run.medium().step == EASY.eval_every
+
+
+def test_deleted_snapshot_past_its_point_is_a_clear_error(tmp_path):
+    run = tiny_run(tmp_path, EASY)
+    run.expert()
+    run.medium_path.unlink()
+    with pytest.raises(AdeptError, match=r"medium.pt but that file is missing; delete"):
+        run.medium()
+
+
+def test_online_sac_refuses_actions_outside_the_unit_box():
+    with pytest.raises(AdeptError, match=r"acts in \[-1, 1\].*Pendulum-v1"):
+        OnlineSAC("Pendulum-v1", 0, BUDGET, TINY, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_interrupted_run_resumes_on_the_gpu(tmp_path, monkeypatch):
+    original = OnlineSAC.env_step
+
+    def interrupted(self):
+        if self.step == 150:
+            raise KeyboardInterrupt
+        return original(self)
+
+    run = SACRun(ENV, 0, BUDGET, TINY, root=tmp_path, device="cuda", progress=False)
+    monkeypatch.setattr(OnlineSAC, "env_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.expert()
+    monkeypatch.setattr(OnlineSAC, "env_step", original)
+    assert run.expert().step == BUDGET
+
+
 def test_metadata_round_trip(tmp_path):
     data = make(tmp_path, "expert")
     meta = data.metadata
@@ -198,6 +275,8 @@ def test_random_warmup_without_learning_still_makes_data(tmp_path):
         (["hopper-random", "--sac-steps", "10"], "no SAC run"),
         (["hopper-medium", "--sac-steps", "0"], "--sac-steps must be positive"),
         (["hopper-medium", "--sac-run.checkpoint-every", "7"], "multiple of eval_every"),
+        (["hopper-medium", "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["hopper-random", "--seed", "-1"], "--seed must be a non-negative integer"),
     ],
 )
 def test_bad_make_arguments_give_one_line_errors(tmp_path, capsys, argv, message):

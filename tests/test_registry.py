@@ -1,9 +1,11 @@
 import functools
 
+import h5py
 import numpy as np
 import pytest
 
 import adept.data.registry as registry
+from adept.cli import main
 from adept.data.generate import make_dataset
 from adept.data.registry import cached_path, data_dir, load_dataset
 from adept.errors import AdeptError
@@ -54,3 +56,34 @@ def test_made_dataset_dims_match_env(tmp_path):
     assert make().obs_dim == 11
     with pytest.raises(AdeptError, match="dims 11/3 but HalfCheetah-v5 has 17/6"):
         make(env_id="HalfCheetah-v5")
+
+
+def test_cached_file_of_an_older_recipe_revision_is_remade(monkeypatch, capsys):
+    calls = []
+
+    def small_make(name, out, progress=True):
+        calls.append(name)
+        return make_dataset(name, out, num_steps=300, progress=False)
+
+    monkeypatch.setattr(registry, "make_dataset", small_make)
+    path = small_make("hopper-random", cached_path("hopper-random"))
+    with h5py.File(path, "a") as f:  # as made before the random recipe got its own stream
+        del f["metadata"].attrs["recipe_revision"]
+    load_dataset("hopper-random")
+    assert calls == ["hopper-random", "hopper-random"]
+    assert "made by revision 1 of the random recipe, which now makes revision 2" in (
+        capsys.readouterr().err
+    )
+    load_dataset("hopper-random")
+    assert len(calls) == 2, "the remade file is current"
+
+
+def test_info_never_starts_making_a_dataset(tmp_path, capsys):
+    make_dataset("hopper-random", cached_path("hopper-medium", 300), 300, progress=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "info", "hopper-medium"])
+    assert exc.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "hopper-medium is not made yet" in err and "adept data make hopper-medium" in err
+    assert "(hopper-medium-n300.hdf5)" in err, "points to the variants that exist"
+    assert not cached_path("hopper-medium").exists()

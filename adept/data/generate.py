@@ -162,9 +162,30 @@ class Made:
     behavior_policy: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: Random streams of the recording recipes, so that no two kinds of one seed share draws (the
+#: online SAC run of a seed uses ``SeedSequence(seed)`` itself, whose warm-up is uniform too).
+_STREAM = {"medium": 1, "expert": 2, "random": 3}
+
+#: Revision of each recipe's draws: bumped when a recipe records different data for the same
+#: seed, so that cached files made by an older revision are remade (see ``recipe_revision``).
+#: random 2: its own stream (revision 1 shared the SAC run's warm-up draws).
+RECIPE_REVISION = {"random": 2, "medium": 1, "medium-replay": 1, "expert": 1, "medium-expert": 1}
+
+
+def recipe_revision(metadata: dict[str, Any]) -> int:
+    """The recipe revision a file was made by (files from before revisions were recorded: 1)."""
+    return int(metadata.get("recipe_revision", 1))
+
+
+def _streams(seed: int, kind: str) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """(env seed, action seed) sequences of a recording."""
+    env_seed, action_seed = np.random.SeedSequence([seed, _STREAM[kind]]).spawn(2)
+    return env_seed, action_seed
+
+
 def make_random(request: MakeRequest) -> Made:
     """D4RL ``random``: uniform actions in the action box, episodes capped at 1000 steps."""
-    env_seed, action_seed = np.random.SeedSequence(request.seed).spawn(2)
+    env_seed, action_seed = _streams(request.seed, "random")
     env = make_env(request.env_id, disable_env_checker=True).unwrapped
     try:
         assert isinstance(env.action_space, gym.spaces.Box)
@@ -196,10 +217,6 @@ class ActorPolicy:
         return action[0].numpy(), float(log_prob[0])
 
 
-#: Recording streams per kind, so medium and expert data of one seed differ.
-_RECORD_STREAM = {"medium": 1, "expert": 2}
-
-
 def _sac_run(request: MakeRequest) -> Any:
     from adept.online import DEFAULT_SAC_STEPS, OnlineSACConfig, SACRun
 
@@ -210,7 +227,7 @@ def _sac_run(request: MakeRequest) -> Any:
 
 def _record(snapshot: Any, request: MakeRequest, kind: str) -> Transitions:
     """``request.steps`` transitions of the snapshot's stochastic policy, on the CPU."""
-    env_seed, torch_seed = np.random.SeedSequence([request.seed, _RECORD_STREAM[kind]]).spawn(2)
+    env_seed, torch_seed = _streams(request.seed, kind)
     generator = torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
     env = make_env(request.env_id, disable_env_checker=True).unwrapped
     try:
@@ -368,6 +385,8 @@ def make_dataset(
     env_id, kind = parse_name(name)
     if num_steps is not None and num_steps < 1:
         raise AdeptError(f"--num-steps must be positive, got {num_steps}")
+    if seed < 0:
+        raise AdeptError(f"--seed must be a non-negative integer, got {seed}")
     if kind not in LEARNED_KINDS and (sac_steps is not None or sac_config is not None):
         raise AdeptError(f"{kind} data has no SAC run; drop --sac-steps and --sac-run.*")
     if sac_steps is not None and sac_steps < 1:
@@ -383,6 +402,7 @@ def make_dataset(
         "num_steps": len(made.data),
         "max_episode_steps": MAX_EPISODE_STEPS,
         "protocol": "d4rl",
+        "recipe_revision": RECIPE_REVISION[kind],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **_versions(),
         **made.metadata,

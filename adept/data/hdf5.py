@@ -103,13 +103,8 @@ def read_behavior_policy(path: str | Path) -> dict[str, np.ndarray]:
         return out
 
 
-def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
-    """Load a D4RL-layout file.
-
-    ``next_observations`` comes from the file (never rebuilt from the next row), timed-out
-    transitions are kept, and ``infos/action_log_probs`` is read when present. The env id comes
-    from ``env_id``, else the file's metadata, else the file name (D4RL files).
-    """
+def _check_file(path: str | Path) -> Path:
+    """``path`` as a Path, or a clear error if it is missing, a directory or not HDF5."""
     path = Path(path)
     if not path.exists():
         raise AdeptError(
@@ -121,6 +116,27 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
         raise AdeptError(
             f"{path} is not an HDF5 file (wrong format or truncated); regenerate or re-download it"
         )
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A file's ``metadata`` group, without reading its arrays."""
+    path = _check_file(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return _read_metadata(f)
+    except OSError as exc:
+        raise AdeptError(f"{path} could not be read as HDF5 ({exc}); regenerate it") from exc
+
+
+def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
+    """Load a D4RL-layout file.
+
+    ``next_observations`` comes from the file (never rebuilt from the next row), timed-out
+    transitions are kept, and ``infos/action_log_probs`` is read when present. The env id comes
+    from ``env_id``, else the file's metadata, else the file name (D4RL files).
+    """
+    path = _check_file(path)
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in REQUIRED_FIELDS if k not in f]
@@ -166,7 +182,7 @@ def check_writable(path: str | Path) -> Path:
     if path.is_dir():
         raise AdeptError(f"output path {path} is a directory; give a file name ending in .hdf5")
     if path.suffix not in (".hdf5", ".h5"):
-        raise AdeptError(f"output path {path} must end in .hdf5")
+        raise AdeptError(f"output path {path} must end in .hdf5 or .h5")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -43,12 +43,16 @@ def summarize(data: Transitions) -> dict[str, Any]:
     for key in PROVENANCE:
         if key in data.metadata:
             out[key] = data.metadata[key]
-    reached = data.metadata.get("reached_target")
-    if reached is not None and not bool(reached):
-        out["note"] = (
-            f"the SAC run stopped at its budget ({data.metadata.get('sac_steps')} steps) before "
-            f"the medium target return {data.metadata.get('target_return', float('nan')):.0f}"
-        )
+    for prefix in ("", "medium_"):
+        reached = data.metadata.get(f"{prefix}reached_target")
+        if reached is not None and not bool(reached):
+            steps = data.metadata.get(f"{prefix}sac_steps")
+            target = float(data.metadata.get(f"{prefix}target_return", float("nan")))
+            what = "medium half: " if prefix else ""
+            out["note"] = (
+                f"{what}the SAC run stopped at its budget ({steps} steps) before the medium target "
+                f"return {target:.0f}"
+            )
     return out
 
 
@@ -64,8 +68,12 @@ PROVENANCE = (
     "target_return",
     "reached_target",
     "medium_sac_steps",
+    "medium_target_return",
+    "medium_reached_target",
     "expert_sac_steps",
+    "recipe_revision",
     "adept_version",
+    "gymnasium_version",
     "mujoco_version",
     "created",
 )
