@@ -72,9 +72,10 @@ class ModelBasedConfig:
     """Schedule of the world-model methods (Diff+X and ADEPT). The paper leaves these open.
 
     The defaults were chosen with ``python -m benchmarks.adept --parts sweep`` (ADEPT+IQL, 10k RL
-    steps, world model pre-trained 10k steps, one knob changed at a time, seed 0, 2 CPU cores):
-    hopper-random normalized score (last eval) — IQL alone 2.1; defaults 7.0; real_ratio 0.25 →
-    2.4, 0.8 → 3.9; horizon 5 → 5.4; rollout_every 250 → 7.2; model_update_steps 100 → 7.1.
+    steps, world model pre-trained 10k steps, one knob changed at a time, seed 0, 2 CPU cores;
+    random recipe revision 1, a different draw of the same data): hopper-random normalized score
+    (last eval) — IQL alone 2.1; defaults 7.0; real_ratio 0.25 → 2.4, 0.8 → 3.9; horizon 5 → 5.4;
+    rollout_every 250 → 7.2; model_update_steps 100 → 7.1.
     One seed per variant: a screen, not a ranking; the field docstrings say what each row
     decided. On halfcheetah-random model data hurts IQL at this budget (IQL 8.3; ADEPT+IQL 2.2,
     and 1.0 with real_ratio 0.8): the world model's true one-step error there is ≈ 2.3 (hopper

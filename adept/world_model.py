@@ -182,7 +182,8 @@ class WorldModelConfig:
     target: Literal["next", "delta"] = "delta"
     """x₀ = normalized s′ ('next') or normalized s′ − s ('delta'). Measured on MuJoCo
     (``python -m benchmarks.adept --parts pretrain``: true error vs the simulator under β, mean
-    L2 in raw state units, after 5k / 10k / 20k pre-training steps): hopper-random one-step
+    L2 in raw state units, after 5k / 10k / 20k pre-training steps; random recipe revision 1):
+    hopper-random one-step
     0.126 / 0.091 / 0.079 ('delta') vs 0.234 / 0.134 / 0.094 ('next'), 10-step 0.42 / 0.29 /
     0.24 vs 1.25 / 0.64 / 0.44; halfcheetah-random one-step 2.77 / 2.27 / 1.83 vs 2.57 / 2.06 /
     1.64, 10-step 4.42 / 3.60 / 2.98 vs 4.05 / 3.92 / 3.61. 'delta' wins the 10-step error,
