@@ -54,7 +54,7 @@ class DataMake:
         out = self.out
         if out is None:
             out = cached_path(self.name, self.num_steps, self.seed, self.sac_steps, tag)
-        sac_config = self.sac_run if tag else None
+        sac_config = None if self.sac_run == OnlineSACConfig() else self.sac_run
         start = time.perf_counter()
         path = make_dataset(
             self.name, out, self.num_steps, self.seed, self.progress, self.sac_steps, sac_config

@@ -87,12 +87,22 @@ class OnlineSACConfig:
     at every stop. A checkpoint holds the whole replay buffer (≈ 180 MB at 1M HalfCheetah steps)."""
 
     def tag(self) -> str | None:
-        """None for the defaults, else ``cfg<hash>``: names the cached runs and datasets made
-        with other settings, so they never mix with the default ones."""
-        if self == OnlineSACConfig():
+        """None for settings that make the default run, else ``cfg<hash>``: names the cached
+        runs and datasets made with other settings, so they never mix with the default ones.
+        Fields that do not change the run's results (:data:`RESULT_NEUTRAL`) are left out."""
+        settings = {k: v for k, v in to_jsonable(self).items() if k not in RESULT_NEUTRAL}
+        defaults = {
+            k: v for k, v in to_jsonable(OnlineSACConfig()).items() if k not in RESULT_NEUTRAL
+        }
+        if settings == defaults:
             return None
-        digest = hashlib.sha256(json.dumps(to_jsonable(self), sort_keys=True).encode())
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         return f"cfg{digest.hexdigest()[:8]}"
+
+
+#: OnlineSACConfig fields that change when a run checkpoints, not what it computes: a cached run
+#: resumes under another value of them.
+RESULT_NEUTRAL = ("checkpoint_every",)
 
 
 def check_config(config: OnlineSACConfig, budget: int, seed: int = 0) -> None:
@@ -444,7 +454,12 @@ class SACRun:
             "budget": self.budget,
             "online_sac": self.config,
         }
-        run_dir = RunDir(self.path, run_config)
+        run_dir = RunDir(
+            self.path,
+            run_config,
+            ignore=tuple(f"online_sac.{name}" for name in RESULT_NEUTRAL),
+            hint=f"delete {self.path} to train it anew with this config",
+        )
         trainer = OnlineSAC(self.env_id, self.seed, self.budget, self.config, self.device)
         try:
             resumed = run_dir.has_checkpoint()

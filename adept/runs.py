@@ -78,25 +78,37 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix[:-1]}: {a!r} → {b!r}"]
 
 
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    return any(key == name or key.startswith(f"{name}.") for name in ignore)
+
+
 class RunDir:
     """Creates or reopens a run directory; refuses a config that differs from the stored one."""
 
-    def __init__(self, path: Path, config: Any, ignore: tuple[str, ...] = ()):
-        """``ignore`` names config fields that may change between sessions (device, logging)."""
+    def __init__(
+        self,
+        path: Path,
+        config: Any,
+        ignore: tuple[str, ...] = (),
+        hint: str = "use a new --run-dir or repeat the original command to resume",
+    ):
+        """``ignore`` names config fields that may change between sessions (device, logging);
+        nested ones as ``parent.field``. ``hint``: what to do when the configs differ."""
         self.path = Path(path)
         self.config = to_jsonable(config)
         stored_path = self.path / CONFIG
         self.resumed = False
         if stored_path.exists():
             stored = json.loads(stored_path.read_text())
-            theirs = {k: v for k, v in stored.get("config", {}).items() if k not in ignore}
-            ours = {k: v for k, v in self.config.items() if k not in ignore}
-            changes = _diff(theirs, ours)
+            changes = [
+                change
+                for change in _diff(stored.get("config", {}), self.config)
+                if not _ignored(change.split(":")[0], ignore)
+            ]
             if changes:
                 shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
                 raise AdeptError(
-                    f"run dir {self.path} holds a run with a different config ({shown}); "
-                    "use a new --run-dir or repeat the original command to resume"
+                    f"run dir {self.path} holds a run with a different config ({shown}); {hint}"
                 )
             self.resumed = True
         else:

@@ -235,6 +235,16 @@ def test_interrupted_run_resumes_on_the_gpu(tmp_path, monkeypatch):
     assert run.expert().step == BUDGET
 
 
+def test_checkpoint_interval_neither_names_nor_blocks_a_cached_run(tmp_path):
+    assert replace(OnlineSACConfig(), checkpoint_every=100_000).tag() is None
+    assert replace(TINY, checkpoint_every=150).tag() == TINY.tag() != EASY.tag()
+    reference = tiny_run(tmp_path / "a", EASY).expert()
+    tiny_run(tmp_path / "b", EASY).medium()
+    resumed = tiny_run(tmp_path / "b", replace(EASY, checkpoint_every=150)).expert()
+    for key, value in reference.actor_state.items():
+        assert torch.equal(value, resumed.actor_state[key]), key
+
+
 def test_metadata_round_trip(tmp_path):
     data = make(tmp_path, "expert")
     meta = data.metadata

@@ -9,7 +9,7 @@ import adept.train as train_module
 from adept.cli import main
 from adept.data.generate import make_dataset
 from adept.errors import AdeptError
-from adept.runs import load_checkpoint
+from adept.runs import RunDir, load_checkpoint
 from adept.train import TrainConfig, load_agent, train
 
 
@@ -235,3 +235,15 @@ def test_optional_loggers_without_their_package(dataset, tmp_path, monkeypatch, 
     ):
         train(config(dataset, tmp_path / "run", **{flag: True}))
     assert not (tmp_path / "run").exists(), "refused before anything is written"
+
+
+def test_run_dir_ignores_named_nested_fields_and_gives_its_hint(tmp_path):
+    RunDir(tmp_path, {"sac": {"lr": 1e-3, "every": 10}, "device": "cpu"})
+    again = RunDir(
+        tmp_path,
+        {"sac": {"lr": 1e-3, "every": 20}, "device": "cuda"},
+        ignore=("sac.every", "device"),
+    )
+    assert again.resumed
+    with pytest.raises(AdeptError, match=r"\(sac\.lr: 0\.001 → 0\.01\); delete it"):
+        RunDir(tmp_path, {"sac": {"lr": 1e-2, "every": 10}, "device": "cpu"}, hint="delete it")
