@@ -9,11 +9,13 @@ carries ``ref_min_score``/``ref_max_score`` overrides them.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from adept.errors import AdeptError
@@ -37,6 +39,28 @@ MAX_EPISODE_STEPS = 1000
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of observations ``[batch, obs_dim]`` to actions ``[batch, act_dim]``."""
+
+
+#: MuJoCo warnings about Gymnasium's own model files, shown once per process instead of at every
+#: env construction (HalfCheetah-v5's XML sets a deprecated compiler attribute: evaluating it
+#: would print the warning for every episode).
+ONCE_PER_PROCESS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+_shown: set[str] = set()
+
+
+def _mujoco_warning(message: str) -> None:
+    known = next((m for m in ONCE_PER_PROCESS if message.startswith(m)), None)
+    if known is not None:
+        if known in _shown:
+            return
+        _shown.add(known)
+    print(f"WARNING: {message}", file=sys.stderr)  # MuJoCo's own format
+
+
+if mujoco.get_mju_user_warning() is None:  # leave a handler the user installed alone
+    mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def _family(env_id: str) -> str:

@@ -56,3 +56,13 @@ def test_evaluate_stops_terminated_episodes():
 
     result = evaluate(fall, "Hopper-v5", episodes=2, seed=0)
     assert (result.lengths < 1000).all()
+
+
+def test_gymnasiums_own_mujoco_deprecation_shows_once_and_others_pass(capfd):
+    import adept.envs as envs
+
+    for _ in range(2):
+        envs.make_env("HalfCheetah-v5").close()
+    assert capfd.readouterr().err.count("settotalmass") <= 1
+    envs._mujoco_warning("Nan, Inf or huge value in QACC at DOF 0")
+    assert capfd.readouterr().err == "WARNING: Nan, Inf or huge value in QACC at DOF 0\n"
