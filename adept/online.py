@@ -90,14 +90,14 @@ class OnlineSACConfig:
         """None for settings that make the default run, else ``cfg<hash>``: names the cached
         runs and datasets made with other settings, so they never mix with the default ones.
         Fields that do not change the run's results (:data:`RESULT_NEUTRAL`) are left out."""
-        settings = {k: v for k, v in to_jsonable(self).items() if k not in RESULT_NEUTRAL}
-        defaults = {
-            k: v for k, v in to_jsonable(OnlineSACConfig()).items() if k not in RESULT_NEUTRAL
-        }
-        if settings == defaults:
+        settings = self._result_settings()
+        if settings == OnlineSACConfig()._result_settings():
             return None
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         return f"cfg{digest.hexdigest()[:8]}"
+
+    def _result_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in to_jsonable(self).items() if k not in RESULT_NEUTRAL}
 
 
 #: OnlineSACConfig fields that change when a run checkpoints, not what it computes: a cached run

@@ -340,6 +340,14 @@ def table_row(*cells: object) -> str:
     return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
 
 
+def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """A markdown table: one column per ``header → row key``, one line per row."""
+    print(table_row(*columns))
+    print("|---" * len(columns) + "|")
+    for r in rows:
+        print(table_row(*(r[key] for key in columns.values())))
+
+
 def score_table(
     rows: list[dict[str, Any]], datasets: tuple[str, ...], column: str, labels: dict[str, str]
 ) -> None:
@@ -366,37 +374,21 @@ def main(args: Args) -> None:
             "unweighted steps instead, the control)"
         )
         print(
-            f"(a) true error vs MuJoCo, mean L2 over {args.error_starts} starts; pre-training "
+            f"    mean L2 over {args.error_starts} starts; pre-training "
             f"{args.pretrain_steps} steps, IS update {args.is_steps} steps toward the shifted π"
         )
-        print(
-            table_row(
-                "dataset",
-                "model",
-                "policy",
-                "1-step",
-                "10-step",
-                "1-step +IS",
-                "10-step +IS",
-                "1-step +unweighted",
-                "10-step +unweighted",
-            )
-        )
-        print("|---" * 9 + "|")
-        for r in rows:
-            print(
-                table_row(
-                    r["dataset"],
-                    r["model"],
-                    r["policy"],
-                    r["one_step_before"],
-                    r["h_step_before"],
-                    r["one_step_after_is"],
-                    r["h_step_after_is"],
-                    r["one_step_after_unweighted"],
-                    r["h_step_after_unweighted"],
-                )
-            )
+        columns = {
+            "dataset": "dataset",
+            "model": "model",
+            "policy": "policy",
+            "1-step": "one_step_before",
+            "10-step": "h_step_before",
+            "1-step +IS": "one_step_after_is",
+            "10-step +IS": "h_step_after_is",
+            "1-step +unweighted": "one_step_after_unweighted",
+            "10-step +unweighted": "h_step_after_unweighted",
+        }
+        print_table(columns, rows)
     if "cost" in args.parts:
         report["cost"] = {d: cost(args, d) for d in args.datasets}
         print(
@@ -454,23 +446,15 @@ def main(args: Args) -> None:
         print("\n(e) world-model error along pre-training (mean L2, raw state units; under β)")
         rows = [r for d in args.datasets for r in pretrain(args, d)]
         report["pretrain"] = rows
-        print(
-            table_row(
-                "dataset", "x₀ target", "steps", "true 1-step", "true 10-step", "held-out 1-step"
-            )
-        )
-        print("|---" * 6 + "|")
-        for r in rows:
-            print(
-                table_row(
-                    r["dataset"],
-                    r["target"],
-                    r["steps"],
-                    r["true_one_step"],
-                    r["true_h_step"],
-                    r["held_out_one_step"],
-                )
-            )
+        columns = {
+            "dataset": "dataset",
+            "x₀ target": "target",
+            "steps": "steps",
+            "true 1-step": "true_one_step",
+            "true 10-step": "true_h_step",
+            "held-out 1-step": "held_out_one_step",
+        }
+        print_table(columns, rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"results-{'-'.join(args.parts)}.json"
     path.write_text(json.dumps(report, indent=2, default=str))

@@ -24,8 +24,7 @@ import torch
 import tyro
 
 from adept.data import cached_path, load_hdf5, make_dataset
-from adept.data.generate import RECIPE_REVISION, parse_name, recipe_revision
-from adept.data.hdf5 import read_metadata
+from adept.data.registry import cache_problem
 from adept.data.summary import summarize
 
 KINDS = ("random", "medium", "medium-replay")
@@ -46,8 +45,7 @@ class Args:
 
 def measure(name: str, times: dict[str, float]) -> dict[str, Any]:
     path = cached_path(name)
-    kind = parse_name(name)[1]
-    if not path.exists() or recipe_revision(read_metadata(path)) != RECIPE_REVISION[kind]:
+    if cache_problem(name) is not None:
         start = time.perf_counter()
         make_dataset(name, path, progress=False)
         times[name] = time.perf_counter() - start

@@ -17,7 +17,7 @@ import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +38,9 @@ class BehaviorPolicy(Protocol):
     """Acts on one observation; returns the action and its exact log-probability log β(a|s)."""
 
     def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, float]: ...
+
+
+P = TypeVar("P", bound=BehaviorPolicy)
 
 
 class UniformPolicy:
@@ -183,23 +186,36 @@ def _streams(seed: int, kind: str) -> tuple[np.random.SeedSequence, np.random.Se
     return env_seed, action_seed
 
 
-def make_random(request: MakeRequest) -> Made:
-    """D4RL ``random``: uniform actions in the action box, episodes capped at 1000 steps."""
-    env_seed, action_seed = _streams(request.seed, "random")
+def _recording(
+    request: MakeRequest, kind: str, make_policy: Callable[[Any, np.random.SeedSequence], P]
+) -> tuple[Transitions, P]:
+    """``request.steps`` transitions of the behaviour policy ``make_policy(env, policy_seed)``
+    builds, in a fresh env, from the kind's own random stream."""
+    env_seed, policy_seed = _streams(request.seed, kind)
     env = make_env(request.env_id, disable_env_checker=True).unwrapped
     try:
-        assert isinstance(env.action_space, gym.spaces.Box)
-        policy = UniformPolicy(env.action_space, np.random.default_rng(action_seed))
+        policy = make_policy(env, policy_seed)
         data = collect(
             env,
             policy,
             request.steps,
             seed=int(env_seed.generate_state(1)[0]),
             progress=request.progress,
-            desc=f"{request.env_id} random",
+            desc=f"{request.env_id} {kind}",
         )
     finally:
         env.close()
+    return data, policy
+
+
+def make_random(request: MakeRequest) -> Made:
+    """D4RL ``random``: uniform actions in the action box, episodes capped at 1000 steps."""
+
+    def uniform(env: Any, seed: np.random.SeedSequence) -> UniformPolicy:
+        assert isinstance(env.action_space, gym.spaces.Box)
+        return UniformPolicy(env.action_space, np.random.default_rng(seed))
+
+    data, policy = _recording(request, "random", uniform)
     return Made(data, {"behavior": "uniform", "behavior_log_prob": policy.log_prob})
 
 
@@ -227,20 +243,12 @@ def _sac_run(request: MakeRequest) -> Any:
 
 def _record(snapshot: Any, request: MakeRequest, kind: str) -> Transitions:
     """``request.steps`` transitions of the snapshot's stochastic policy, on the CPU."""
-    env_seed, torch_seed = _streams(request.seed, kind)
-    generator = torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
-    env = make_env(request.env_id, disable_env_checker=True).unwrapped
-    try:
-        return collect(
-            env,
-            ActorPolicy(snapshot.actor("cpu"), generator),
-            request.steps,
-            seed=int(env_seed.generate_state(1)[0]),
-            progress=request.progress,
-            desc=f"{request.env_id} {kind}",
-        )
-    finally:
-        env.close()
+
+    def actor(env: Any, seed: np.random.SeedSequence) -> ActorPolicy:
+        generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+        return ActorPolicy(snapshot.actor("cpu"), generator)
+
+    return _recording(request, kind, actor)[0]
 
 
 def _sac_metadata(

@@ -85,20 +85,26 @@ def load_dataset(
     return data
 
 
-def _cached_project_file(name: str, progress: bool, make_missing: bool) -> Path:
-    """The default cached file of project dataset ``name``, made (or remade) if need be."""
+def cache_problem(name: str) -> str | None:
+    """Why the default cached file of project dataset ``name`` cannot be used as it is (missing,
+    or made by an older revision of its recipe), or None when it is current."""
     _, kind = parse_name(name)
     path = cached_path(name)
-    problem = None
     if not path.exists():
-        problem = f"{name} is not made yet (no {path})"
-    else:
-        made_by = recipe_revision(read_metadata(path))
-        if made_by != RECIPE_REVISION[kind]:
-            problem = (
-                f"{path} was made by revision {made_by} of the {kind} recipe, which now makes "
-                f"revision {RECIPE_REVISION[kind]}"
-            )
+        return f"{name} is not made yet (no {path})"
+    made_by = recipe_revision(read_metadata(path))
+    if made_by != RECIPE_REVISION[kind]:
+        return (
+            f"{path} was made by revision {made_by} of the {kind} recipe, which now makes "
+            f"revision {RECIPE_REVISION[kind]}"
+        )
+    return None
+
+
+def _cached_project_file(name: str, progress: bool, make_missing: bool) -> Path:
+    """The default cached file of project dataset ``name``, made (or remade) if need be."""
+    path = cached_path(name)
+    problem = cache_problem(name)
     if problem is None:
         return path
     if not make_missing:
