@@ -1,4 +1,5 @@
-"""Command line: ``adept train``, ``adept eval``, ``adept data make|info``, ``adept demo``.
+"""Command line: ``adept train``, ``adept eval``, ``adept bench``, ``adept report``,
+``adept data make|info``, ``adept demo``.
 
 Each command is a frozen dataclass parsed by tyro; its field docstrings are the ``--help`` text.
 Bad input raises :class:`AdeptError`, printed here as one line with exit status 2.
@@ -152,6 +153,121 @@ class Eval:
 
 
 @dataclass(frozen=True)
+class Bench:
+    """Run a grid of datasets × methods × agents × seeds, each cell an ``adept train`` run
+    directory under --root; re-running the same command resumes it (finished cells are skipped,
+    unfinished ones resume from their checkpoints). The exit status is the number of failed
+    cells. Layers, each overriding the one before: --preset, --spec, then the options here."""
+
+    preset: Literal["paper-ablation", "smoke"] | None = None
+    """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
+    BC, on the random and medium-replay datasets, 1M steps, 5 seeds) or 'smoke' (seconds)."""
+    spec: Path | None = None
+    """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
+    [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""
+    datasets: tuple[str, ...] | None = None
+    """Datasets, as adept train takes them: names (hopper-random, hopper-random-n5000),
+    .hdf5 paths, minari:<id>."""
+    methods: tuple[str, ...] | None = None
+    """Methods, each a variant of its own name: none (X), diffusion (Diff+X), adept (ADEPT+X)."""
+    variant: tuple[str, ...] = ()
+    """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac], e.g.
+    adept-h5:method=adept,adept.horizon=5."""
+    agents: tuple[str, ...] | None = None
+    """Agents: iql, sac, td3bc, bc."""
+    seeds: tuple[int, ...] | None = None
+    """Seeds of every cell."""
+    num_steps: int | None = None
+    """Gradient steps of every cell (names the budget: 'cpu-20k', or 'paper-1m' at 1M)."""
+    eval_every: int | None = None
+    """Evaluate every N steps (default 5000)."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation (default 10)."""
+    set: tuple[str, ...] = ()
+    """Options of every cell, OPTION=VALUE as adept train spells them (adept.horizon=5)."""
+    root: Path | None = None
+    """The grid's folder (default runs/<preset or spec name>)."""
+    extend: bool = False
+    """Add the cells of new datasets, variants, agents or seeds to an existing root."""
+    workers: int = 1
+    """Cells run at once (local backend)."""
+    threads: int | None = None
+    """Torch threads per cell (default: cores / workers)."""
+    backend: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray tasks on a cluster sharing --root."""
+    address: str | None = None
+    """Ray cluster address (auto, or HOST:PORT); default: start a local Ray instance."""
+    gpus_per_cell: float | None = None
+    """Ray: GPUs per cell (fractional shares a GPU); default 0.25 when the cluster has GPUs."""
+    max_retries: int = 3
+    """Ray: retries of a cell whose worker died (it resumes from its checkpoint)."""
+    list: bool = False
+    """List the root's cells and their states, and exit."""
+    progress: bool = True
+    """Show the overall progress bar."""
+
+    def run(self) -> None:
+        from adept import bench
+
+        root = self.root
+        if root is None and (self.preset or self.spec):
+            root = Path("runs") / (self.preset or self.spec.stem)  # type: ignore[union-attr]
+        if root is None:
+            raise AdeptError("give the grid's folder with --root (or name a --preset or --spec)")
+        if self.list:
+            print(bench.list_cells(root))
+            return
+        layers: list[tuple[str, dict[str, object]]] = []
+        if self.preset is not None:
+            layers.append((f"preset {self.preset}", bench.PRESETS[self.preset]))
+        if self.spec is not None:
+            layers.append((f"spec {self.spec}", bench._load_toml(self.spec)))
+        cli: dict[str, object] = {
+            key: value
+            for key, value in (
+                ("datasets", self.datasets),
+                ("methods", self.methods),
+                ("agents", self.agents),
+                ("seeds", self.seeds),
+                ("num_steps", self.num_steps),
+                ("eval_every", self.eval_every),
+                ("eval_episodes", self.eval_episodes),
+            )
+            if value is not None
+        }
+        if self.set:
+            cli["set"] = bench.parse_assignments(self.set, "--set")
+        if self.variant:
+            cli["variants"] = dict(bench.parse_variant_arg(v) for v in self.variant)
+        if cli:
+            layers.append(("the command line", cli))
+        if layers:
+            spec = bench.resolve_spec(layers)
+        else:  # `adept bench --root R` resumes the grid stored there
+            spec = bench.GridSpec.from_json(bench.BenchRoot.read(root)["spec"])
+        options = bench.BenchOptions(
+            root=root,
+            workers=self.workers,
+            threads=self.threads,
+            backend=self.backend,
+            address=self.address,
+            gpus_per_cell=self.gpus_per_cell,
+            max_retries=self.max_retries,
+            extend=self.extend,
+            progress=self.progress,
+        )
+        result = bench.run_bench(spec, options)
+        print(
+            f"grid {result.root}: {result.done} of {result.total} cells done "
+            f"({result.skipped} already were), {result.failed} failed, "
+            f"{result.wall_time:.0f} s; tables and plots: adept report {result.root}"
+        )
+        if result.failed:
+            print(f"failed cells and their errors: {result.root / bench.BENCH_JSON}")
+            raise SystemExit(min(result.failed, 100))
+
+
+@dataclass(frozen=True)
 class Demo:
     """The main job on its embedded default: IQL vs ADEPT+IQL on hopper-random at a CPU budget."""
 
@@ -228,6 +344,7 @@ class Data:
 Command = (
     Annotated[Train, tyro.conf.subcommand("train")]
     | Annotated[Eval, tyro.conf.subcommand("eval")]
+    | Annotated[Bench, tyro.conf.subcommand("bench")]
     | Annotated[Data, tyro.conf.subcommand("data")]
     | Annotated[Demo, tyro.conf.subcommand("demo")]
 )

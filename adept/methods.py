@@ -9,6 +9,11 @@ ADEPT's closed loop (the paper's Algorithm 1), as the loop calls it:
 
 ``--method diffusion`` is the paper's Diff+X ablation: the same world model, trained once,
 the same rollouts, no IS re-fit. ``--method none`` is X alone (:class:`adept.train.Method`).
+
+The setup's β fit and pre-training (:func:`pretrain`) are a pure function of the data, the
+world-model config, the pre-training fields and the seed — not of the agent — so Diff+IQL,
+ADEPT+IQL and ADEPT+SAC on one dataset and seed share one result, computed once and kept in the
+artifact store (:mod:`adept.artifacts`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
+from adept.artifacts import cached
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
@@ -127,6 +133,9 @@ class ModelBasedConfig:
     (0: never). A diagnostic only: 256 starts × H simulator steps, ≈ 0.5 s on CPU."""
     true_error_starts: int = 256
     """Start states of the true-error measurement."""
+    cache: bool = True
+    """Reuse pre-trained world models and β fits from the artifact cache under
+    $ADEPT_DATA_DIR/artifacts; results are identical either way."""
 
 
 class DiffusionMethod(Method):
@@ -148,8 +157,8 @@ class DiffusionMethod(Method):
         c = config
         check_config(c, data)
         self.device = buffer.device
-        rng = np.random.default_rng(seed)
-        holdout = rng.random(len(data)) < c.holdout_fraction
+        self.seed = seed
+        holdout = holdout_mask(len(data), c.holdout_fraction, seed)
         train_part, held_part = data.subset(~holdout), data.subset(holdout)
         self.model_data = ReplayBuffer.from_transitions(
             train_part, device=self.device, seed=seed + 1
@@ -172,26 +181,28 @@ class DiffusionMethod(Method):
 
     def setup(self, agent: Agent) -> dict[str, float]:
         c = self.config
-        # β is fitted for Diff+X too: it only trains ADEPT, but ε_m and ε_r are π-weighted for both
-        metrics = self._fit_behavior()
-        for _ in range(c.pretrain_steps):
-            last = self.world_model.train_step(self.model_data.sample(c.model_batch_size))
-        if c.pretrain_steps:
-            metrics.update({k: float(v) for k, v in last.items()})
+
+        def make() -> dict[str, Any]:
+            return pretrain(self.data, c, self.seed, self.device)
+
+        if c.cache:
+            result = cached("pretrain", pretrain_key(self.data, c, self.seed, self.device), make)
+        else:
+            result = make()
+        self.world_model.load_state_dict_all(result["world_model"])
+        self.behavior = self._behavior_model(result.get("behavior"))
+        metrics = {k: float(v) for k, v in result["metrics"].items()}
         metrics.update({k: float(v) for k, v in self._rollouts(agent).items()})
         return metrics
 
-    def _fit_behavior(self) -> dict[str, float]:
-        c = self.config
-        if c.behavior == "logged":
-            self.behavior = BehaviorModel("logged")
-            return {}
-        spec = AgentSpec.from_data(self.data, c.behavior_steps, self.device)
+    def _behavior_model(self, bc_state: dict[str, Any] | None) -> BehaviorModel:
+        if self.config.behavior == "logged":
+            return BehaviorModel("logged")
+        assert bc_state is not None
+        spec = AgentSpec.from_data(self.data, max(self.config.behavior_steps, 1), self.device)
         bc = BC(spec, BCConfig())
-        for _ in range(c.behavior_steps):
-            out = bc.update(self.model_data.sample(256))
-        self.behavior = BehaviorModel("bc", bc)
-        return {"behavior/nll": float(out["train/actor_loss"])} if c.behavior_steps else {}
+        bc.load_state_dict(bc_state)
+        return BehaviorModel("bc", bc)
 
     def sample(self, step: int) -> Batch:
         if self.n_real == self.batch_size or len(self.model_buffer) == 0:
@@ -304,13 +315,7 @@ class DiffusionMethod(Method):
         self.model_data.load_state_dict(state["model_data"])
         self.holdout.load_state_dict(state["holdout"])
         self.model_buffer.load_state_dict(state["model_buffer"])
-        if self.config.behavior == "bc":
-            spec = AgentSpec.from_data(self.data, max(self.config.behavior_steps, 1), self.device)
-            bc = BC(spec, BCConfig())
-            bc.load_state_dict(state["behavior"])
-            self.behavior = BehaviorModel("bc", bc)
-        else:
-            self.behavior = BehaviorModel("logged")
+        self.behavior = self._behavior_model(state.get("behavior"))
         if "previous_actor" in state:
             self.previous_actor = copy.deepcopy(agent.actor)
             self.previous_actor.load_state_dict(state["previous_actor"])
@@ -321,6 +326,108 @@ class ADEPTMethod(DiffusionMethod):
 
     name = "adept"
     adapts = True
+
+
+PRETRAIN_REVISION = 1
+"""Revision of :func:`pretrain`'s recipe, part of its cache key: bump it whenever the function
+computes something else for the same inputs, so that entries made by older code go unused."""
+
+BEHAVIOR_BATCH_SIZE = 256
+"""Batch size of the BC fit of β."""
+
+
+def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Which of ``n`` transitions are held out from world-model training (bool ``[n]``)."""
+    return np.random.default_rng(seed).random(n) < fraction
+
+
+def pretrain_key(
+    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Everything :func:`pretrain`'s result depends on, and nothing else (no agent, no rollout
+    or schedule field): runs that differ only elsewhere share one cache entry.
+
+    The device type is in it because CPU and CUDA kernels round differently, the torch version
+    because its kernels may change between releases. Hashing the data costs one pass over it
+    (:meth:`Transitions.fingerprint`, ≈ 0.2 s for 1M hopper rows).
+    """
+    c = config
+    return {
+        "revision": PRETRAIN_REVISION,
+        "data": data.fingerprint(),
+        "world_model": c.world_model,
+        "pretrain_steps": c.pretrain_steps,
+        "model_batch_size": c.model_batch_size,
+        "behavior": c.behavior,
+        "behavior_steps": c.behavior_steps if c.behavior == "bc" else 0,
+        "holdout_fraction": c.holdout_fraction,
+        "seed": seed,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+
+
+def pretrain(
+    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Fit β (BC, unless β is logged) and pre-train a world model on D's training part.
+
+    A pure function of :func:`pretrain_key`'s inputs, so that a cached result equals a fresh one
+    bit for bit: fresh modules, batches from a sampler of its own, and the global torch RNG
+    forked and seeded inside, which also leaves the caller's RNG as it was — agents consume it
+    differently before their method is built. β and the world model draw from separate streams
+    (0 and 1), so the world model does not change with β's settings.
+    Returns CPU state dicts (``world_model``: :meth:`WorldModel.state_dict_all`; ``behavior``:
+    the BC agent's, when fitted) and ``metrics``, the setup metrics logged at step 0.
+    """
+    c = config
+    train_part = data.subset(~holdout_mask(len(data), c.holdout_fraction, seed))
+    sampler = ReplayBuffer.from_transitions(train_part, device=device)
+    metrics: dict[str, float] = {}
+    result: dict[str, Any] = {"metrics": metrics}
+    with torch.random.fork_rng(devices=_cuda_indices(device)):
+        # β is fitted for Diff+X too: it only trains ADEPT, but ε_m and ε_r are π-weighted for both
+        if c.behavior == "bc":
+            _seed_stream(seed, 0, sampler)
+            bc = BC(AgentSpec.from_data(data, max(c.behavior_steps, 1), device), BCConfig())
+            for _ in range(c.behavior_steps):
+                out = bc.update(sampler.sample(BEHAVIOR_BATCH_SIZE))
+            if c.behavior_steps:
+                metrics["behavior/nll"] = float(out["train/actor_loss"])
+            result["behavior"] = _to_cpu(bc.state_dict())
+        _seed_stream(seed, 1, sampler)
+        world_model = WorldModel(train_part, c.world_model, device)
+        for _ in range(c.pretrain_steps):
+            last = world_model.train_step(sampler.sample(c.model_batch_size))
+        if c.pretrain_steps:
+            metrics.update({k: float(v) for k, v in last.items()})
+        result["world_model"] = _to_cpu(world_model.state_dict_all())
+    return result
+
+
+def _cuda_indices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG :func:`torch.random.fork_rng` must fork for ``device``."""
+    if device.type != "cuda":
+        return []
+    return [torch.cuda.current_device() if device.index is None else device.index]
+
+
+def _seed_stream(seed: int, stream: int, sampler: ReplayBuffer) -> None:
+    """Seed torch's global RNG and ``sampler`` for one part of :func:`pretrain`."""
+    derived = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    torch.manual_seed(derived)
+    sampler.generator.manual_seed(derived)
+
+
+def _to_cpu(state: Any) -> Any:
+    """A nested state dict with every tensor on the CPU (a stored and a fresh result agree)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
 
 
 def check_config(config: ModelBasedConfig, data: Transitions) -> None:

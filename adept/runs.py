@@ -82,6 +82,17 @@ def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
     return any(key == name or key.startswith(f"{name}.") for name in ignore)
 
 
+def config_changes(path: Path, config: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+    """How ``config`` differs from the run stored at ``path`` ('field: old → new'), fields in
+    ``ignore`` aside; raises ValueError when config.json is not valid JSON."""
+    stored = json.loads((Path(path) / CONFIG).read_text())
+    return [
+        change
+        for change in _diff(stored.get("config", {}), to_jsonable(config))
+        if not _ignored(change.split(":")[0], ignore)
+    ]
+
+
 class RunDir:
     """Creates or reopens a run directory; refuses a config that differs from the stored one."""
 
@@ -99,12 +110,7 @@ class RunDir:
         stored_path = self.path / CONFIG
         self.resumed = False
         if stored_path.exists():
-            stored = json.loads(stored_path.read_text())
-            changes = [
-                change
-                for change in _diff(stored.get("config", {}), self.config)
-                if not _ignored(change.split(":")[0], ignore)
-            ]
+            changes = config_changes(self.path, self.config, ignore)
             if changes:
                 shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
                 raise AdeptError(

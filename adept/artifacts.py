@@ -1,0 +1,124 @@
+"""A content-addressed store of computed results, shared by every run on the machine.
+
+Some work is a pure function of a few inputs and costs minutes (pre-training a world model and
+fitting β on a dataset); a grid of runs that differ elsewhere (the agent, the schedule) would
+repeat it in every cell. :func:`cached` computes such a result once and keeps it:
+
+    <data dir>/artifacts/<kind>/<hash>.pt     the result: a dict of tensors and plain values
+                                               (torch.save, loaded with weights_only=True)
+    <data dir>/artifacts/<kind>/<hash>.json   the key it was computed from, for a human reader
+    <data dir>/artifacts/<kind>/<hash>.lock   taken while the entry is computed
+
+``<hash>`` is the SHA-256 of the key's canonical JSON, so the key must hold everything the
+result depends on and nothing else: a key that misses an input serves a stale result, one with
+an extra input (a run's agent, say) only computes the same thing twice. ``<data dir>`` is
+``$ADEPT_DATA_DIR`` (:func:`adept.data.cache.data_dir`), where the datasets and SAC runs live:
+deleting ``artifacts/`` (or one entry) is always safe, it is recomputed on next use.
+
+Entries are written atomically and computed under an exclusive ``fcntl`` lock, so two processes
+asking for the same key compute it once: the second waits, then loads. An entry that cannot be
+read (a damaged or foreign file) is computed again and overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from adept import __version__
+from adept.data.cache import data_dir
+from adept.errors import AdeptError
+from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
+
+HASH_CHARS = 20
+"""Hex characters of the key's SHA-256 kept in file names (80 bits: no collision in practice)."""
+
+
+def artifacts_dir() -> Path:
+    """Root of the store: ``$ADEPT_DATA_DIR/artifacts``, beside the dataset cache."""
+    return data_dir() / "artifacts"
+
+
+def canonical_json(key: Mapping[str, Any]) -> str:
+    """One spelling per key: dataclasses as dicts, sorted keys, no spaces, no NaN."""
+    return json.dumps(to_jsonable(key), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def key_hash(key: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:HASH_CHARS]
+
+
+def entry_path(kind: str, key: Mapping[str, Any], root: Path | None = None) -> Path:
+    """Where the result for ``key`` is (or would be) stored."""
+    return (artifacts_dir() if root is None else Path(root)) / kind / f"{key_hash(key)}.pt"
+
+
+def cached(
+    kind: str,
+    key: Mapping[str, Any],
+    make: Callable[[], dict[str, Any]],
+    root: Path | None = None,
+) -> dict[str, Any]:
+    """``make()``, computed once per ``(kind, key)`` and loaded from the store afterwards.
+
+    ``make`` must be a pure function of ``key`` and return what ``torch.save`` can write and
+    ``torch.load(weights_only=True)`` can read (tensors, numbers, strings, dicts and lists of
+    them); put tensors on the CPU, so that a computed and a loaded result are the same.
+    ``root`` replaces :func:`artifacts_dir` (tests).
+    """
+    path = entry_path(kind, key, root)
+    result = _load(path)
+    if result is not None:
+        return result
+    with _locked(path.with_suffix(".lock")):
+        result = _load(path)  # another process may have computed it while we waited
+        if result is None:
+            result = make()
+            atomic_write_json(
+                path.with_suffix(".json"),
+                {
+                    "kind": kind,
+                    "key": to_jsonable(key),
+                    "adept_version": __version__,
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                },
+            )
+            save_state(path, result)
+    return result
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    """The stored result, or None when there is none or it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, map_location="cpu")
+    except AdeptError:
+        print(f"artifact {path} could not be read; computing it again", file=sys.stderr)
+        return None
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (created if missing; left in place: unlinking a lock
+    file another process is waiting on would let a third one take a fresh lock beside it)."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdeptError(
+            f"cannot create the artifact folder {lock.parent} ({exc.strerror}); set "
+            "ADEPT_DATA_DIR to a writable folder"
+        ) from exc
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,1174 @@
+"""``adept bench``: a grid of datasets × variants × agents × seeds in one resumable command.
+
+A grid is a :class:`GridSpec`, named by a preset (:data:`PRESETS`), a TOML file and command-line
+options, each layer overriding the one before. A *variant* is a named method plus overrides of
+any ``adept train`` option (``adept-uniform = {method = "adept", "adept.is_clip" = false}``), so
+an ablation is one spec. Every cell is an ordinary run directory::
+
+    ROOT/bench.json                                 the spec, and per cell its state and scores
+    ROOT/<dataset>/<variant>/<agent>/seed<k>/       an `adept train` run directory
+    ROOT/logs/<dataset>__<variant>__<agent>__seed<k>.log   the cell's output
+
+so ``adept eval``, resume and ``adept report`` work on it unchanged. Re-running the same command
+is idempotent: finished cells are skipped, unfinished ones resume from their checkpoints
+(exactly, as ``adept train`` does), missing and failed ones start. A failed cell is recorded in
+bench.json (error and log tail) and never stops the grid; the exit status is the number of
+failed cells.
+
+What does not depend on the agent is done once: datasets are made by the driver before any
+worker starts, and world-model pre-training and the β fit are cached content-addressed by what
+determines them (:mod:`adept.artifacts`), so Diff+X and ADEPT+X with IQL and SAC share one
+pre-trained model per dataset and seed.
+
+Backends: ``local`` runs each cell in its own Python process (a crash or an out-of-memory kill
+takes only that cell), ``workers`` at a time, each with ``threads`` torch threads; ``ray`` runs
+each cell as a Ray task on a cluster whose nodes share the root folder (and ``$ADEPT_DATA_DIR``)
+through a shared filesystem, retried on worker loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import difflib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from adept.errors import AdeptError
+
+FORMAT = 1
+BENCH_JSON = "bench.json"
+LOCK = ".bench.lock"
+LOG_TAIL_LINES = 20
+STATES = ("queued", "running", "done", "failed")
+
+#: Options the grid itself sets per cell; ``--set`` and variants may not touch them.
+GRID_FIELDS = {
+    "dataset": "--datasets",
+    "agent": "--agents",
+    "method": "a variant's method",
+    "seed": "--seeds",
+    "num_steps": "--num-steps",
+    "eval_every": "--eval-every",
+    "eval_episodes": "--eval-episodes",
+    "run_dir": "--root",
+    "progress": "--progress",
+}
+
+_RANDOM = [f"{env}-random" for env in ("halfcheetah", "hopper", "walker2d")]
+_MEDIUM_REPLAY = [f"{env}-medium-replay" for env in ("halfcheetah", "hopper", "walker2d")]
+
+#: Grids that ship with the package (``--preset NAME``); command-line options override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper-ablation": {
+        # The paper's ablation (Table 1 rows of the model-free agents and their Diff+/ADEPT+
+        # versions, plus BC) at its budget; on a CPU pass e.g. --num-steps 20000 --seeds 0 1 2.
+        "datasets": _RANDOM + _MEDIUM_REPLAY,
+        "agents": ["iql", "sac"],
+        "variants": {
+            "none": {"method": "none", "agents": ["iql", "sac", "bc"]},
+            "diffusion": {"method": "diffusion"},
+            "adept": {"method": "adept"},
+        },
+        "seeds": [0, 1, 2, 3, 4],
+        "num_steps": 1_000_000,
+        "eval_every": 10_000,
+        "eval_episodes": 10,
+    },
+    "smoke": {
+        # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
+        "datasets": ["hopper-random-n5000"],
+        "agents": ["iql"],
+        "methods": ["none", "diffusion", "adept"],
+        "seeds": [0, 1],
+        "num_steps": 200,
+        "eval_every": 100,
+        "eval_episodes": 2,
+        "set": {
+            "batch_size": 64,
+            "log_every": 50,
+            "checkpoint_every": 50,
+            "iql.hidden": 64,
+            "adept.pretrain_steps": 100,
+            "adept.behavior_steps": 100,
+            "adept.model_batch_size": 64,
+            "adept.rollout_every": 50,
+            "adept.rollout_batch": 64,
+            "adept.model_update_steps": 5,
+            "adept.is_batch_size": 256,
+            "adept.diagnostics_batch": 256,
+            "adept.true_error_every": 2,
+            "adept.true_error_starts": 32,
+            "adept.world_model.hidden": 64,
+        },
+    },
+}
+
+
+def _now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+def budget_name(num_steps: int) -> str:
+    """'paper-1m' at the paper's 1M steps or more, else 'cpu-<k>k' (METHOD.md §5: a reduced
+    budget is named as such in every table)."""
+    if num_steps >= 1_000_000:
+        return f"paper-{num_steps // 1_000_000}m"
+    return f"cpu-{num_steps / 1000:g}k"
+
+
+def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every leaf option of a config dataclass as ``dotted.name -> type``."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(_field_types(kind, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        else:
+            out[f"{prefix}{f.name}"] = kind
+    return out
+
+
+def _train_options() -> dict[str, Any]:
+    from adept.train import TrainConfig
+
+    return _field_types(TrainConfig)
+
+
+def option_key(key: str) -> str:
+    """``adept.world-model.hidden`` (the CLI's spelling) → ``adept.world_model.hidden``."""
+    return key.strip().lstrip("-").replace("-", "_")
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(kind)))
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if args and len(args) < len(typing.get_args(kind)):
+        return f"{_describe(args[0])} or none"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, getattr(kind, "__name__", str(kind))
+    )
+
+
+def coerce(key: str, value: Any, kind: Any) -> Any:
+    """``value`` (a TOML value, or a string from ``--set``) as an option of type ``kind``."""
+    where = f"option {key}={value!r}"
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            raise AdeptError(f"{where}: expected {_describe(kind)}")
+        return value
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return coerce(key, value, next(a for a in args if a is not type(None)))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise AdeptError(f"{where}: expected {_describe(kind)}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise AdeptError(f"{where}: expected {_describe(kind)}")
+        try:
+            return int(value) if isinstance(value, int) else int(str(value).replace("_", ""))
+        except ValueError:
+            raise AdeptError(f"{where}: expected {_describe(kind)}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise AdeptError(f"{where}: expected {_describe(kind)}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise AdeptError(f"{where}: expected {_describe(kind)}") from None
+    if kind is Path:
+        return str(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise AdeptError(f"{where}: expected {_describe(kind)}")
+        return value
+    raise AdeptError(f"{where}: options of type {kind} cannot be set by a grid")
+
+
+def check_overrides(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Canonical keys and typed values, or a one-line error naming an unknown option."""
+    options = _train_options()
+    out: dict[str, Any] = {}
+    for raw, value in overrides.items():
+        key = option_key(raw)
+        if key in GRID_FIELDS:
+            raise AdeptError(f"{where} sets '{raw}', which the grid sets; use {GRID_FIELDS[key]}")
+        if key not in options:
+            close = difflib.get_close_matches(key, list(options), n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see 'adept train --help'"
+            raise AdeptError(f"{where}: unknown option '{raw}'{hint}")
+        out[key] = coerce(key, value, options[key])
+    return dict(sorted(out.items()))
+
+
+def parse_assignments(items: Sequence[str], where: str) -> dict[str, str]:
+    """``["adept.horizon=5", ...]`` → ``{"adept.horizon": "5"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AdeptError(f"{where} takes KEY=VALUE, got '{item}' (e.g. adept.horizon=5)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
+    """``config`` with dotted options replaced (nested dataclasses rebuilt)."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            kind = typing.get_type_hints(type(config))[head]
+            direct[head] = Path(value) if kind in (Path, Path | None) and value else value
+    for head, sub in nested.items():
+        direct[head] = apply_overrides(getattr(config, head), sub)
+    return dataclasses.replace(config, **direct)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named method and the options it changes; ``agents`` restricts it to some agents."""
+
+    method: str
+    agents: tuple[str, ...] | None = None
+    set: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "agents": None if self.agents is None else list(self.agents),
+            "set": dict(self.set),
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    dataset: str
+    label: str
+    variant: str
+    method: str
+    agent: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.label}/{self.variant}/{self.agent}/seed{self.seed}"
+
+    @property
+    def log_name(self) -> str:
+        return self.id.replace("/", "__") + ".log"
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What a grid runs; stored in bench.json and compared on every later call."""
+
+    datasets: tuple[str, ...]
+    agents: tuple[str, ...]
+    variants: Mapping[str, Variant]
+    seeds: tuple[int, ...]
+    num_steps: int
+    eval_every: int
+    eval_episodes: int
+    set: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def budget(self) -> str:
+        return budget_name(self.num_steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "datasets": list(self.datasets),
+            "agents": list(self.agents),
+            "seeds": list(self.seeds),
+            "variants": {name: v.to_json() for name, v in self.variants.items()},
+            "num_steps": self.num_steps,
+            "eval_every": self.eval_every,
+            "eval_episodes": self.eval_episodes,
+            "set": dict(self.set),
+            "budget": self.budget,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> GridSpec:
+        return cls(
+            datasets=tuple(value["datasets"]),
+            agents=tuple(value["agents"]),
+            variants={
+                name: Variant(
+                    v["method"], None if v["agents"] is None else tuple(v["agents"]), v["set"]
+                )
+                for name, v in value["variants"].items()
+            },
+            seeds=tuple(value["seeds"]),
+            num_steps=int(value["num_steps"]),
+            eval_every=int(value["eval_every"]),
+            eval_episodes=int(value["eval_episodes"]),
+            set=dict(value["set"]),
+        )
+
+    def cells(self) -> list[Cell]:
+        from adept.data.registry import dataset_label
+
+        out = []
+        for dataset in self.datasets:
+            for name, variant in self.variants.items():
+                agents = self.agents if variant.agents is None else variant.agents
+                for agent in agents:
+                    for seed in self.seeds:
+                        label = dataset_label(dataset)
+                        out.append(Cell(dataset, label, name, variant.method, agent, seed))
+        return out
+
+    def cell_config(self, cell: Cell, root: Path) -> Any:
+        """The TrainConfig of ``cell``: grid options, then ``--set``, then the variant's."""
+        from adept.train import TrainConfig
+
+        config = TrainConfig(
+            dataset=cell.dataset,
+            agent=cell.agent,  # type: ignore[arg-type]
+            method=cell.method,  # type: ignore[arg-type]
+            seed=cell.seed,
+            num_steps=self.num_steps,
+            eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes,
+            run_dir=root / cell.id,
+            progress=False,
+        )
+        return apply_overrides(config, {**self.set, **self.variants[cell.variant].set})
+
+    def changes_from(self, stored: GridSpec) -> list[str]:
+        """Fields of this spec that differ from ``stored``, as 'field: old → new'."""
+        a, b = stored.to_json(), self.to_json()
+        return [f"{k}: {_short(a[k])} → {_short(b[k])}" for k in a if a[k] != b[k]]
+
+    def extending(self, stored: GridSpec) -> GridSpec:
+        """``stored`` with this spec's new datasets, agents, seeds and variants added, or an
+        error naming what --extend cannot change (it would change finished cells)."""
+        fixed = [
+            k
+            for k in ("num_steps", "eval_every", "eval_episodes", "set")
+            if getattr(self, k) != getattr(stored, k)
+        ]
+        redefined = [
+            n
+            for n in self.variants
+            if n in stored.variants and self.variants[n] != stored.variants[n]
+        ]
+        if fixed or redefined:
+            what = ", ".join(fixed + [f"variant {n}" for n in redefined])
+            raise AdeptError(
+                f"--extend adds cells but cannot change {what} of existing ones; "
+                "use a new --root for a different budget or options"
+            )
+
+        def union(old: Sequence[Any], new: Sequence[Any]) -> tuple[Any, ...]:
+            return tuple(old) + tuple(x for x in new if x not in old)
+
+        return dataclasses.replace(
+            stored,
+            datasets=union(stored.datasets, self.datasets),
+            agents=union(stored.agents, self.agents),
+            seeds=union(stored.seeds, self.seeds),
+            variants={**stored.variants, **self.variants},
+        )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise AdeptError(f"spec file {path} does not exist; give the path of a TOML grid") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AdeptError(f"spec file {path} is not valid TOML ({exc})") from None
+
+
+SPEC_KEYS = (
+    "datasets",
+    "agents",
+    "methods",
+    "variants",
+    "seeds",
+    "num_steps",
+    "eval_every",
+    "eval_episodes",
+    "set",
+)
+
+
+def _layer_errors(layer: Mapping[str, Any], where: str) -> None:
+    unknown = [k for k in layer if option_key(k) not in SPEC_KEYS]
+    if unknown:
+        raise AdeptError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; a grid has {', '.join(SPEC_KEYS)} "
+            "(put adept train options under [set] or in a variant)"
+        )
+
+
+def _variant(name: str, value: Any, where: str) -> Variant:
+    from adept.train import TrainConfig
+
+    if not isinstance(value, Mapping) or "method" not in value:
+        raise AdeptError(
+            f"{where}: variant '{name}' needs a method, e.g. {name} = {{method = \"adept\"}}"
+        )
+    methods = typing.get_args(typing.get_type_hints(TrainConfig)["method"])
+    if value["method"] not in methods:
+        raise AdeptError(
+            f"{where}: variant '{name}' has unknown method '{value['method']}'; "
+            f"methods: {', '.join(methods)}"
+        )
+    agents = value.get("agents")
+    if agents is not None:
+        agents = tuple(_agents(agents, f"{where}, variant '{name}'"))
+    rest = {k: v for k, v in value.items() if k not in ("method", "agents", "set")}
+    rest.update(value.get("set", {}))
+    return Variant(value["method"], agents, check_overrides(rest, f"{where}, variant '{name}'"))
+
+
+def _agents(names: Sequence[str], where: str) -> list[str]:
+    from adept.agents import AGENTS
+
+    for name in names:
+        if name not in AGENTS:
+            raise AdeptError(f"{where}: unknown agent '{name}'; agents: {', '.join(AGENTS)}")
+    return list(names)
+
+
+def parse_variant_arg(text: str) -> tuple[str, dict[str, Any]]:
+    """``--variant 'adept-h5:method=adept,adept.horizon=5'`` → (name, definition)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise AdeptError(
+            f"--variant takes NAME:method=M[,KEY=VALUE...], got '{text}' "
+            "(e.g. adept-h5:method=adept,adept.horizon=5)"
+        )
+    items = [item for item in rest.split(",") if item.strip()]
+    value: dict[str, Any] = dict(parse_assignments(items, f"--variant {name}"))
+    if "agents" in value:
+        value["agents"] = value["agents"].split("+")
+    return name.strip(), value
+
+
+def resolve_spec(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> GridSpec:
+    """Merge (where, layer) pairs in order (preset, file, command line) into one checked spec.
+
+    Lists replace lists; ``set`` and ``variants`` merge by key; ``methods`` adds a variant
+    named after each method.
+    """
+    merged: dict[str, Any] = {"set": {}, "variants": {}}
+    for where, layer in layers:
+        _layer_errors(layer, where)
+        for raw, value in layer.items():
+            key = option_key(raw)
+            if key == "set":
+                if not isinstance(value, Mapping):
+                    raise AdeptError(f"{where}: 'set' must be a table of option = value")
+                merged["set"].update(check_overrides(value, f"{where}, set"))
+            elif key == "variants":
+                if not isinstance(value, Mapping):
+                    raise AdeptError(f"{where}: 'variants' must be a table of name = {{...}}")
+                for name, definition in value.items():
+                    merged["variants"][name] = _variant(name, definition, where)
+            elif key == "methods":
+                for method in value:
+                    merged["variants"][method] = _variant(method, {"method": method}, where)
+            else:
+                merged[key] = value
+    missing = [
+        k for k in ("datasets", "agents", "seeds", "num_steps") if merged.get(k) in (None, [], ())
+    ]
+    if not merged["variants"]:
+        missing.append("methods (or variants)")
+    if missing:
+        raise AdeptError(
+            f"the grid names no {', '.join(missing)}; give them on the command line "
+            "(--datasets, --methods, --agents, --seeds, --num-steps), in --spec, or use --preset"
+        )
+    seeds = [coerce("seeds", s, int) for s in merged["seeds"]]
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise AdeptError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if len(set(merged["datasets"])) != len(merged["datasets"]):
+        raise AdeptError(f"--datasets names a dataset twice: {merged['datasets']}")
+    numbers = {
+        k: coerce(k, merged.get(k, default), int)
+        for k, default in (("num_steps", 0), ("eval_every", 5000), ("eval_episodes", 10))
+    }
+    for key, value in numbers.items():
+        if value < 1:
+            raise AdeptError(f"--{key.replace('_', '-')} must be positive, got {value}")
+    return GridSpec(
+        datasets=tuple(merged["datasets"]),
+        agents=tuple(_agents(merged["agents"], "--agents")),
+        variants=merged["variants"],
+        seeds=tuple(seeds),
+        num_steps=numbers["num_steps"],
+        eval_every=numbers["eval_every"],
+        eval_episodes=numbers["eval_episodes"],
+        set=dict(sorted(merged["set"].items())),
+    )
+
+
+class BenchRoot:
+    """The root folder: bench.json (written only by the driver, atomically) and a lock that
+    keeps two drivers off one root."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.file = self.path / BENCH_JSON
+        self.state: dict[str, Any] = {}
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any]:
+        """bench.json of ``path``, or a one-line error when it is not a bench root."""
+        path = Path(path)
+        file = path / BENCH_JSON
+        if not path.is_dir():
+            raise AdeptError(f"{path} does not exist; give the --root of an 'adept bench' run")
+        if not file.exists():
+            raise AdeptError(
+                f"{path} is not a bench root (no {BENCH_JSON}); "
+                "give the --root of an 'adept bench' run"
+            )
+        try:
+            state = json.loads(file.read_text())
+            GridSpec.from_json(state["spec"])
+            cells = state["cells"]
+            assert isinstance(cells, dict)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+            raise AdeptError(
+                f"{file} is damaged ({type(exc).__name__}: {exc}); "
+                f"restore it, or delete it and re-run the grid's command to rebuild it"
+            ) from None
+        return state
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the root's lock; a root this call created is removed again when the call fails
+        before writing anything else (bad input leaves nothing on disk)."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._lock():
+                yield
+        except BaseException:
+            if created and [p.name for p in self.path.iterdir()] == [LOCK]:
+                (self.path / LOCK).unlink()
+                self.path.rmdir()
+            raise
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.path / LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise AdeptError(
+                    f"another adept bench ({holder}) is running on {self.path}; "
+                    "wait for it, or stop it and re-run"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def save(self) -> None:
+        from adept.runs import atomic_write_json
+
+        self.state["updated"] = _now()
+        atomic_write_json(self.file, self.state)
+
+
+def check_cell_dir(cell: Cell, config: Any) -> None:
+    """Refuse a cell whose run directory does not hold this cell's run (edited by hand, or
+    written by another grid), with the fix; an unfinished run is fine (it resumes)."""
+    from adept.runs import CHECKPOINT, CONFIG, SUMMARY, config_changes
+    from adept.train import RESUMABLE_FIELDS
+
+    path = Path(config.run_dir)
+    fix = f"delete {path} to run that cell again"
+    if path.exists() and not path.is_dir():
+        raise AdeptError(f"cell {cell.id}: {path} is not a directory; {fix}")
+    if not (path / CONFIG).exists():
+        if (path / CHECKPOINT).exists() or (path / SUMMARY).exists():
+            raise AdeptError(f"cell {cell.id}: {path} has run files but no {CONFIG}; {fix}")
+        return
+    try:
+        changes = config_changes(path, config, RESUMABLE_FIELDS)
+    except ValueError as exc:
+        raise AdeptError(f"cell {cell.id}: {path / CONFIG} is unreadable ({exc}); {fix}") from None
+    if changes:
+        raise AdeptError(
+            f"cell {cell.id}: {path} holds a run with another config ({'; '.join(changes[:3])}); "
+            f"{fix}"
+        )
+    if (path / SUMMARY).exists():
+        try:
+            json.loads((path / SUMMARY).read_text())["normalized_score_last"]
+        except (ValueError, KeyError, TypeError):
+            raise AdeptError(f"cell {cell.id}: {path / SUMMARY} is damaged; {fix}") from None
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run one cell (JSON-serializable, sent to processes and Ray)."""
+
+    id: str
+    config: dict[str, Any]
+    log: str
+    threads: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+def config_from_json(cls: type, value: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`adept.runs.to_jsonable` output."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in value:
+            continue
+        kind, raw = hints[f.name], value[f.name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = config_from_json(kind, raw)  # type: ignore[arg-type]
+        elif kind in (Path, Path | None) and raw is not None:
+            kwargs[f.name] = Path(raw)
+        else:
+            kwargs[f.name] = raw
+    return cls(**kwargs)
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if type(exc).__name__ == "AdeptError" else f"{type(exc).__name__}: {text}"
+
+
+def _attempt(run_dir: Path) -> int:
+    """Count this start of the cell in its run dir (Ray retries are visible to the driver)."""
+    from adept.runs import atomic_write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / "bench-cell.json"
+    attempts = 0
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        attempts = int(json.loads(marker.read_text())["attempts"])
+    atomic_write_json(
+        marker,
+        {
+            "attempts": attempts + 1,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _now(),
+        },
+    )
+    return attempts + 1
+
+
+def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> dict[str, Any]:
+    """Run one cell in this process and return its bench.json record (never raises but for
+    KeyboardInterrupt). ``redirect``: append this process's output to the cell's log (Ray
+    workers; a local worker process already writes there)."""
+    import torch
+
+    from adept.train import TrainConfig, train
+
+    if not isinstance(task, CellTask):
+        task = CellTask(**task)
+    log = Path(task.log)
+    started = time.perf_counter()
+    record: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if redirect:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(log.open("a", buffering=1))
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(out))
+        try:
+            config = config_from_json(TrainConfig, task.config)
+            record["attempts"] = _attempt(Path(config.run_dir))
+            torch.set_num_threads(task.threads)
+            print(f"[{_now()}] cell {task.id}: attempt {record['attempts']}", flush=True)
+            summary = train(config)
+            record.update(
+                state="done",
+                normalized_score_last=summary["normalized_score_last"],
+                normalized_score_best=summary["normalized_score_best"],
+                error=None,
+                log_tail=None,
+            )
+        except Exception as exc:  # one failed cell never stops the grid
+            traceback.print_exc()
+            print(f"adept-bench: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+            record.update(state="failed", error=_one_line(exc))
+    record["wall_time"] = round(time.perf_counter() - started, 3)
+    if record["state"] == "failed":
+        record["log_tail"] = _tail(log)
+    return record
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    """``python -m adept.bench TASK_JSON``: a local worker process runs one cell."""
+    task = CellTask(**json.loads(argv[0]))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    try:
+        record = execute_cell(task)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if record["state"] == "done" else 1
+
+
+Started = Callable[[str], None]
+Finished = Callable[[str, dict[str, Any]], None]
+
+
+def _env_threads(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(threads)
+    return env
+
+
+def run_local(
+    tasks: Sequence[CellTask], workers: int, started: Started, finished: Finished
+) -> None:
+    """Each cell in its own Python process, ``workers`` at a time; on Ctrl-C the running
+    cells are interrupted (they resume from their last checkpoint next time)."""
+    pending = list(tasks)
+    running: dict[str, tuple[subprocess.Popen[bytes], CellTask, float]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                task = pending.pop(0)
+                Path(task.log).parent.mkdir(parents=True, exist_ok=True)
+                with open(task.log, "ab") as log:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "adept.bench", task.to_json()],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=_env_threads(task.threads),
+                    )
+                running[task.id] = (proc, task, time.perf_counter())
+                started(task.id)
+            for cell_id, (proc, task, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[cell_id]
+                finished(cell_id, _local_record(proc.returncode, task, time.perf_counter() - t0))
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        for proc, _, _ in running.values():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+
+
+def _local_record(returncode: int, task: CellTask, wall_time: float) -> dict[str, Any]:
+    from adept.runs import SUMMARY
+
+    run_dir = Path(task.config["run_dir"])
+    record: dict[str, Any] = {"wall_time": round(wall_time, 3)}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record["attempts"] = int(json.loads((run_dir / "bench-cell.json").read_text())["attempts"])
+    if returncode == 0:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        record.update(
+            state="done",
+            normalized_score_last=summary["normalized_score_last"],
+            normalized_score_best=summary["normalized_score_best"],
+            error=None,
+            log_tail=None,
+        )
+        return record
+    tail = _tail(Path(task.log))
+    errors = [line for line in tail.splitlines() if line.startswith("adept-bench: error: ")]
+    if errors:
+        error = errors[-1].removeprefix("adept-bench: error: ")
+    elif returncode < 0:
+        error = f"the cell's process was killed by {signal.Signals(-returncode).name}"
+    else:
+        error = f"the cell's process exited with status {returncode}"
+    record.update(state="failed", error=error, log_tail=tail)
+    return record
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise AdeptError("--backend ray needs Ray; pip install 'adept-rl[ray]'") from None
+    return ray
+
+
+def check_ray_address(address: str | None) -> None:
+    """Fail fast on a HOST:PORT nothing listens on (Ray itself waits a long time)."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise AdeptError(f"--address must be auto or HOST:PORT, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AdeptError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            "'ray start --head' or give the head node's address"
+        ) from None
+
+
+def run_ray(
+    tasks: Sequence[CellTask],
+    address: str | None,
+    gpus_per_cell: float | None,
+    max_retries: int,
+    started: Started,
+    finished: Finished,
+    num_cpus: int | None = None,
+) -> None:
+    """Each cell a Ray task (``num_cpus`` = its threads), retried ``max_retries`` times when
+    its worker dies; a retried cell resumes from its checkpoint. Needs the ray extra."""
+    ray = _import_ray()
+    init: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+    if address in (None, "local"):
+        init["num_cpus"] = num_cpus
+    else:
+        init["address"] = address
+    try:
+        ray.init(**init)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise AdeptError(f"cannot connect to Ray at {address} ({_one_line(exc)})") from None
+    try:
+        gpus = gpus_per_cell
+        if gpus is None:
+            gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        remote = ray.remote(_ray_cell)
+        pending: dict[Any, str] = {}
+        for task in tasks:
+            ref = remote.options(
+                num_cpus=task.threads, num_gpus=gpus, max_retries=max_retries
+            ).remote(dataclasses.asdict(task))
+            pending[ref] = task.id
+            started(task.id)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                cell_id = pending.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as exc:  # the task died more than max_retries times
+                    task = next(t for t in tasks if t.id == cell_id)
+                    record = {
+                        "state": "failed",
+                        "error": f"Ray task lost: {_one_line(exc)}",
+                        "log_tail": _tail(Path(task.log)),
+                    }
+                finished(cell_id, record)
+    except KeyboardInterrupt:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def _ray_cell(task: dict[str, Any]) -> dict[str, Any]:
+    return execute_cell(task, redirect=True)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """How a grid runs (not part of what it computes)."""
+
+    root: Path
+    workers: int = 1
+    threads: int | None = None
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
+    gpus_per_cell: float | None = None
+    max_retries: int = 3
+    extend: bool = False
+    progress: bool = True
+
+
+@dataclass
+class BenchResult:
+    root: Path
+    done: int
+    failed: int
+    skipped: int
+    total: int
+    wall_time: float
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def prepare(spec: GridSpec, options: BenchOptions) -> tuple[BenchRoot, GridSpec]:
+    """Check the root against ``spec``; returns the root and the spec to run (extended)."""
+    root = BenchRoot(options.root)
+    if root.path.exists() and not root.path.is_dir():
+        raise AdeptError(f"--root {root.path} is a file; give a folder")
+    if root.file.exists():
+        state = BenchRoot.read(root.path)
+        stored = GridSpec.from_json(state["spec"])
+        changes = spec.changes_from(stored)
+        if changes and options.extend:
+            spec = spec.extending(stored)
+        elif changes:
+            raise AdeptError(
+                f"{root.path} holds a grid with another spec ({'; '.join(changes)}); repeat the "
+                "original command to resume it, add --extend to add cells, or use a new --root"
+            )
+        root.state = state
+    elif root.path.exists() and any(p.name != LOCK for p in root.path.iterdir()):
+        raise AdeptError(
+            f"--root {root.path} is a non-empty folder without {BENCH_JSON}, not a bench root; "
+            "give a new or empty folder"
+        )
+    return root, spec
+
+
+def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, Any]]:
+    """Make the datasets, build and check every cell's config, before anything is written."""
+    from adept.data.registry import dataset_label, load_dataset
+    from adept.methods import check_config
+
+    labels: dict[str, str] = {}
+    for dataset in spec.datasets:
+        label = dataset_label(dataset)
+        if label in labels:
+            raise AdeptError(
+                f"datasets {labels[label]} and {dataset} share the folder name '{label}'; "
+                "rename one file"
+            )
+        labels[label] = dataset
+    cells = [(cell, spec.cell_config(cell, root)) for cell in spec.cells()]
+    for _, config in cells:
+        config.validate()
+    datasets = {}
+    for dataset in spec.datasets:
+        data = load_dataset(dataset, progress=progress)
+        if data.env_id is None:
+            raise AdeptError(
+                f"dataset {dataset} names no env; add env_id under [set] (e.g. env_id = "
+                '"Hopper-v5") or name the file after its env'
+            )
+        datasets[dataset] = data
+    for cell, config in cells:
+        if config.method != "none":
+            check_config(config.adept, datasets[cell.dataset])
+        check_cell_dir(cell, config)
+    return cells
+
+
+def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
+    """Run (or resume) a grid; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    if options.workers < 1:
+        raise AdeptError(f"--workers must be positive, got {options.workers}")
+    threads = options.threads or max(cpu_count() // options.workers, 1)
+    if threads < 1:
+        raise AdeptError(f"--threads must be positive, got {threads}")
+    if options.max_retries < 0:
+        raise AdeptError(f"--max-retries must be non-negative, got {options.max_retries}")
+    if options.backend == "ray":
+        _import_ray()
+        check_ray_address(options.address)
+    root, spec = prepare(spec, options)
+    t0 = time.perf_counter()
+    with root.locked():
+        cells = _preflight(spec, root.path, options.progress)
+        from adept import __version__
+        from adept.runs import SUMMARY, to_jsonable
+
+        old = root.state.get("cells", {})
+        records: dict[str, dict[str, Any]] = {}
+        tasks = []
+        for cell, config in cells:
+            record = {
+                "dataset": cell.dataset,
+                "dataset_label": cell.label,
+                "variant": cell.variant,
+                "method": cell.method,
+                "agent": cell.agent,
+                "seed": cell.seed,
+                "path": cell.id,
+                "log": f"logs/{cell.log_name}",
+                "state": "queued",
+                "wall_time": None,
+                "attempts": 0,
+                "normalized_score_last": None,
+                "normalized_score_best": None,
+                "error": None,
+                "log_tail": None,
+                **{k: v for k, v in old.get(cell.id, {}).items() if k != "state"},
+            }
+            summary = Path(config.run_dir) / SUMMARY
+            if summary.exists():
+                scores = json.loads(summary.read_text())
+                record.update(
+                    state="done",
+                    normalized_score_last=scores["normalized_score_last"],
+                    normalized_score_best=scores["normalized_score_best"],
+                    error=None,
+                    log_tail=None,
+                )
+            else:
+                record["state"] = "queued"
+                tasks.append(
+                    CellTask(
+                        cell.id,
+                        to_jsonable(config),
+                        str(root.path / "logs" / cell.log_name),
+                        threads,
+                    )
+                )
+            records[cell.id] = record
+        root.state = {
+            "format": FORMAT,
+            "adept_version": __version__,
+            "spec": spec.to_json(),
+            "created": root.state.get("created", _now()),
+            "cells": records,
+        }
+        root.save()
+        skipped = len(cells) - len(tasks)
+        bar = tqdm(
+            total=len(cells),
+            initial=skipped,
+            unit="cell",
+            disable=not options.progress,
+            desc="bench",
+            dynamic_ncols=True,
+        )
+        counts = {"running": 0, "failed": 0}
+
+        def show() -> None:
+            bar.set_postfix(running=counts["running"], failed=counts["failed"], refresh=True)
+
+        def started(cell_id: str) -> None:
+            records[cell_id]["state"] = "running"
+            counts["running"] += 1
+            root.save()
+            show()
+
+        def finished(cell_id: str, record: dict[str, Any]) -> None:
+            records[cell_id].update(record)
+            records[cell_id]["finished"] = _now()
+            counts["running"] -= 1
+            if record["state"] == "failed":
+                counts["failed"] += 1
+                bar.write(f"cell {cell_id} failed: {record['error']}")
+            root.save()
+            bar.update(1)
+            show()
+
+        try:
+            if options.backend == "ray":
+                run_ray(
+                    tasks,
+                    options.address,
+                    options.gpus_per_cell,
+                    options.max_retries,
+                    started,
+                    finished,
+                    num_cpus=options.workers * threads,
+                )
+            else:
+                run_local(tasks, options.workers, started, finished)
+        except KeyboardInterrupt:
+            for record in records.values():
+                if record["state"] == "running":
+                    record["state"] = "queued"
+            root.save()
+            bar.close()
+            raise
+        bar.close()
+    done = sum(r["state"] == "done" for r in records.values())
+    failed = sum(r["state"] == "failed" for r in records.values())
+    return BenchResult(root.path, done, failed, skipped, len(records), time.perf_counter() - t0)
+
+
+def list_cells(root: Path) -> str:
+    """A table of a bench root's cells and their states (``adept bench --root R --list``)."""
+    state = BenchRoot.read(root)
+    lines = [f"{'cell':<60} {'state':<8} {'last':>7} {'wall (s)':>9}"]
+    for cell_id, record in state["cells"].items():
+        score = record.get("normalized_score_last")
+        wall = record.get("wall_time")
+        lines.append(
+            f"{cell_id:<60} {record['state']:<8} "
+            f"{'' if score is None else f'{score:7.1f}':>7} "
+            f"{'' if wall is None else f'{wall:9.0f}':>9}"
+        )
+    counts = {s: sum(r["state"] == s for r in state["cells"].values()) for s in STATES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,377 @@
+"""adept bench: spec layering and errors, idempotent re-runs, failure isolation, Ctrl-C and
+resume, the shared world-model cache, and the Ray backend (a killed worker's cell is retried and
+resumes from its checkpoint)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adept import bench
+from adept.bench import GridSpec, resolve_spec
+from adept.cli import main
+from adept.errors import AdeptError
+
+DATASET = "hopper-random-n3000"
+TINY_SET = dict(bench.PRESETS["smoke"]["set"])
+
+
+def tiny(**kw) -> dict:
+    layer = {
+        "datasets": [DATASET],
+        "agents": ["iql"],
+        "methods": ["none"],
+        "seeds": [0],
+        "num_steps": 100,
+        "eval_every": 50,
+        "eval_episodes": 1,
+        "set": TINY_SET,
+    }
+    layer.update(kw)
+    return layer
+
+
+def write_spec(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "adept", "bench", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def state(root: Path) -> dict:
+    return json.loads((root / "bench.json").read_text())
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+
+
+TOML = """
+datasets = ["hopper-random-n3000"]
+agents = ["iql", "sac"]
+methods = ["none"]
+seeds = [0, 1]
+num_steps = 100
+
+[set]
+"adept.horizon" = 5
+batch-size = 64
+
+[variants]
+adept-h3 = {method = "adept", "adept.horizon" = 3, agents = ["iql"]}
+adept-noclip = {method = "adept", "adept.is-clip" = false}
+"""
+
+
+def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
+    spec_file = write_spec(tmp_path / "grid.toml", TOML)
+    cli = {"seeds": ["2"], "set": bench.parse_assignments(["adept.rollout-every=250"], "--set")}
+    spec = resolve_spec([("spec", bench._load_toml(spec_file)), ("the command line", cli)])
+    assert spec.seeds == (2,), "the command line replaces lists"
+    assert spec.set == {"adept.horizon": 5, "adept.rollout_every": 250, "batch_size": 64}
+    assert list(spec.variants) == ["none", "adept-h3", "adept-noclip"]
+    cells = {c.id: c for c in spec.cells()}
+    assert sorted(cells) == sorted(
+        [
+            "hopper-random-n3000/none/iql/seed2",
+            "hopper-random-n3000/none/sac/seed2",
+            "hopper-random-n3000/adept-h3/iql/seed2",
+            "hopper-random-n3000/adept-noclip/iql/seed2",
+            "hopper-random-n3000/adept-noclip/sac/seed2",
+        ]
+    ), "a variant's agents restrict its cells"
+    config = spec.cell_config(cells["hopper-random-n3000/adept-h3/iql/seed2"], tmp_path)
+    assert config.method == "adept" and config.seed == 2 and config.num_steps == 100
+    assert config.adept.horizon == 3, "the variant overrides --set"
+    assert config.adept.rollout_every == 250 and config.batch_size == 64
+    assert config.run_dir == tmp_path / "hopper-random-n3000/adept-h3/iql/seed2"
+    noclip = spec.cell_config(cells["hopper-random-n3000/adept-noclip/sac/seed2"], tmp_path)
+    assert noclip.adept.is_clip is False and noclip.adept.horizon == 5
+    assert GridSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    assert spec.budget == "cpu-0.1k"
+
+
+def test_presets_resolve():
+    paper = resolve_spec([("preset", bench.PRESETS["paper-ablation"])])
+    assert len(paper.datasets) == 6 and paper.budget == "paper-1m"
+    ids = {c.id for c in paper.cells()}
+    assert "hopper-random/none/bc/seed0" in ids and "hopper-random/adept/bc/seed0" not in ids
+    assert len(ids) == 6 * (3 + 2 + 2) * 5
+    smoke = resolve_spec([("preset", bench.PRESETS["smoke"])])
+    assert {c.method for c in smoke.cells()} == {"none", "diffusion", "adept"}
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"set": {"adept.horizn": 5}}, "unknown option 'adept.horizn'; did you mean adept.horizon"),
+        ({"set": {"seed": 3}}, "sets 'seed', which the grid sets; use --seeds"),
+        ({"set": {"adept.horizon": "ten"}}, "adept.horizon='ten': expected an integer"),
+        ({"set": {"agent": "sac"}}, "use --agents"),
+        ({"agents": ["iql", "cql"]}, "unknown agent 'cql'"),
+        ({"methods": ["synther"]}, "unknown method 'synther'"),
+        ({"variants": {"v": {"agents": ["iql"]}}}, "variant 'v' needs a method"),
+        ({"seeds": [0, 0]}, "distinct"),
+        ({"num_steps": 0}, "--num-steps must be positive"),
+        ({"datasest": ["x"]}, "unknown key(s) datasest"),
+        ({"set": {"adept.world_model.target": "middle"}}, "expected one of next, delta"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(layer, message):
+    with pytest.raises(AdeptError, match=re.escape(message)):
+        resolve_spec([("the command line", tiny(**layer))])
+
+
+def test_a_spec_that_names_nothing():
+    with pytest.raises(AdeptError, match="names no datasets, agents, seeds, num_steps, methods"):
+        resolve_spec([("spec", {})])
+
+
+def test_cli_bad_input_exit_2_and_nothing_written(tmp_path, capsys):
+    cases = [
+        [
+            "--datasets",
+            "hopper-randm",
+            "--methods",
+            "none",
+            "--agents",
+            "iql",
+            "--seeds",
+            "0",
+            "--num-steps",
+            "10",
+        ],
+        ["--spec", str(tmp_path / "absent.toml")],
+        ["--spec", str(write_spec(tmp_path / "bad.toml", "datasets = [")), "--root", "x"],
+        ["--preset", "smoke", "--set", "adept.horizon"],
+        ["--preset", "smoke", "--variant", "noname"],
+        ["--preset", "smoke", "--backend", "ray", "--address", "127.0.0.1:1"],
+    ]
+    for args in cases:
+        root = tmp_path / "root"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", *args, "--root", str(root), "--no-progress"])
+        assert exit_info.value.code == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("adept: error: ") and "\n" not in err, (args, err)
+        assert not (root / "bench.json").exists(), args
+    assert "no Ray cluster answers at 127.0.0.1:1" in err
+
+
+def test_root_that_is_not_a_bench_root(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["bench", "--preset", "smoke", "--root", str(tmp_path), "--no-progress"])
+    assert "non-empty folder without bench.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--root", str(tmp_path), "--list"])
+    assert "is not a bench root" in capsys.readouterr().err
+
+
+def test_grid_runs_then_is_idempotent_then_extends(tmp_path):
+    root = tmp_path / "grid"
+    spec = write_spec(
+        tmp_path / "g.toml",
+        f"""
+datasets = ["{DATASET}"]
+agents = ["iql"]
+methods = ["none", "adept"]
+seeds = [0]
+num_steps = 100
+eval_every = 50
+eval_episodes = 1
+[set]
+"""
+        + "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY_SET.items()),
+    )
+    first = run_bench("--spec", str(spec), "--root", str(root), "--workers", "2")
+    assert first.returncode == 0, first.stderr
+    cells = state(root)["cells"]
+    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 2
+    adept_dir = root / DATASET / "adept" / "iql" / "seed0"
+    assert {"config.json", "metrics.csv", "checkpoint.pt", "summary.json"} <= {
+        p.name for p in adept_dir.iterdir()
+    }, "a cell is an ordinary run directory"
+    summary = json.loads((adept_dir / "summary.json").read_text())
+    assert cells[f"{DATASET}/adept/iql/seed0"]["normalized_score_last"] == pytest.approx(
+        summary["normalized_score_last"]
+    )
+    assert (root / "logs" / f"{DATASET}__adept__iql__seed0.log").exists()
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "adept", "eval", str(adept_dir), "--episodes", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert evaluated.returncode == 0 and "normalized score" in evaluated.stdout
+    mtime = (adept_dir / "summary.json").stat().st_mtime_ns
+
+    again = run_bench("--spec", str(spec), "--root", str(root))
+    assert again.returncode == 0 and "2 already were" in again.stdout
+    assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime, "finished cells are skipped"
+    assert all(r["attempts"] == 1 for r in state(root)["cells"].values())
+
+    before = (root / "bench.json").read_text()
+    changed = run_bench("--spec", str(spec), "--root", str(root), "--num-steps", "200")
+    assert changed.returncode == 2 and "num_steps: 100 → 200" in changed.stderr
+    assert "--extend" in changed.stderr
+    assert (root / "bench.json").read_text() == before, "a refused spec writes nothing"
+
+    extended = run_bench(
+        "--spec", str(spec), "--root", str(root), "--seeds", "1", "--methods", "none", "--extend"
+    )
+    assert extended.returncode == 0, extended.stderr
+    assert "1 already were" not in extended.stdout
+    after = state(root)
+    assert after["spec"]["seeds"] == [0, 1] and len(after["cells"]) == 4
+    assert all(r["state"] == "done" for r in after["cells"].values())
+    assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime
+    resumed = run_bench("--root", str(root))
+    assert resumed.returncode == 0 and "4 already were" in resumed.stdout, "--root alone resumes"
+
+
+def test_a_failed_cell_never_stops_the_grid(tmp_path):
+    root = tmp_path / "grid"
+    args = ["--datasets", DATASET, "--agents", "iql", "bc", "--methods", "none", "--seeds", "0"]
+    args += ["--num-steps", "60", "--eval-every", "30", "--eval-episodes", "1", "--root", str(root)]
+    broken = root / DATASET / "none" / "iql" / "seed0"
+    main_args = [*args, "--set", "checkpoint_every=30", "batch_size=64"]
+    assert run_bench(*main_args).returncode == 0
+    # a run dir whose checkpoint was damaged: the cell fails when it tries to resume
+    (broken / "summary.json").unlink()
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+
+    result = run_bench(*main_args)
+    assert result.returncode == 1, "the exit status is the number of failed cells"
+    cells = state(root)["cells"]
+    failed = cells[f"{DATASET}/none/iql/seed0"]
+    assert failed["state"] == "failed"
+    assert "checkpoint" in failed["error"] and "damaged" in failed["error"]
+    assert "Traceback" in failed["log_tail"] and failed["wall_time"] is not None
+    assert cells[f"{DATASET}/none/bc/seed0"]["state"] == "done"
+
+    (broken / "checkpoint.pt").unlink()
+    for name in ("config.json", "metrics.csv"):
+        (broken / name).unlink()
+    assert run_bench(*main_args).returncode == 0, "the next call retries the failed cell"
+    assert state(root)["cells"][f"{DATASET}/none/iql/seed0"]["state"] == "done"
+
+
+def test_hand_edited_cell_is_refused_before_anything_runs(tmp_path, capsys):
+    root = tmp_path / "grid"
+    layer = tiny()
+    spec = resolve_spec([("cli", layer)])
+    options = bench.BenchOptions(root=root, progress=False)
+    bench.run_bench(spec, options)
+    run_dir = root / DATASET / "none" / "iql" / "seed0"
+    stored = json.loads((run_dir / "config.json").read_text())
+    stored["config"]["iql"]["expectile"] = 0.9
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    (run_dir / "summary.json").unlink()
+    before = (root / "bench.json").read_text()
+    with pytest.raises(AdeptError, match=r"holds a run with another config \(iql.expectile"):
+        bench.run_bench(spec, options)
+    assert (root / "bench.json").read_text() == before
+    (run_dir / "config.json").unlink()
+    with pytest.raises(AdeptError, match=r"has run files but no config\.json; delete"):
+        bench.run_bench(spec, options)
+
+
+def test_second_driver_on_one_root_is_refused(tmp_path):
+    root = bench.BenchRoot(tmp_path / "grid")
+    with root.locked(), pytest.raises(AdeptError, match=r"another adept bench .* is running"):
+        bench.run_bench(resolve_spec([("cli", tiny())]), bench.BenchOptions(root=root.path))
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+LONG_CELL = [
+    "--datasets", DATASET, "--agents", "iql", "--methods", "none", "--seeds", "0",
+    "--num-steps", "3000", "--eval-every", "1500", "--eval-episodes", "1",
+    "--set", "checkpoint_every=100", "log_every=100", "batch_size=32", "iql.hidden=32",
+]  # fmt: skip
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path):
+    reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    root = tmp_path / "grid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adept", "bench", "--no-progress", *LONG_CELL, "--root", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cell = root / DATASET / "none" / "iql" / "seed0"
+    _wait_for(cell / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert state(root)["cells"][f"{DATASET}/none/iql/seed0"]["state"] == "queued"
+    assert not (cell / "summary.json").exists(), "the cell was stopped before it finished"
+
+    resumed = run_bench(*LONG_CELL, "--root", str(root))
+    assert resumed.returncode == 0, resumed.stderr
+    record = state(root)["cells"][f"{DATASET}/none/iql/seed0"]
+    assert record["state"] == "done" and record["attempts"] == 2
+    assert metrics(cell) == metrics(tmp_path / "ref" / DATASET / "none" / "iql" / "seed0")
+
+
+def test_world_model_methods_share_one_pretrained_model(tmp_path):
+    spec = resolve_spec(
+        [("cli", tiny(methods=["diffusion", "adept"], agents=["iql", "sac"], num_steps=50))]
+    )
+    result = bench.run_bench(
+        spec, bench.BenchOptions(root=tmp_path / "grid", workers=2, progress=False)
+    )
+    assert result.done == 4 and result.failed == 0
+    entries = list((Path(os.environ["ADEPT_DATA_DIR"]) / "artifacts").rglob("*.pt"))
+    assert len(entries) == 1, "Diff+X and ADEPT+X with IQL and SAC pre-train one model"
+
+
+def test_ray_backend_retries_a_killed_cell_which_resumes(tmp_path):
+    pytest.importorskip("ray")
+    reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    root = tmp_path / "grid"
+    args = [*LONG_CELL, "--root", str(root), "--backend", "ray", "--workers", "2", "--threads",
+            "1", "--seeds", "0", "1"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adept", "bench", "--no-progress", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cell = root / DATASET / "none" / "iql" / "seed0"
+    _wait_for(cell / "checkpoint.pt", proc, timeout=180)
+    worker = json.loads((cell / "bench-cell.json").read_text())["pid"]
+    os.kill(worker, signal.SIGKILL)  # the Ray worker running the cell dies mid-run
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    cells = state(root)["cells"]
+    assert {r["state"] for r in cells.values()} == {"done"}
+    assert cells[f"{DATASET}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
+    assert cells[f"{DATASET}/none/iql/seed1"]["attempts"] == 1
+    assert metrics(cell) == metrics(tmp_path / "ref" / DATASET / "none" / "iql" / "seed0")
