@@ -722,6 +722,7 @@ def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> 
     workers; a local worker process already writes there)."""
     import torch
 
+    from adept.runs import CHECKPOINT, SUMMARY, load_checkpoint
     from adept.train import TrainConfig, train
 
     if not isinstance(task, CellTask):
@@ -740,6 +741,10 @@ def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> 
             record["attempts"] = _attempt(Path(config.run_dir))
             torch.set_num_threads(task.threads)
             print(f"[{_now()}] cell {task.id}: attempt {record['attempts']}", flush=True)
+            checkpoint = Path(config.run_dir) / CHECKPOINT
+            if checkpoint.exists() and not (Path(config.run_dir) / SUMMARY).exists():
+                step = load_checkpoint(checkpoint)["step"]
+                print(f"[{_now()}] cell {task.id}: resuming from step {step}", flush=True)
             summary = train(config)
             record.update(
                 state="done",

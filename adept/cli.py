@@ -17,6 +17,7 @@ import tyro
 
 from adept.errors import AdeptError
 from adept.online import OnlineSACConfig
+from adept.results import Report
 from adept.train import TrainConfig
 
 
@@ -345,6 +346,7 @@ Command = (
     Annotated[Train, tyro.conf.subcommand("train")]
     | Annotated[Eval, tyro.conf.subcommand("eval")]
     | Annotated[Bench, tyro.conf.subcommand("bench")]
+    | Annotated[Report, tyro.conf.subcommand("report")]
     | Annotated[Data, tyro.conf.subcommand("data")]
     | Annotated[Demo, tyro.conf.subcommand("demo")]
 )

@@ -1,9 +1,12 @@
-"""Figures: learning curves of run directories, and a dataset's episode-return histogram."""
+"""Figures: learning curves of run directories, a dataset's episode-return histogram, and the
+panels and interval bars of a bench report (:mod:`adept.results` computes what they show)."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,22 @@ def _pyplot() -> Any:
     return plt
 
 
+def _render(fig: Any, fmt: str = "png") -> bytes:
+    """The figure as file bytes, then closed; rendering in memory lets a caller write a set of
+    files only once all of them exist (a report is never half-written)."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
 def _save(fig: Any, out: Path) -> Path:
-    fig.tight_layout()
+    payload = _render(fig, out.suffix.lstrip(".").lower() or "png")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp)
-    _pyplot().close(fig)
+        tmp.write_bytes(payload)
     return out
 
 
@@ -86,3 +99,115 @@ def plot_return_histogram(
         )
         top.set_xlabel("normalized score")
     return _save(fig, out)
+
+
+@dataclass(frozen=True)
+class Band:
+    """One method's curve in a panel: the mean over seeds, and its 95 % interval when there are
+    several seeds (``low``/``high`` are None for one)."""
+
+    steps: np.ndarray  # [points]
+    mean: np.ndarray  # [points]
+    low: np.ndarray | None  # [points]
+    high: np.ndarray | None  # [points]
+    runs: int
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One axes of a panel figure: a line (and band) per method label."""
+
+    title: str
+    ylabel: str
+    lines: Mapping[str, Band]
+    log_y: bool = False
+    """Log scale when every value is positive (model errors span orders of magnitude)."""
+
+
+def render_panels(
+    panels: Sequence[Panel],
+    title: str,
+    colors: Mapping[str, Any],
+    ncols: int,
+    xlabel: str = "gradient steps",
+) -> bytes:
+    """PNG of a grid of panels with one legend for the figure (a method keeps its colour in
+    every panel, so one legend serves all); an empty panel says so instead of staying blank."""
+    plt = _pyplot()
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4.6 * ncols, 3.4 * nrows + 0.9),
+        dpi=110,
+        squeeze=False,
+        layout="constrained",
+    )
+    handles: dict[str, Any] = {}
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for label, band in panel.lines.items():
+            color = colors.get(label)
+            (line,) = ax.plot(band.steps, band.mean, marker="o", markersize=3, color=color)
+            handles.setdefault(label, line)
+            if band.low is not None and band.high is not None:
+                ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, lw=0)
+        values = [b.mean for b in panel.lines.values() if len(b.mean)]
+        if panel.log_y and values and min(float(v.min()) for v in values) > 0:
+            ax.set_yscale("log")
+        if not panel.lines:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncol=min(len(handles), 5),
+        )
+    return _render(fig)
+
+
+def render_intervals(
+    panels: Sequence[tuple[str, str, Mapping[str, tuple[float, float | None, float | None]]]],
+    title: str,
+    colors: Mapping[str, Any],
+) -> bytes:
+    """PNG of horizontal bars side by side, one panel per (title, x label, {label: (value, low,
+    high)}): each bar is a point estimate, its whisker the interval (none when low is None)."""
+    plt = _pyplot()
+    labels = list(dict.fromkeys(label for _, _, values in panels for label in values))
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(4.4 * len(panels), max(3.0, 0.45 * len(labels) + 1.8)),
+        dpi=110,
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, (panel_title, xlabel, values) in zip(axes[0], panels, strict=True):
+        shown = [label for label in labels if label in values]
+        y = np.arange(len(shown))
+        points = np.array([values[label][0] for label in shown])
+        ax.barh(y, points, height=0.6, color=[colors.get(k) for k in shown])
+        for yi, label in zip(y, shown, strict=True):
+            point, low, high = values[label]
+            # drawn from its own ends, not as ± from the point: a percentile interval of a
+            # skewed statistic need not contain the point estimate
+            if low is not None and high is not None:
+                ax.plot([low, high], [yi, yi], color="black", lw=1.5, marker="|", markersize=12)
+            # the value sits just above its bar's end, clear of the whisker
+            ax.text(point, yi - 0.32, f"{point:.1f}", ha="right", va="bottom", fontsize=8)
+        ax.set_yticks(y, shown)
+        ax.set_ylim(len(shown) - 0.3, -0.7)  # first label on top; one bar stays a bar
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    return _render(fig)

@@ -43,7 +43,7 @@ from adept.methods import ModelBasedConfig
 from adept.rollout import StateBounds, rollout
 from adept.train import TrainConfig, train
 from adept.world_model import WorldModel, WorldModelConfig
-from benchmarks.common import mean_std, run_parallel
+from benchmarks.common import mean_std, print_table, run_parallel, table_row
 
 Part = Literal["accuracy", "cost", "learning", "sweep", "pretrain"]
 
@@ -334,18 +334,6 @@ def pretrain(args: Args, dataset: str) -> list[dict[str, Any]]:
 
 
 NAMES = {"none": "IQL", "diffusion": "Diff+IQL", "adept": "ADEPT+IQL"}
-
-
-def table_row(*cells: object) -> str:
-    return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
-
-
-def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
-    """A markdown table: one column per ``header → row key``, one line per row."""
-    print(table_row(*columns))
-    print("|---" * len(columns) + "|")
-    for r in rows:
-        print(table_row(*(r[key] for key in columns.values())))
 
 
 def score_table(

@@ -27,3 +27,15 @@ def run_parallel(
 
 def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
+def table_row(*cells: object) -> str:
+    return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+
+
+def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """A markdown table: one column per ``header → row key``, one line per row."""
+    print(table_row(*columns))
+    print("|---" * len(columns) + "|")
+    for r in rows:
+        print(table_row(*(r[key] for key in columns.values())))

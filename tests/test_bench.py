@@ -185,35 +185,22 @@ def test_root_that_is_not_a_bench_root(tmp_path, capsys):
     assert "is not a bench root" in capsys.readouterr().err
 
 
-def test_grid_runs_then_is_idempotent_then_extends(tmp_path):
+def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
     root = tmp_path / "grid"
-    spec = write_spec(
-        tmp_path / "g.toml",
-        f"""
-datasets = ["{DATASET}"]
-agents = ["iql"]
-methods = ["none", "adept"]
-seeds = [0]
-num_steps = 100
-eval_every = 50
-eval_episodes = 1
-[set]
-"""
-        + "\n".join(f'"{k}" = {json.dumps(v)}' for k, v in TINY_SET.items()),
-    )
-    first = run_bench("--spec", str(spec), "--root", str(root), "--workers", "2")
+    first = run_bench("--preset", "smoke", "--root", str(root), "--workers", "2")
     assert first.returncode == 0, first.stderr
     cells = state(root)["cells"]
-    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 2
-    adept_dir = root / DATASET / "adept" / "iql" / "seed0"
+    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 6
+    smoke = bench.PRESETS["smoke"]["datasets"][0]
+    adept_dir = root / smoke / "adept" / "iql" / "seed0"
     assert {"config.json", "metrics.csv", "checkpoint.pt", "summary.json"} <= {
         p.name for p in adept_dir.iterdir()
     }, "a cell is an ordinary run directory"
     summary = json.loads((adept_dir / "summary.json").read_text())
-    assert cells[f"{DATASET}/adept/iql/seed0"]["normalized_score_last"] == pytest.approx(
+    assert cells[f"{smoke}/adept/iql/seed0"]["normalized_score_last"] == pytest.approx(
         summary["normalized_score_last"]
     )
-    assert (root / "logs" / f"{DATASET}__adept__iql__seed0.log").exists()
+    assert (root / "logs" / f"{smoke}__adept__iql__seed0.log").exists()
     evaluated = subprocess.run(
         [sys.executable, "-m", "adept", "eval", str(adept_dir), "--episodes", "1"],
         capture_output=True,
@@ -222,28 +209,32 @@ eval_episodes = 1
     assert evaluated.returncode == 0 and "normalized score" in evaluated.stdout
     mtime = (adept_dir / "summary.json").stat().st_mtime_ns
 
-    again = run_bench("--spec", str(spec), "--root", str(root))
-    assert again.returncode == 0 and "2 already were" in again.stdout
+    again = run_bench("--preset", "smoke", "--root", str(root))
+    assert again.returncode == 0 and "6 already were" in again.stdout
     assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime, "finished cells are skipped"
     assert all(r["attempts"] == 1 for r in state(root)["cells"].values())
 
     before = (root / "bench.json").read_text()
-    changed = run_bench("--spec", str(spec), "--root", str(root), "--num-steps", "200")
-    assert changed.returncode == 2 and "num_steps: 100 → 200" in changed.stderr
+    changed = run_bench("--preset", "smoke", "--root", str(root), "--num-steps", "300")
+    assert changed.returncode == 2 and "num_steps: 200 → 300" in changed.stderr
     assert "--extend" in changed.stderr
     assert (root / "bench.json").read_text() == before, "a refused spec writes nothing"
 
-    extended = run_bench(
-        "--spec", str(spec), "--root", str(root), "--seeds", "1", "--methods", "none", "--extend"
-    )
+    extended = run_bench("--preset", "smoke", "--root", str(root), "--seeds", "2", "--extend")
     assert extended.returncode == 0, extended.stderr
-    assert "1 already were" not in extended.stdout
+    assert "6 already were" in extended.stdout
     after = state(root)
-    assert after["spec"]["seeds"] == [0, 1] and len(after["cells"]) == 4
+    assert after["spec"]["seeds"] == [0, 1, 2] and len(after["cells"]) == 9
     assert all(r["state"] == "done" for r in after["cells"].values())
     assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime
     resumed = run_bench("--root", str(root))
-    assert resumed.returncode == 0 and "4 already were" in resumed.stdout, "--root alone resumes"
+    assert resumed.returncode == 0 and "9 already were" in resumed.stdout, "--root alone resumes"
+
+    report = subprocess.run(
+        [sys.executable, "-m", "adept", "report", str(root)], capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    assert "ADEPT+IQL" in (root / "report" / "results.md").read_text()
 
 
 def test_a_failed_cell_never_stops_the_grid(tmp_path):
@@ -351,27 +342,32 @@ def test_world_model_methods_share_one_pretrained_model(tmp_path):
     assert len(entries) == 1, "Diff+X and ADEPT+X with IQL and SAC pre-train one model"
 
 
-def test_ray_backend_retries_a_killed_cell_which_resumes(tmp_path):
+def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
     pytest.importorskip("ray")
-    reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
-    assert reference.returncode == 0, reference.stderr
     root = tmp_path / "grid"
-    args = [*LONG_CELL, "--root", str(root), "--backend", "ray", "--workers", "2", "--threads",
-            "1", "--seeds", "0", "1"]  # fmt: skip
+    # the smoke preset, its cells made long enough to be killed between checkpoints
+    args = ["--preset", "smoke", "--root", str(root), "--backend", "ray", "--workers", "2",
+            "--threads", "1", "--num-steps", "1500", "--eval-every", "750",
+            "--set", "checkpoint_every=100"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "adept", "bench", "--no-progress", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    cell = root / DATASET / "none" / "iql" / "seed0"
+    smoke = bench.PRESETS["smoke"]["datasets"][0]
+    cell = root / smoke / "none" / "iql" / "seed0"
     _wait_for(cell / "checkpoint.pt", proc, timeout=180)
     worker = json.loads((cell / "bench-cell.json").read_text())["pid"]
     os.kill(worker, signal.SIGKILL)  # the Ray worker running the cell dies mid-run
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     cells = state(root)["cells"]
-    assert {r["state"] for r in cells.values()} == {"done"}
-    assert cells[f"{DATASET}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
-    assert cells[f"{DATASET}/none/iql/seed1"]["attempts"] == 1
-    assert metrics(cell) == metrics(tmp_path / "ref" / DATASET / "none" / "iql" / "seed0")
+    assert len(cells) == 6 and {r["state"] for r in cells.values()} == {"done"}
+    assert cells[f"{smoke}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
+    assert cells[f"{smoke}/adept/iql/seed1"]["attempts"] == 1
+    log = (root / "logs" / f"{smoke}__none__iql__seed0.log").read_text()
+    resumed_at = int(re.search(r"resuming from step (\d+)", log)[1])  # type: ignore[index]
+    assert 0 < resumed_at < 1500, "the retried cell resumed from its checkpoint"
+    steps = [int(r["step"]) for r in metrics(cell)]
+    assert steps == sorted(set(steps)) and steps[-1] == 1500
