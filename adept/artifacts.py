@@ -22,17 +22,16 @@ read (a damaged or foreign file) is computed again and overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from adept import __version__
+from adept.atomic import exclusive_lock
 from adept.data.cache import data_dir
 from adept.errors import AdeptError
 from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
@@ -77,7 +76,7 @@ def cached(
     result = _load(path)
     if result is not None:
         return result
-    with _locked(path.with_suffix(".lock")):
+    with exclusive_lock(path.with_suffix(".lock"), "artifact folder"):
         result = _load(path)  # another process may have computed it while we waited
         if result is None:
             result = make()
@@ -103,22 +102,3 @@ def _load(path: Path) -> dict[str, Any] | None:
     except AdeptError:
         print(f"artifact {path} could not be read; computing it again", file=sys.stderr)
         return None
-
-
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock`` (created if missing; left in place: unlinking a lock
-    file another process is waiting on would let a third one take a fresh lock beside it)."""
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AdeptError(
-            f"cannot create the artifact folder {lock.parent} ({exc.strerror}); set "
-            "ADEPT_DATA_DIR to a writable folder"
-        ) from exc
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -27,8 +27,6 @@ run where it started). Concurrent makes of the same run take turns on a lock fil
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -44,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adept.agents import SAC, AgentSpec, SACConfig
+from adept.atomic import exclusive_lock
 from adept.data.buffer import Batch, resolve_device
 from adept.data.cache import sac_runs_dir
 from adept.data.transitions import Transitions
@@ -431,21 +430,8 @@ class SACRun:
             )
         return load_snapshot(path)
 
-    @contextlib.contextmanager
     def _lock(self) -> Any:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AdeptError(
-                f"cannot create the SAC run folder {self.path} ({exc.strerror}); set "
-                "ADEPT_DATA_DIR to a writable folder"
-            ) from exc
-        with open(self.path / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.path / ".lock", "SAC run folder")
 
     def _train(self, stop_at_medium: bool) -> None:
         run_config = {

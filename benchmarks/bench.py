@@ -91,7 +91,7 @@ def _train_args(config: Any) -> list[str]:
             elif item is None:
                 continue
             elif isinstance(item, bool):
-                out.append(f"--{'' if item else 'no-'}{prefix}{key}".replace("_", "-"))
+                out.append(f"--{prefix}{'' if item else 'no-'}{key}".replace("_", "-"))
             else:
                 out.extend([f"--{prefix}{key}".replace("_", "-"), str(item)])
 

@@ -18,22 +18,10 @@ from adept.data.transitions import Transitions
 from adept.methods import ModelBasedConfig, make_method, pretrain_key
 from adept.runs import load_checkpoint
 from adept.train import TrainConfig, make_agent, seed_everything, train
-from adept.world_model import WorldModelConfig
+from tests.test_methods import TINY as METHODS_TINY
+from tests.test_methods import config
 
-TINY = ModelBasedConfig(
-    world_model=WorldModelConfig(hidden=32, depth=1, denoising_steps=3),
-    pretrain_steps=5,
-    model_batch_size=32,
-    behavior_steps=5,
-    horizon=3,
-    rollout_every=5,
-    rollout_batch=16,
-    model_buffer_size=200,
-    model_update_steps=2,
-    is_batch_size=64,
-    diagnostics_batch=32,
-    true_error_every=0,
-)
+TINY = replace(METHODS_TINY, true_error_every=0)
 CPU = torch.device("cpu")
 SMALL_AGENTS = {"iql": IQLConfig(hidden=32), "sac": SACConfig(hidden=32)}
 
@@ -49,22 +37,8 @@ def entries(kind: str = "pretrain") -> list[Path]:
 
 
 def run_config(dataset: str, run_dir: Path, **kw) -> TrainConfig:
-    base = TrainConfig(
-        dataset=dataset,
-        method="adept",
-        num_steps=10,
-        run_dir=run_dir,
-        batch_size=32,
-        eval_every=10,
-        eval_episodes=1,
-        log_every=5,
-        checkpoint_every=10,
-        device="cpu",
-        progress=False,
-        adept=TINY,
-        **SMALL_AGENTS,
-    )
-    return replace(base, **kw)
+    options = {"method": "adept", "checkpoint_every": 10, "adept": TINY, **SMALL_AGENTS, **kw}
+    return config(dataset, run_dir, **options)
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:

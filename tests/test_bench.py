@@ -367,7 +367,23 @@ def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
     assert cells[f"{smoke}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
     assert cells[f"{smoke}/adept/iql/seed1"]["attempts"] == 1
     log = (root / "logs" / f"{smoke}__none__iql__seed0.log").read_text()
+    assert "making it" not in log, "Ray workers read the driver's dataset cache"
     resumed_at = int(re.search(r"resuming from step (\d+)", log)[1])  # type: ignore[index]
     assert 0 < resumed_at < 1500, "the retried cell resumed from its checkpoint"
     steps = [int(r["step"]) for r in metrics(cell)]
     assert steps == sorted(set(steps)) and steps[-1] == 1500
+
+
+def test_repeated_set_and_variant_flags_accumulate():
+    import tyro
+
+    from adept.cli import Bench
+
+    args = ["--preset", "smoke", "--set", "adept.horizon=5", "batch_size=32"]
+    args += ["--set", "iql.expectile=0.8", "--variant", "a:method=adept", "b:method=none"]
+    args += ["--variant", "c:method=diffusion,adept.horizon=3,agents=iql"]
+    spec = resolve_spec(tyro.cli(Bench, args=args).layers())
+    assert spec.set["adept.horizon"] == 5 and spec.set["batch_size"] == 32
+    assert spec.set["iql.expectile"] == 0.8
+    assert {"a", "b", "c"} <= set(spec.variants)
+    assert spec.variants["c"] == bench.Variant("diffusion", ("iql",), {"adept.horizon": 3})

@@ -105,3 +105,11 @@ def test_suffixed_project_name_errors():
         load_dataset("hopper-randm-n700")
     with pytest.raises(AdeptError, match=r"adept data make walker2d-random --num-steps 900"):
         load_dataset("walker2d-random-n900", make_missing=False)
+
+
+def test_dataset_labels_are_one_folder_name():
+    from adept.data.registry import dataset_label
+
+    assert dataset_label("hopper-random-n5000") == "hopper-random-n5000"
+    assert dataset_label("/data/d4rl/hopper_medium-v2.hdf5") == "hopper_medium-v2"
+    assert dataset_label("minari:mujoco/hopper/medium-v0") == "mujoco_hopper_medium-v0"
