@@ -53,6 +53,8 @@ FORMAT = 1
 BENCH_JSON = "bench.json"
 LOCK = ".bench.lock"
 LOG_TAIL_LINES = 20
+MARKER = "bench-cell.json"
+"""Written into a cell's run dir at each start: attempts, pid, host, start time."""
 STATES = ("queued", "running", "done", "failed")
 
 #: Options the grid itself sets per cell; ``--set`` and variants may not touch them.
@@ -711,7 +713,7 @@ def _attempt(run_dir: Path) -> int:
     from adept.runs import atomic_write_json
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker = run_dir / "bench-cell.json"
+    marker = run_dir / MARKER
     attempts = 0
     with contextlib.suppress(OSError, ValueError, KeyError):
         attempts = int(json.loads(marker.read_text())["attempts"])
@@ -836,7 +838,7 @@ def _local_record(returncode: int, task: CellTask, wall_time: float) -> dict[str
     run_dir = Path(task.config["run_dir"])
     record: dict[str, Any] = {"wall_time": round(wall_time, 3)}
     with contextlib.suppress(OSError, ValueError, KeyError):
-        record["attempts"] = int(json.loads((run_dir / "bench-cell.json").read_text())["attempts"])
+        record["attempts"] = int(json.loads((run_dir / MARKER).read_text())["attempts"])
     if returncode == 0:
         record.update(_done(json.loads((run_dir / SUMMARY).read_text())))
         return record
@@ -910,16 +912,25 @@ def run_ray(
             gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         remote = ray.remote(_ray_cell)
         pending: dict[Any, str] = {}
+        submitted = time.time()
+        waiting = {task.id: Path(task.config["run_dir"]) / MARKER for task in tasks}
         for task in tasks:
             ref = remote.options(
                 num_cpus=task.threads, num_gpus=gpus, max_retries=max_retries
             ).remote(dataclasses.asdict(task))
             pending[ref] = task.id
-            started(task.id)
         while pending:
+            # Ray says nothing when a task starts: a cell is running once it marks its start
+            for cell_id, marker in list(waiting.items()):
+                with contextlib.suppress(OSError):
+                    if marker.stat().st_mtime >= submitted:
+                        del waiting[cell_id]
+                        started(cell_id)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
                 cell_id = pending.pop(ref)
+                if waiting.pop(cell_id, None) is not None:
+                    started(cell_id)
                 try:
                     record = ray.get(ref)
                 except Exception as exc:  # the task died more than max_retries times

@@ -316,9 +316,12 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path):
         text=True,
     )
     cell = root / DATASET / "none" / "iql" / "seed0"
-    _wait_for(cell / "checkpoint.pt", proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _wait_for(cell / "checkpoint.pt", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "interrupted" in err
     assert state(root)["cells"][f"{DATASET}/none/iql/seed0"]["state"] == "queued"
     assert not (cell / "summary.json").exists(), "the cell was stopped before it finished"
@@ -357,10 +360,13 @@ def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
     )
     smoke = bench.PRESETS["smoke"]["datasets"][0]
     cell = root / smoke / "none" / "iql" / "seed0"
-    _wait_for(cell / "checkpoint.pt", proc, timeout=180)
-    worker = json.loads((cell / "bench-cell.json").read_text())["pid"]
-    os.kill(worker, signal.SIGKILL)  # the Ray worker running the cell dies mid-run
-    _, err = proc.communicate(timeout=300)
+    try:
+        _wait_for(cell / "checkpoint.pt", proc, timeout=180)
+        worker = json.loads((cell / "bench-cell.json").read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)  # the Ray worker running the cell dies mid-run
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, err[-2000:]
     cells = state(root)["cells"]
     assert len(cells) == 6 and {r["state"] for r in cells.values()} == {"done"}

@@ -189,17 +189,17 @@ def test_medium_replay_shares_no_draws_with_random(tmp_path):
 def test_concurrent_make_waits_for_the_run_instead_of_training_it_again(tmp_path, monkeypatch):
     import fcntl
 
-    import adept.online as online
+    import adept.atomic as atomic
 
     real_flock = fcntl.flock
 
     def flock(handle, operation):
         if operation == fcntl.LOCK_EX:  # another process holds the lock and trains meanwhile
-            monkeypatch.setattr(online.fcntl, "flock", real_flock)
+            monkeypatch.setattr(atomic.fcntl, "flock", real_flock)
             tiny_run(tmp_path, EASY).medium()
         real_flock(handle, operation)
 
-    monkeypatch.setattr(online.fcntl, "flock", flock)
+    monkeypatch.setattr(atomic.fcntl, "flock", flock)
     run = tiny_run(tmp_path, EASY)
     monkeypatch.setattr(run, "_train", lambda *args: pytest.fail("trained twice"))
     assert run.medium().step == EASY.eval_every
