@@ -99,6 +99,15 @@ def _train_args(config: Any) -> list[str]:
     return out
 
 
+def _grid(scratch: Path, dataset: str, *options: list[str]) -> tuple[float, Path]:
+    """Run a fresh one-dataset grid under ``scratch`` with its own artifact cache; returns the
+    wall time and that ADEPT_DATA_DIR."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    data = _data_dir_for(scratch, [dataset])
+    args = ["bench", "--datasets", dataset, "--root", str(scratch / "grid"), "--no-progress"]
+    return _run(args + [o for group in options for o in group], data), data
+
+
 def overhead(args: Args) -> None:
     scratch = args.out_dir / "overhead"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -128,30 +137,13 @@ def throughput(args: Args) -> None:
     rows = []
     for workers, threads in ((1, 2), (2, 1)):
         scratch = args.out_dir / f"throughput-w{workers}t{threads}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        data = _data_dir_for(scratch, [args.throughput_dataset])
-        wall = _run(
-            [
-                "bench",
-                "--datasets",
-                args.throughput_dataset,
-                "--agents",
-                "iql",
-                "--methods",
-                "none",
-                "--seeds",
-                *map(str, args.throughput_seeds),
-                "--num-steps",
-                str(args.throughput_steps),
-                "--root",
-                str(scratch / "grid"),
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--no-progress",
-            ],
-            data,
+        wall, _ = _grid(
+            scratch,
+            args.throughput_dataset,
+            ["--agents", "iql", "--methods", "none"],
+            ["--seeds", *map(str, args.throughput_seeds)],
+            ["--num-steps", str(args.throughput_steps)],
+            ["--workers", str(workers), "--threads", str(threads)],
         )
         cells = len(args.throughput_seeds)
         state = json.loads((scratch / "grid" / "bench.json").read_text())
@@ -183,35 +175,13 @@ def cache(args: Args) -> None:
     rows = []
     for cached in (True, False):
         scratch = args.out_dir / f"cache-{'on' if cached else 'off'}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        data = _data_dir_for(scratch, [args.cache_dataset])
-        wall = _run(
-            [
-                "bench",
-                "--datasets",
-                args.cache_dataset,
-                "--agents",
-                "iql",
-                "sac",
-                "--variant",
-                "diffusion:method=diffusion,agents=iql",
-                "--variant",
-                "adept:method=adept",
-                "--seeds",
-                "0",
-                "--num-steps",
-                str(args.cache_steps),
-                "--eval-every",
-                str(args.cache_steps),
-                "--set",
-                f"adept.cache={str(cached).lower()}",
-                "--root",
-                str(scratch / "grid"),
-                "--workers",
-                "1",
-                "--no-progress",
-            ],
-            data,
+        wall, data = _grid(
+            scratch,
+            args.cache_dataset,
+            ["--agents", "iql", "sac", "--seeds", "0", "--workers", "1"],
+            ["--variant", "diffusion:method=diffusion,agents=iql", "adept:method=adept"],
+            ["--num-steps", str(args.cache_steps), "--eval-every", str(args.cache_steps)],
+            ["--set", f"adept.cache={str(cached).lower()}"],
         )
         entries = len(list((data / "artifacts").rglob("*.pt")))
         rows.append(
