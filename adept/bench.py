@@ -2,7 +2,7 @@
 
 A grid is a :class:`GridSpec`, named by a preset (:data:`PRESETS`), a TOML file and command-line
 options, each layer overriding the one before. A *variant* is a named method plus overrides of
-any ``adept train`` option (``adept-uniform = {method = "adept", "adept.is_clip" = false}``), so
+any ``adept train`` option (``adept-uniform = {method = "adept", "adept.refit" = "uniform"}``), so
 an ablation is one spec. Every cell is an ordinary run directory::
 
     ROOT/bench.json                                 the spec, and per cell its state and scores

@@ -1,4 +1,4 @@
-"""ADEPT's importance-sampled world-model update.
+"""ADEPT's importance-sampled world-model update, and the controls it is measured against.
 
 The world model is re-fitted on real data from D, each sample weighted by how likely the current
 target policy π is to take its action, relative to the behaviour policy β that did:
@@ -12,12 +12,23 @@ the mean weight): the largest weights are lowered to a common level t, chosen so
 renormalization each weight is at most c / N — by default c = √N. Unlike "cap, then renormalize",
 the cap then holds for the final weights, which guarantees ESS ≥ N / c. The effective sample size
 ESS = (Σ w)² / Σ w² is logged so the variance the reviewers asked about stays visible.
+
+A re-fit step is one of (:class:`RefitRule`):
+
+* ``is`` + ``weighted`` — the paper's update: one batch of N, loss Σ w_i ℓ_i;
+* ``is`` + ``resample`` — sampling-importance-resampling (Rubin 1988): draw a pool of P·N
+  samples, weight the pool, resample N of them with replacement ∝ w and train on those with
+  equal weights. The gradient's expectation is the same; each sample's (k, ε) draw is spent on a
+  sample π actually favours, instead of on near-zero-weight rows;
+* ``uniform`` — the same step with every weight 1/N: the control that separates "the weights"
+  from "more model training" in the ablation (the weights are still computed and logged).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -35,7 +46,7 @@ class ImportanceWeights:
     """(Σw)² / Σw² of the final weights, between 1 and N."""
     max_weight: torch.Tensor
     """Largest normalized weight times N (1 for uniform weights)."""
-    clipped_fraction: torch.Tensor
+    truncated_fraction: torch.Tensor
     """Share of samples whose weight was truncated."""
     log_ratio_mean: torch.Tensor
     log_ratio_std: torch.Tensor
@@ -44,44 +55,50 @@ class ImportanceWeights:
 def importance_weights(
     log_target: torch.Tensor,
     log_behavior: torch.Tensor,
-    clip: bool = True,
-    clip_ratio: float | None = None,
+    truncate: bool = True,
+    truncate_ratio: float | None = None,
 ) -> ImportanceWeights:
     """Self-normalized, optionally truncated weights from log π(a|s) and log β(a|s), ``[N]`` each.
 
-    ``clip_ratio`` c caps each weight at c times the mean weight (c/N after normalization);
-    None means c = √N. Samples with log-ratio −inf get weight 0; if every sample has, the
-    weights fall back to uniform rather than dividing by zero.
+    ``truncate_ratio`` c caps each weight at c times the mean weight (c/N after normalization);
+    None means c = √N. Degenerate log-ratios: NaN and −∞ get weight 0; if every sample has
+    −∞, the weights fall back to uniform rather than dividing by zero; +∞ (β(a|s) = 0 where
+    π(a|s) > 0) is the limit where those samples take all the mass, shared equally — softmax
+    itself would return NaN there.
     """
     n = len(log_target)
     log_ratio = (log_target - log_behavior).detach()
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf, posinf=math.inf)
     finite = log_ratio[torch.isfinite(log_ratio)]
-    if finite.numel() == 0 and not torch.isposinf(log_ratio).any():
+    infinite = torch.isposinf(log_ratio)
+    if infinite.any():
+        weights = infinite.to(log_ratio.dtype) / infinite.sum()
+    elif finite.numel() == 0:
         weights = torch.full_like(log_ratio, 1.0 / n)
     else:
         weights = torch.softmax(log_ratio, dim=0)
-    clipped = torch.zeros_like(weights, dtype=torch.bool)
-    if clip:
-        ratio = math.sqrt(n) if clip_ratio is None else clip_ratio
+    truncated = torch.zeros_like(weights, dtype=torch.bool)
+    if truncate:
+        ratio = math.sqrt(n) if truncate_ratio is None else truncate_ratio
         if ratio < 1:
-            raise ValueError(f"clip_ratio must be at least 1 (the mean weight), got {ratio}")
+            raise ValueError(f"truncate_ratio must be at least 1 (the mean weight), got {ratio}")
         level = truncation_level(weights, ratio)
-        clipped = weights > level
+        truncated = weights > level
         weights = weights.clamp(max=level)
         weights = weights / weights.sum()
     return ImportanceWeights(
         weights=weights,
         ess=1.0 / weights.pow(2).sum(),
         max_weight=weights.max() * n,
-        clipped_fraction=clipped.float().mean(),
+        truncated_fraction=truncated.float().mean(),
         log_ratio_mean=finite.mean() if finite.numel() else torch.zeros(()),
         log_ratio_std=finite.std() if finite.numel() > 1 else torch.zeros(()),
     )
 
 
 def truncation_level(weights: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Level t with max_i min(w_i, t) / Σ_j min(w_j, t) = ratio / N (or max w if already below).
+    """Level t with max_i min(w_i, t) / Σ_j min(w_j, t) = ratio / N (or max w if already below;
+    or the smallest positive w when fewer than N / ratio samples have any weight).
 
     With the k largest weights lowered to t and the rest summing to S, t = ratio·S / (N − ratio·k);
     the right k is the first for which w_(k+1) ≤ t ≤ w_(k) (weights sorted descending).
@@ -95,7 +112,11 @@ def truncation_level(weights: torch.Tensor, ratio: float) -> torch.Tensor:
     # S_k = Σ_{j>k} w_(j), summed from the small end so tiny weights are not lost to rounding
     rest = torch.flip(torch.cumsum(torch.flip(below_next, [0]), 0), [0])
     level = ratio * rest / (n - ratio * k)
-    valid = (n - ratio * k > 0) & (level >= below_next) & (level <= w)
+    valid = (n - ratio * k > 0) & (level > 0) & (level >= below_next) & (level <= w)
+    if not valid.any():
+        # fewer than N / ratio samples carry any mass: the cap cannot hold, and the closest
+        # one can get is to give those samples equal weight
+        return w[w > 0].min().to(weights.dtype)
     return level[torch.nonzero(valid)[0, 0]].to(weights.dtype)
 
 
@@ -120,25 +141,52 @@ class BehaviorModel:
         return self.bc.log_prob(batch.observations, batch.actions)
 
 
+@dataclass(frozen=True)
+class RefitRule:
+    """How one re-fit step weighs the real data (see the module docstring)."""
+
+    weights: Literal["is", "uniform"] = "is"
+    loss: Literal["weighted", "resample"] = "weighted"
+    truncate: bool = True
+    truncate_ratio: float | None = None
+
+
 def importance_sampled_update(
     world_model: WorldModel,
     batch: Batch,
     policy: Agent,
     behavior: BehaviorModel,
-    clip: bool = True,
-    clip_ratio: float | None = None,
+    rule: RefitRule = RefitRule(),
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One step of the IS world-model update on a real batch; returns losses and weight stats."""
+    """One re-fit step on the real rows ``batch``; returns losses and weight statistics.
+
+    ``weighted``: trains on all of ``batch`` with the weights. ``resample``: ``batch`` is the
+    pool; ``batch_size`` rows (default: the pool's size) are drawn from it ∝ w with
+    ``generator`` and trained on with equal weights. ``uniform`` trains on ``batch`` with equal
+    weights; the IS weights are computed and logged all the same.
+    """
     with torch.no_grad():
         log_pi = policy.log_prob(batch.observations, batch.actions)
-    iw = importance_weights(log_pi, behavior.log_prob(batch), clip, clip_ratio)
-    metrics = world_model.train_step(batch, iw.weights)
+    iw = importance_weights(log_pi, behavior.log_prob(batch), rule.truncate, rule.truncate_ratio)
+    if rule.weights == "uniform":
+        metrics = world_model.train_step(batch)
+    elif rule.loss == "resample":
+        n = len(batch) if batch_size is None else batch_size
+        index = torch.multinomial(iw.weights, n, replacement=True, generator=generator)
+        metrics = world_model.train_step(batch.take(index))
+        metrics["world_model/is_resampled_unique"] = torch.tensor(
+            float(len(torch.unique(index))) / n
+        )
+    else:
+        metrics = world_model.train_step(batch, iw.weights)
     metrics.update(
         {
             "world_model/is_ess": iw.ess,
             "world_model/is_ess_fraction": iw.ess / len(batch),
             "world_model/is_max_weight": iw.max_weight,
-            "world_model/is_clipped_fraction": iw.clipped_fraction,
+            "world_model/is_truncated_fraction": iw.truncated_fraction,
             "world_model/is_log_ratio_mean": iw.log_ratio_mean,
             "world_model/is_log_ratio_std": iw.log_ratio_std,
         }

@@ -18,7 +18,9 @@ artifact store (:mod:`adept.artifacts`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,10 +33,16 @@ from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
 from adept.errors import AdeptError
-from adept.importance import BehaviorModel, importance_sampled_update, importance_weights
+from adept.importance import (
+    BehaviorModel,
+    RefitRule,
+    importance_sampled_update,
+    importance_weights,
+)
 from adept.nets import Actor
+from adept.rng import cuda_indices, seeded
 from adept.rollout import StateBounds, rollout
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.world_model import GaussianEnsemble, WorldModel, WorldModelConfig
 
 
 class Method:
@@ -96,6 +104,22 @@ class ModelBasedConfig:
     --parts pretrain); halfcheetah would gain from more, at a cost the CPU default avoids."""
     model_batch_size: int = 256
     """Batch size of world-model pre-training (the paper: 256)."""
+    ema_decay: float = 0.999
+    """Pre-training keeps an exponential moving average of the world model's weights, with this
+    decay per step (0: none), and the EMA weights are the ones selected and rolled out, as in
+    SynthER and PGD. Re-fits then train the selected weights directly: an EMA with a lag of
+    1/(1 − decay) steps would hide a re-fit of ``model_update_steps`` steps."""
+    select_every: int = 2000
+    """Every N pre-training steps (and at the last), measure the held-out loss of the (EMA)
+    weights and keep the best; 0 keeps the last. The held-out rows are the 5 % split, never
+    trained on; the loss is the conditional denoising + reward + terminal loss with fixed
+    noise draws, so candidates are compared on equal terms."""
+    select_rows: int = 8192
+    """Held-out rows (a fixed random subset) of the selection loss."""
+    select_patience: int = 0
+    """Stop pre-training once this many held-out measurements in a row improved on the best by
+    less than 1 % (MBPO's early stopping; ``pretrain_steps`` is then a cap); 0: never stop
+    early. The 'ensemble' dynamics keep each member's best weights and pick elites here."""
     behavior: Literal["bc", "logged"] = "bc"
     """β for the IS weights: Gaussian BC fitted on D (the paper), or the dataset's exact logged
     log-probabilities ('logged'; needs action_log_probs in the data)."""
@@ -120,10 +144,30 @@ class ModelBasedConfig:
     100 steps scored the same in the sweep (7.1 vs 7.0) at five times the cost."""
     is_batch_size: int = 1024
     """Real transitions per IS update (the paper: 1024; appendix ablation 256/1024/4096)."""
-    is_clip: bool = True
-    """Truncate extreme importance weights (appendix ablation: clipping on/off)."""
-    is_clip_ratio: float | None = None
-    """Largest allowed weight relative to the mean; None means √(IS batch) (Ionides 2008)."""
+    refit: Literal["is", "uniform"] = "is"
+    """ADEPT's re-fit weights: π/β importance weights (the paper), or 'uniform' — the same
+    re-fit steps with equal weights, the control that tells the weights from the extra model
+    training Diff+X never gets."""
+    is_loss: Literal["weighted", "resample"] = "weighted"
+    """How the IS weights enter a re-fit step: the weighted loss on one batch (the paper), or
+    sampling-importance-resampling — a pool of ``is_resample_pool`` batches, resampled ∝ w to one
+    batch, trained unweighted (:mod:`adept.importance`)."""
+    is_resample_pool: int = 8
+    """Pool size, in IS batches, of ``is_loss = 'resample'``."""
+    is_truncate: bool = True
+    """Truncate extreme importance weights (Ionides 2008; :func:`importance_weights`)."""
+    is_truncate_ratio: float | None = None
+    """Largest allowed weight relative to the mean; None means √(IS batch), so ESS ≥ √N."""
+    clip_generated: bool = True
+    """Clip generated next states and rewards to the dataset's per-dimension range (the paper's
+    clipping ablation). Reward and terminal are predicted from the stored, clipped s′."""
+    flush_on_refit: bool = False
+    """ADEPT: empty the model buffer at each re-fit, so the agent trains only on rollouts of the
+    model as it is now (stale imagination otherwise stays for ``model_buffer_size`` rows)."""
+    rollout_start: int = 1000
+    """Agent steps before the first round of re-fit and rollouts; until then the agent trains on
+    real data only. 0 rolls out the untrained π₀ at set-up, whose imagined data describe a policy
+    that is gone after the first few hundred updates."""
     holdout_fraction: float = 0.05
     """Share of D held out from world-model training to measure ε_m and ε_r."""
     diagnostics_batch: int = 1024
@@ -133,6 +177,10 @@ class ModelBasedConfig:
     (0: never). A diagnostic only: 256 starts × H simulator steps, ≈ 0.5 s on CPU."""
     true_error_starts: int = 256
     """Start states of the true-error measurement."""
+    diagnostics: bool = True
+    """Log ε_m, ε_r (held-out, π-weighted) and ε_π each round. Diagnostics draw from random
+    streams of their own, so switching them (or the true error) on or off leaves the run as it
+    is, bit for bit."""
     cache: bool = True
     """Reuse pre-trained world models and β fits from the artifact cache under
     $ADEPT_DATA_DIR/artifacts; results are identical either way."""
@@ -165,10 +213,13 @@ class DiffusionMethod(Method):
         )
         self.holdout = ReplayBuffer.from_transitions(held_part, device=self.device, seed=seed + 2)
         self.world_model = WorldModel(train_part, c.world_model, self.device)
-        self.bounds = StateBounds(data.stats(), self.device)
+        self.bounds = StateBounds(data.stats(), self.device) if c.clip_generated else None
         self.model_buffer = ReplayBuffer(
             c.model_buffer_size, data.obs_dim, data.act_dim, device=self.device, seed=seed + 3
         )
+        # the diagnostics' own stream: start states and the seeds of their model/policy samples
+        self.diagnostics_rng = torch.Generator(device=self.device)
+        self.diagnostics_rng.manual_seed(seed + 4)
         self.n_real = round(batch_size * c.real_ratio)
         self.behavior: BehaviorModel | None = None
         self.previous_actor: Actor | None = None
@@ -192,7 +243,8 @@ class DiffusionMethod(Method):
         self.world_model.load_state_dict_all(result["world_model"])
         self.behavior = self._behavior_model(result.get("behavior"))
         metrics = {k: float(v) for k, v in result["metrics"].items()}
-        metrics.update({k: float(v) for k, v in self._rollouts(agent).items()})
+        if c.rollout_start == 0:
+            metrics.update({k: float(v) for k, v in self._rollouts(agent).items()})
         return metrics
 
     def _behavior_model(self, bc_state: dict[str, Any] | None) -> BehaviorModel:
@@ -214,37 +266,41 @@ class DiffusionMethod(Method):
         return Batch.cat([real, synthetic])
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
-        if (step + 1) % self.config.rollout_every != 0:
+        c = self.config
+        done = step + 1
+        if done % c.rollout_every != 0 or done < c.rollout_start:
             return {}
         metrics: dict[str, torch.Tensor] = {}
         if self.adapts:
             metrics.update(self._adapt(agent))
-        metrics.update(self._diagnostics(agent))
-        round_ = (step + 1) // self.config.rollout_every
-        if self.truth is not None and round_ % self.config.true_error_every == 0:
-            start = self.buffer.sample(self.config.true_error_starts).observations
-            err = true_model_error(self.world_model, agent, self.truth, start, self.config.horizon)
-            metrics["world_model/true_error_1step"] = torch.tensor(err.one_step)
-            metrics["world_model/true_error_hstep"] = torch.tensor(err.h_step)
-            metrics["world_model/true_reward_error_1step"] = torch.tensor(
-                float(err.reward_per_step[0])
-            )
+            if c.flush_on_refit:
+                self.model_buffer.clear()
+        if c.diagnostics:
+            metrics.update(self._diagnostics(agent))
+        round_ = done // c.rollout_every
+        if self.truth is not None and round_ % c.true_error_every == 0:
+            metrics.update(self._true_error(agent))
         metrics.update(self._rollouts(agent))
         return metrics
 
     def _adapt(self, agent: Agent) -> dict[str, torch.Tensor]:
-        """IS world-model update toward the current policy's state-action distribution."""
+        """The re-fit toward the current policy's state-action distribution (ADEPT's update,
+        or its uniform control)."""
         c = self.config
         assert self.behavior is not None
+        rule = RefitRule(c.refit, c.is_loss, c.is_truncate, c.is_truncate_ratio)
+        resampled = c.refit == "is" and c.is_loss == "resample"
+        pool = c.is_batch_size * (c.is_resample_pool if resampled else 1)
         sums: dict[str, torch.Tensor] = {}
         for _ in range(c.model_update_steps):
             out = importance_sampled_update(
                 self.world_model,
-                self.model_data.sample(c.is_batch_size),
+                self.model_data.sample(pool),
                 agent,
                 self.behavior,
-                clip=c.is_clip,
-                clip_ratio=c.is_clip_ratio,
+                rule,
+                batch_size=c.is_batch_size,
+                generator=self.model_data.generator,
             )
             for key, value in out.items():
                 sums[key] = sums.get(key, torch.zeros_like(value)) + value
@@ -263,6 +319,31 @@ class DiffusionMethod(Method):
             "rollout/buffer_size": torch.tensor(float(len(self.model_buffer))),
         }
 
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run diagnostics on torch's global RNG seeded from :attr:`diagnostics_rng`, and give
+        the training run its RNG back unchanged afterwards."""
+        seed = int(
+            torch.randint(
+                2**62, (1,), generator=self.diagnostics_rng, device=self.device
+            ).item()
+        )
+        with seeded(seed, self.device):
+            yield
+
+    def _true_error(self, agent: Agent) -> dict[str, torch.Tensor]:
+        """The model's one- and H-step error against MuJoCo along π's real trajectories."""
+        assert self.truth is not None
+        c = self.config
+        with self._own_rng():
+            start = self.buffer.sample(c.true_error_starts, self.diagnostics_rng).observations
+            err = true_model_error(self.world_model, agent, self.truth, start, c.horizon)
+        return {
+            "world_model/true_error_1step": torch.tensor(err.one_step),
+            "world_model/true_error_hstep": torch.tensor(err.h_step),
+            "world_model/true_reward_error_1step": torch.tensor(float(err.reward_per_step[0])),
+        }
+
     @torch.no_grad()
     def _diagnostics(self, agent: Agent) -> dict[str, torch.Tensor]:
         """ε_m, ε_r under π-weighted held-out data, and the policy shift ε_π since the last round.
@@ -271,27 +352,31 @@ class DiffusionMethod(Method):
         w ∝ π(a_i|s_i)/β(a_i|s_i) on held-out real transitions (uniform weights without β);
         ε_π = E_s KL(π_k(·|s) ‖ π_{k−1}(·|s)), a Monte-Carlo estimate on dataset states.
         """
-        held = self.holdout.sample(self.config.diagnostics_batch)
-        next_obs, reward, _ = self.world_model.step(held.observations, held.actions)
-        state_err = (next_obs - held.next_observations).norm(dim=-1)
-        reward_err = (reward - held.rewards).abs()
-        weights = torch.full_like(state_err, 1.0 / len(state_err))
-        if self.behavior is not None and (
-            self.behavior.kind == "bc" or held.action_log_probs is not None
-        ):
-            log_pi = agent.log_prob(held.observations, held.actions)
-            weights = importance_weights(log_pi, self.behavior.log_prob(held), clip=False).weights
-        metrics = {
-            "world_model/eps_m": (weights * state_err).sum(),
-            "world_model/eps_r": (weights * reward_err).sum(),
-            "world_model/eps_m_unweighted": state_err.mean(),
-            "world_model/eps_r_unweighted": reward_err.mean(),
-        }
-        states = self.buffer.sample(self.config.diagnostics_batch).observations
-        if self.previous_actor is not None:
-            act = agent.actor.sample(states)
-            kl = agent.actor.log_prob(states, act) - self.previous_actor.log_prob(states, act)
-            metrics["policy/eps_pi_kl"] = kl.mean()
+        with self._own_rng():
+            held = self.holdout.sample(self.config.diagnostics_batch, self.diagnostics_rng)
+            next_obs, reward, _ = self.world_model.step(held.observations, held.actions)
+            state_err = (next_obs - held.next_observations).norm(dim=-1)
+            reward_err = (reward - held.rewards).abs()
+            weights = torch.full_like(state_err, 1.0 / len(state_err))
+            if self.behavior is not None and (
+                self.behavior.kind == "bc" or held.action_log_probs is not None
+            ):
+                log_pi = agent.log_prob(held.observations, held.actions)
+                log_beta = self.behavior.log_prob(held)
+                weights = importance_weights(log_pi, log_beta, truncate=False).weights
+            metrics = {
+                "world_model/eps_m": (weights * state_err).sum(),
+                "world_model/eps_r": (weights * reward_err).sum(),
+                "world_model/eps_m_unweighted": state_err.mean(),
+                "world_model/eps_r_unweighted": reward_err.mean(),
+            }
+            states = self.buffer.sample(self.config.diagnostics_batch, self.diagnostics_rng)
+            if self.previous_actor is not None:
+                act = agent.actor.sample(states.observations)
+                kl = agent.actor.log_prob(states.observations, act) - self.previous_actor.log_prob(
+                    states.observations, act
+                )
+                metrics["policy/eps_pi_kl"] = kl.mean()
         self.previous_actor = copy.deepcopy(agent.actor)
         return metrics
 
@@ -302,6 +387,7 @@ class DiffusionMethod(Method):
             "model_data": self.model_data.state_dict(),
             "holdout": self.holdout.state_dict(),
             "model_buffer": self.model_buffer.state_dict(include_data=True),
+            "diagnostics_rng": self.diagnostics_rng.get_state(),
         }
         if self.behavior is not None and self.behavior.bc is not None:
             state["behavior"] = self.behavior.bc.state_dict()
@@ -315,6 +401,7 @@ class DiffusionMethod(Method):
         self.model_data.load_state_dict(state["model_data"])
         self.holdout.load_state_dict(state["holdout"])
         self.model_buffer.load_state_dict(state["model_buffer"])
+        self.diagnostics_rng.set_state(state["diagnostics_rng"])
         self.behavior = self._behavior_model(state.get("behavior"))
         if "previous_actor" in state:
             self.previous_actor = copy.deepcopy(agent.actor)
@@ -328,7 +415,7 @@ class ADEPTMethod(DiffusionMethod):
     adapts = True
 
 
-PRETRAIN_REVISION = 1
+PRETRAIN_REVISION = 2
 """Revision of :func:`pretrain`'s recipe, part of its cache key: bump it whenever the function
 computes something else for the same inputs, so that entries made by older code go unused."""
 
@@ -358,6 +445,10 @@ def pretrain_key(
         "world_model": c.world_model,
         "pretrain_steps": c.pretrain_steps,
         "model_batch_size": c.model_batch_size,
+        "ema_decay": c.ema_decay,
+        "select_every": c.select_every,
+        "select_rows": c.select_rows,
+        "select_patience": c.select_patience,
         "behavior": c.behavior,
         "behavior_steps": c.behavior_steps if c.behavior == "bc" else 0,
         "holdout_fraction": c.holdout_fraction,
@@ -372,6 +463,8 @@ def pretrain(
 ) -> dict[str, Any]:
     """Fit β (BC, unless β is logged) and pre-train a world model on D's training part.
 
+    The world model's weights are averaged (EMA, ``ema_decay``) and the average is scored on
+    the held-out split every ``select_every`` steps; the best-scoring weights are the result.
     A pure function of :func:`pretrain_key`'s inputs, so that a cached result equals a fresh one
     bit for bit: fresh modules, batches from a sampler of its own, and the global torch RNG
     forked and seeded inside, which also leaves the caller's RNG as it was — agents consume it
@@ -381,11 +474,12 @@ def pretrain(
     the BC agent's, when fitted) and ``metrics``, the setup metrics logged at step 0.
     """
     c = config
-    train_part = data.subset(~holdout_mask(len(data), c.holdout_fraction, seed))
+    holdout = holdout_mask(len(data), c.holdout_fraction, seed)
+    train_part = data.subset(~holdout)
     sampler = ReplayBuffer.from_transitions(train_part, device=device)
     metrics: dict[str, float] = {}
     result: dict[str, Any] = {"metrics": metrics}
-    with torch.random.fork_rng(devices=_cuda_indices(device)):
+    with torch.random.fork_rng(devices=cuda_indices(device)):
         # β is fitted for Diff+X too: it only trains ADEPT, but ε_m and ε_r are π-weighted for both
         if c.behavior == "bc":
             _seed_stream(seed, 0, sampler)
@@ -397,19 +491,118 @@ def pretrain(
             result["behavior"] = _to_cpu(bc.state_dict())
         _seed_stream(seed, 1, sampler)
         world_model = WorldModel(train_part, c.world_model, device)
-        for _ in range(c.pretrain_steps):
+        ema = WeightAverage(world_model, c.ema_decay) if c.ema_decay > 0 else None
+        selector = (
+            HeldOutSelector(data.subset(holdout), c.select_rows, seed, device)
+            if c.select_every > 0
+            else None
+        )
+        for step in range(1, c.pretrain_steps + 1):
             last = world_model.train_step(sampler.sample(c.model_batch_size))
+            if ema is not None:
+                ema.update(world_model)
+            if selector is not None and (step % c.select_every == 0 or step == c.pretrain_steps):
+                selector.consider(step, world_model, ema)
+                if c.select_patience and selector.stale >= c.select_patience:
+                    break
         if c.pretrain_steps:
             metrics.update({k: float(v) for k, v in last.items()})
+            metrics["world_model/pretrain_steps"] = float(step)
+        if selector is not None:
+            selector.restore(world_model)
+            metrics["world_model/heldout_loss"] = selector.best_loss
+            metrics["world_model/selected_step"] = float(selector.best_step)
+        elif ema is not None:
+            ema.copy_to(world_model)
         result["world_model"] = _to_cpu(world_model.state_dict_all())
     return result
 
 
-def _cuda_indices(device: torch.device) -> list[int]:
-    """The CUDA devices whose RNG :func:`torch.random.fork_rng` must fork for ``device``."""
-    if device.type != "cuda":
-        return []
-    return [torch.cuda.current_device() if device.index is None else device.index]
+class WeightAverage:
+    """An exponential moving average of a module's floating-point parameters and buffers:
+    θ̄ ← d θ̄ + (1 − d) θ after each step (buffers such as normalizers are constants here)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise AdeptError(f"--adept.ema-decay must be in (0, 1) or 0 for none, got {decay}")
+        self.decay = decay
+        self.average = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in module.parameters()], 1 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: torch.nn.Module) -> None:
+        for target, value in zip(module.parameters(), self.average, strict=True):
+            target.copy_(value)
+
+
+class HeldOutSelector:
+    """Keeps the weights with the lowest held-out world-model loss seen so far.
+
+    The loss is :meth:`WorldModel.heldout_loss` on a fixed random subset of the held-out rows,
+    with noise draws fixed by ``seed``, so every candidate is scored on the same terms. For the
+    'ensemble' dynamics each member keeps its own best weights by its held-out error (MBPO), the
+    elites are the best members, and the reward model is the last candidate's.
+    :attr:`stale` counts the measurements since one last improved a best by more than 1 %.
+    """
+
+    def __init__(self, held: Transitions, rows: int, seed: int, device: torch.device):
+        pick = np.random.default_rng([seed, 2]).permutation(len(held))[:rows]
+        self.rows = Batch.of(held.subset(np.sort(pick)), device)
+        self.seed = seed
+        self.best: dict[str, torch.Tensor] | None = None
+        self.best_loss = float("inf")
+        self.best_step = 0
+        self.stale = 0
+        self.last_loss = float("nan")
+        self.member_best: torch.Tensor | None = None  # [E] held-out error per member
+        self.member_weights: list[list[torch.Tensor]] = []
+
+    def consider(self, step: int, model: WorldModel, ema: WeightAverage | None) -> None:
+        if ema is not None:
+            online = [p.detach().clone() for p in model.parameters()]
+            ema.copy_to(model)
+        loss = model.heldout_loss(self.rows, self.seed)
+        self.last_loss = loss
+        improved = loss < self.best_loss * (1 - 0.01)
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, step
+            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if isinstance(model.dynamics, GaussianEnsemble):
+            improved = self._consider_members(model.dynamics)
+            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stale = 0 if improved else self.stale + 1
+        if ema is not None:
+            with torch.no_grad():
+                for target, value in zip(model.parameters(), online, strict=True):
+                    target.copy_(value)
+
+    def _consider_members(self, ensemble: GaussianEnsemble) -> bool:
+        rows = self.rows
+        errors = ensemble.member_errors(rows.observations, rows.actions, rows.next_observations)
+        weights = ensemble.member_weights()
+        if self.member_best is None:
+            self.member_best = errors.clone()
+            self.member_weights = [weights] * len(errors)
+            return True
+        better = errors < self.member_best
+        for member in torch.nonzero(better).flatten().tolist():
+            self.member_weights[member] = weights
+        improved = bool((errors < self.member_best * (1 - 0.01)).any())
+        self.member_best = torch.where(better, errors, self.member_best)
+        return improved
+
+    def restore(self, model: WorldModel) -> None:
+        """Load the selected weights into ``model`` (per member, and elites, for an ensemble)."""
+        if self.best is None:
+            return
+        model.load_state_dict(self.best)
+        if isinstance(model.dynamics, GaussianEnsemble) and self.member_best is not None:
+            for member, weights in enumerate(self.member_weights):
+                model.dynamics.load_member(member, weights)
+            model.dynamics.set_elites(self.member_best)
 
 
 def _seed_stream(seed: int, stream: int, sampler: ReplayBuffer) -> None:
@@ -448,6 +641,34 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
             )
     if not 0.0 < c.holdout_fraction < 1.0:
         raise AdeptError(f"--adept.holdout-fraction must be in (0, 1), got {c.holdout_fraction}")
+    if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
+        raise AdeptError(f"--adept.ema-decay must be in (0, 1), or 0 for none; got {c.ema_decay}")
+    at_least = {
+        "is_resample_pool": 1,
+        "select_rows": 1,
+        "rollout_start": 0,
+        "select_every": 0,
+        "select_patience": 0,
+        "world_model.block_layers": 1,
+        "world_model.ensemble_elites": 1,
+    }
+    for name, low in at_least.items():
+        value = c.world_model if name.startswith("world_model.") else c
+        value = getattr(value, name.split(".")[-1])
+        if value < low:
+            flag = "--adept." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be at least {low}, got {value}")
+    wm = c.world_model
+    if wm.ensemble_elites > wm.ensemble_size:
+        raise AdeptError(
+            f"--adept.world-model.ensemble-elites ({wm.ensemble_elites}) must not exceed "
+            f"--adept.world-model.ensemble-size ({wm.ensemble_size})"
+        )
+    if c.is_truncate_ratio is not None and c.is_truncate_ratio < 1:
+        raise AdeptError(
+            f"--adept.is-truncate-ratio must be at least 1 (the mean weight), got "
+            f"{c.is_truncate_ratio}"
+        )
 
 
 def make_method(

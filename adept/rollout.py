@@ -1,9 +1,12 @@
 """Policy evaluation in the world model: batched imagined rollouts of the current policy.
 
 Start states are drawn uniformly from the dataset (any step of any episode). For h = 0..H−1:
-a ~ π(·|s); s′ ~ p_θ(·|s, a); (r̂, d̂) = r_φ(s, a, s′); s′ and r̂ are clipped to the dataset's
-per-dimension range. A trajectory stops when d̂ is true (stored as a terminal) or at the horizon
-(stored as a timeout, so the agent still bootstraps there). Only live trajectories are stepped.
+a ~ π(·|s); s′ ~ p_θ(·|s, a), clipped to the dataset's per-dimension range; (r̂, d̂) =
+r_φ(s, a, s′) of that stored s′, r̂ clipped to the dataset's reward range. Reward and terminal
+are predicted from the s′ the agent will see, so a transition is consistent with itself.
+Without bounds (the clipping ablation) nothing is clipped. A trajectory stops when d̂ is true
+(stored as a terminal) or at the horizon (stored as a timeout, so the agent still bootstraps
+there). Only live trajectories are stepped.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ def rollout(
     world_model: WorldModel,
     start_obs: torch.Tensor,
     horizon: int,
-    bounds: StateBounds,
+    bounds: StateBounds | None,
     deterministic: bool = False,
 ) -> RolloutResult:
-    """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps."""
+    """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps;
+    ``bounds``: clip generated states and rewards to them (None: no clipping)."""
     n = len(start_obs)
     device = start_obs.device
     obs = start_obs
@@ -59,9 +63,13 @@ def rollout(
     chunks: list[Batch] = []
     for h in range(horizon):
         act = agent.sample_actions(obs, deterministic=deterministic)  # [live, act_dim]
-        next_obs, reward, done = world_model.step(obs, act)
-        next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
-        reward = reward.clamp(bounds.reward_low, bounds.reward_high)
+        next_obs = world_model.dynamics.sample(obs, act)
+        if bounds is not None:
+            next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
+        reward, logit = world_model.reward(obs, act, next_obs)
+        done = logit > 0
+        if bounds is not None:
+            reward = reward.clamp(bounds.reward_low, bounds.reward_high)
         timeout = ~done if h == horizon - 1 else torch.zeros_like(done)
         chunks.append(
             Batch(

@@ -34,6 +34,7 @@ from torch import nn
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.nets import Normalizer, mlp
+from adept.rng import seeded
 
 
 def cosine_alphas_cumprod(
@@ -109,29 +110,47 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + Linear(SiLU(LayerNorm(x))): one hidden layer of width ``width`` with a skip."""
+    """x + f(LayerNorm(x) [+ e]): ``layers`` linear layers of width ``width`` with a skip,
+    f = Linear ∘ (SiLU ∘ Linear)^(layers−1) ∘ SiLU; an embedding ``e`` (the condition and
+    step, when they are fed to every block) is added after the norm."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, width))
+        self.norm = nn.LayerNorm(width)
+        body: list[nn.Module] = [nn.SiLU(), nn.Linear(width, width)]
+        for _ in range(layers - 1):
+            body += [nn.SiLU(), nn.Linear(width, width)]
+        self.net = nn.Sequential(*body)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        return x + self.net(h if emb is None else h + emb)
 
 
 class Denoiser(nn.Module):
-    """ε_θ(x_k, k, c): an MLP of ``depth`` residual hidden layers over x_k, with the condition
-    (embed(c), or the learned null embedding ∅ where ``uncond``) and embed(k) added to its input.
+    """ε_θ(x_k, k, c): an MLP of ``depth`` residual blocks over x_k, conditioned on embed(c)
+    (or the learned null embedding ∅ where ``uncond``) and embed(k).
 
-    The condition and step embeddings enter additively, so a sampler embeds the condition once
-    per chain and the step once per step (:meth:`embed_condition`, :meth:`embed_step`), and each
-    denoising step costs ``depth`` + 2 matrix products. In training, the step MLP runs on the
-    ``num_steps`` possible steps and the batch indexes that table (K rows instead of a batch of
-    rows: 106 → 135 training steps/s at K = 10, batch 256, on 2 CPU cores).
+    ``condition = 'input'`` adds both embeddings once, to the input; ``'blocks'`` also adds a
+    per-block linear projection of them inside every block (FiLM-like, additive), so the
+    condition cannot be washed out with depth. Everything enters additively and linearly, so a
+    sampler embeds the condition once per chain and the step once per step
+    (:meth:`embed_condition`, :meth:`embed_step`: lists with one entry for the input and one per
+    conditioned block), and each denoising step costs ``depth × block_layers`` + 2 matrix
+    products. In training, the step MLP runs on the ``num_steps`` possible steps and the batch
+    indexes that table (K rows instead of a batch of rows: 106 → 135 training steps/s at K = 10,
+    batch 256, on 2 CPU cores).
     """
 
     def __init__(
-        self, x_dim: int, cond_dim: int, num_steps: int, hidden: int = 256, depth: int = 3
+        self,
+        x_dim: int,
+        cond_dim: int,
+        num_steps: int,
+        hidden: int = 256,
+        depth: int = 3,
+        block_layers: int = 1,
+        condition: Literal["input", "blocks"] = "input",
     ):
         super().__init__()
         self.num_steps = num_steps
@@ -144,24 +163,33 @@ class Denoiser(nn.Module):
         self.cond = nn.Sequential(nn.Linear(cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.null_cond = nn.Parameter(torch.zeros(hidden))
         self.inp = nn.Linear(x_dim, hidden)
-        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(depth)])
+        self.blocks = nn.ModuleList([ResidualBlock(hidden, block_layers) for _ in range(depth)])
+        # W_b (c + t) + bias_b, split so the chain computes W_b c once and W_b t once per step
+        self.block_emb = nn.ModuleList(
+            [nn.Linear(hidden, hidden) for _ in range(depth)] if condition == "blocks" else []
+        )
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, x_dim))
 
-    def embed_condition(self, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    def embed_condition(self, cond: torch.Tensor, uncond: torch.Tensor) -> list[torch.Tensor]:
         c = self.cond(cond)  # [batch, hidden]
-        return torch.where(uncond.unsqueeze(-1), self.null_cond.expand_as(c), c)
+        c = torch.where(uncond.unsqueeze(-1), self.null_cond.expand_as(c), c)
+        return [c] + [proj(c) for proj in self.block_emb]
 
-    def embed_step(self, k: torch.Tensor) -> torch.Tensor:
+    def embed_step(self, k: torch.Tensor) -> list[torch.Tensor]:
         if len(k) <= self.num_steps:
-            return self.time(k)
-        table = self.time(torch.arange(self.num_steps, device=k.device))  # [K, hidden]
-        return table[k]
+            t = self.time(k)
+        else:
+            t = self.time(torch.arange(self.num_steps, device=k.device))[k]  # a [K, hidden] table
+        return [t] + [F.linear(t, proj.weight) for proj in self.block_emb]
 
     def denoise(
-        self, xk: torch.Tensor, step_emb: torch.Tensor, cond_emb: torch.Tensor
+        self, xk: torch.Tensor, step_emb: list[torch.Tensor], cond_emb: list[torch.Tensor]
     ) -> torch.Tensor:
         """ε from precomputed embeddings (``step_emb`` may be one row, broadcast)."""
-        return self.out(self.blocks(self.inp(xk) + cond_emb + step_emb))
+        h = self.inp(xk) + cond_emb[0] + step_emb[0]
+        for i, block in enumerate(self.blocks):
+            h = block(h, cond_emb[i + 1] + step_emb[i + 1] if self.block_emb else None)
+        return self.out(h)
 
     def forward(
         self, xk: torch.Tensor, k: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor
@@ -192,13 +220,23 @@ class WorldModelConfig:
     """Width of the denoiser and the reward model."""
     depth: int = 3
     """Residual blocks of the denoiser, hidden layers of the reward model."""
+    block_layers: int = 1
+    """Linear layers per residual block of the denoiser (1 or 2)."""
+    condition: Literal["input", "blocks"] = "input"
+    """Where the denoiser sees the condition and step: added at its input only, or also inside
+    every residual block (:class:`Denoiser`)."""
     lr: float = 3e-4
     """Adam learning rate of both models."""
     clip_margin: float = 0.1
     """Predicted x₀ is clipped to the data's x₀ range widened by this fraction of it."""
-    dynamics: Literal["diffusion", "gaussian"] = "diffusion"
-    """Next-state model: the guided DDPM (ADEPT), or a one-step Gaussian MLP (MBPO-style
-    baseline, same width/depth and target) for comparison."""
+    dynamics: Literal["diffusion", "gaussian", "ensemble"] = "diffusion"
+    """Next-state model: the guided DDPM (ADEPT); a one-step Gaussian MLP (same width/depth and
+    target) for comparison; or a MOPO-style ensemble of Gaussian MLPs whose elites are picked
+    on held-out data (:class:`GaussianEnsemble`)."""
+    ensemble_size: int = 7
+    """Members of the 'ensemble' dynamics (MBPO and MOPO: 7)."""
+    ensemble_elites: int = 5
+    """Members of the 'ensemble' kept for sampling, the best on held-out data (MBPO/MOPO: 5)."""
 
 
 class NextStateModel(nn.Module):
@@ -226,6 +264,15 @@ class NextStateModel(nn.Module):
         self.register_buffer("x0_low", low - margin)
         self.register_buffer("x0_high", high + margin)
 
+    @classmethod
+    def from_data(
+        cls, data: Transitions, config: WorldModelConfig = WorldModelConfig()
+    ) -> NextStateModel:
+        """The model for ``data``'s dimensions, with its state and target statistics."""
+        return cls(  # type: ignore[call-arg]
+            data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
+        )
+
     @staticmethod
     def target_stats(data: Transitions, config: WorldModelConfig) -> Stats:
         if config.target == "delta":
@@ -243,8 +290,15 @@ class NextStateModel(nn.Module):
         raw = x0 * self.x_std + self.x_mean
         return obs + raw if self.config.target == "delta" else raw
 
-    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """Per-sample training loss ``[batch]``."""
+    def loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        p_uncond: float | None = None,
+    ) -> torch.Tensor:
+        """Per-sample training loss ``[batch]``; ``p_uncond`` overrides the config's share of
+        null-conditioned samples where the model has one (0 scores the conditional model)."""
         raise NotImplementedError
 
     def sample(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -272,23 +326,28 @@ class DiffusionDynamics(NextStateModel):
         super().__init__(states, targets, config)
         self.schedule = DiffusionSchedule(config.denoising_steps)
         self.denoiser = Denoiser(
-            obs_dim, obs_dim + act_dim, config.denoising_steps, config.hidden, config.depth
+            obs_dim,
+            obs_dim + act_dim,
+            config.denoising_steps,
+            config.hidden,
+            config.depth,
+            config.block_layers,
+            config.condition,
         )
 
-    @classmethod
-    def from_data(
-        cls, data: Transitions, config: WorldModelConfig = WorldModelConfig()
-    ) -> DiffusionDynamics:
-        return cls(
-            data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
-        )
-
-    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        p_uncond: float | None = None,
+    ) -> torch.Tensor:
         """Per-sample ε-prediction loss ``[batch]`` (mean over state dimensions)."""
         x0 = self._x0(obs, next_obs)
         noise = torch.randn_like(x0)
         k = torch.randint(0, self.schedule.num_steps, (len(x0),), device=x0.device)
-        uncond = torch.rand(len(x0), device=x0.device) < self.config.p_uncond
+        share = self.config.p_uncond if p_uncond is None else p_uncond
+        uncond = torch.rand(len(x0), device=x0.device) < share
         eps = self.denoiser(self.schedule.add_noise(x0, noise, k), k, self._cond(obs, act), uncond)
         return (eps - noise).pow(2).mean(-1)
 
@@ -341,17 +400,17 @@ class GaussianDynamics(NextStateModel):
         self.blocks = nn.Sequential(*[ResidualBlock(config.hidden) for _ in range(config.depth)])
         self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.Linear(config.hidden, 2 * obs_dim))
 
-    @classmethod
-    def from_data(cls, data: Transitions, config: WorldModelConfig) -> GaussianDynamics:
-        return cls(
-            data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
-        )
-
     def _params(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.out(self.blocks(self.inp(self._cond(obs, act)))).chunk(2, dim=-1)
         return mean, log_std.clamp(-10.0, 2.0)
 
-    def loss(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        p_uncond: float | None = None,
+    ) -> torch.Tensor:
         """Per-sample Gaussian NLL ``[batch]`` (mean over state dimensions, constant dropped)."""
         mean, log_std = self._params(obs, act)
         z = (self._x0(obs, next_obs) - mean) * torch.exp(-log_std)
@@ -360,6 +419,98 @@ class GaussianDynamics(NextStateModel):
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         mean, log_std = self._params(obs, act)
+        x0 = torch.clamp(mean + log_std.exp() * torch.randn_like(mean), self.x0_low, self.x0_high)
+        return self._next_obs(obs, x0)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied as one batched matmul: ``[E, B, in] → [E, B, out]``."""
+
+    def __init__(self, members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_dim)  # nn.Linear's default initialization, per member
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class GaussianEnsemble(NextStateModel):
+    """MOPO-style baseline (Yu et al. 2020, after MBPO/PETS): E Gaussian MLPs over the same x₀
+    as the diffusion model, each N(μ_e(s, a), diag σ_e(s, a)²).
+
+    Members differ by initialization and see the same batches, so per-sample weights (the IS
+    re-fit) apply to all of them. log σ is bounded softly by learned limits (PETS), whose spread
+    is penalized by 0.01 · Σ(max − min). After pre-training, :meth:`set_elites` keeps the
+    ``ensemble_elites`` members with the lowest held-out error, and each sample is drawn from one
+    elite picked uniformly at random (MBPO's sampling).
+    """
+
+    elites: torch.Tensor
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, states: Stats, targets: Stats, config: WorldModelConfig
+    ):
+        super().__init__(states, targets, config)
+        e, h = config.ensemble_size, config.hidden
+        dims = [obs_dim + act_dim] + [h] * config.depth
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            layers += [EnsembleLinear(e, d_in, d_out), nn.SiLU()]
+        self.body = nn.Sequential(*layers, EnsembleLinear(e, h, 2 * obs_dim))
+        self.max_log_std = nn.Parameter(torch.full((obs_dim,), 0.25))
+        self.min_log_std = nn.Parameter(torch.full((obs_dim,), -5.0))
+        self.register_buffer("elites", torch.arange(config.ensemble_elites))
+
+    def params(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's mean and log σ of x₀, ``[E, B, obs_dim]`` each."""
+        x = self._cond(obs, act).expand(self.config.ensemble_size, -1, -1)
+        mean, log_std = self.body(x).chunk(2, dim=-1)
+        log_std = self.max_log_std - F.softplus(self.max_log_std - log_std)
+        log_std = self.min_log_std + F.softplus(log_std - self.min_log_std)
+        return mean, log_std
+
+    def loss(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        p_uncond: float | None = None,
+    ) -> torch.Tensor:
+        """Per-sample Gaussian NLL summed over members ``[batch]`` (mean over dimensions), plus
+        the log σ limits' penalty spread over the batch."""
+        mean, log_std = self.params(obs, act)
+        z = (self._x0(obs, next_obs) - mean) * torch.exp(-log_std)
+        nll = (0.5 * z.pow(2) + log_std).mean(-1).sum(0)
+        return nll + 0.01 * (self.max_log_std - self.min_log_std).sum() / len(nll)
+
+    @torch.no_grad()
+    def member_errors(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Each member's mean squared error of its mean x₀ ``[E]`` (MBPO's holdout score)."""
+        mean, _ = self.params(obs, act)
+        return (mean - self._x0(obs, next_obs)).pow(2).mean(dim=(1, 2))
+
+    def member_weights(self) -> list[torch.Tensor]:
+        """Copies of the per-member weights (every tensor's first axis is the member)."""
+        return [p.detach().clone() for p in self.body.parameters()]
+
+    @torch.no_grad()
+    def load_member(self, member: int, weights: list[torch.Tensor]) -> None:
+        """Set one member's weights from a :meth:`member_weights` copy."""
+        for target, value in zip(self.body.parameters(), weights, strict=True):
+            target[member] = value[member]
+
+    def set_elites(self, errors: torch.Tensor) -> None:
+        """Keep the ``ensemble_elites`` members with the lowest held-out ``errors`` ``[E]``."""
+        self.elites.copy_(torch.argsort(errors)[: self.config.ensemble_elites])
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        mean, log_std = self.params(obs, act)
+        rows = torch.arange(len(obs), device=obs.device)
+        pick = self.elites[torch.randint(len(self.elites), (len(obs),), device=obs.device)]
+        mean, log_std = mean[pick, rows], log_std[pick, rows]
         x0 = torch.clamp(mean + log_std.exp() * torch.randn_like(mean), self.x0_low, self.x0_high)
         return self._next_obs(obs, x0)
 
@@ -419,11 +570,12 @@ class WorldModel(nn.Module):
     def __init__(self, data: Transitions, config: WorldModelConfig, device: torch.device):
         super().__init__()
         self.config = config
-        self.dynamics: NextStateModel = (
-            DiffusionDynamics.from_data(data, config)
-            if config.dynamics == "diffusion"
-            else GaussianDynamics.from_data(data, config)
-        )
+        models: dict[str, Any] = {
+            "diffusion": DiffusionDynamics,
+            "gaussian": GaussianDynamics,
+            "ensemble": GaussianEnsemble,
+        }
+        self.dynamics: NextStateModel = models[config.dynamics].from_data(data, config)
         self.reward = RewardTerminalModel(
             data.obs_dim, data.act_dim, data.stats(), config.hidden, config.depth
         )
@@ -452,6 +604,16 @@ class WorldModel(nn.Module):
             "world_model/reward_loss": (w * reward).sum().detach(),
             "world_model/terminal_loss": (w * terminal).sum().detach(),
         }
+
+    @torch.no_grad()
+    def heldout_loss(self, batch: Batch, seed: int) -> float:
+        """Mean denoising (conditional only) + reward + terminal loss on ``batch``, with the
+        noise and diffusion steps drawn from ``seed``: a deterministic score for selection."""
+        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
+        with seeded(seed, obs.device):
+            dynamics = self.dynamics.loss(obs, act, next_obs, p_uncond=0.0)
+        reward, terminal = self.reward.loss(obs, act, next_obs, batch.rewards, batch.terminals)
+        return float((dynamics + reward + terminal).mean())
 
     @torch.no_grad()
     def step(

@@ -116,7 +116,7 @@ def test_cells_that_differ_only_in_the_agent_share_one_entry(dataset):
     for name, value in iql.behavior.bc.actor.state_dict().items():
         assert torch.equal(value, fresh.behavior.bc.actor.state_dict()[name]), name
 
-    schedule_only = replace(TINY, rollout_every=7, real_ratio=0.3, horizon=2, is_clip=False)
+    schedule_only = replace(TINY, rollout_every=7, real_ratio=0.3, horizon=2, is_truncate=False)
     setup_cell(data, "iql", schedule_only)
     relabelled = data.replace(metadata={"kind": "other"}, source="elsewhere.hdf5")
     setup_cell(relabelled, "iql", TINY)

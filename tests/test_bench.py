@@ -76,7 +76,7 @@ batch-size = 64
 
 [variants]
 adept-h3 = {method = "adept", "adept.horizon" = 3, agents = ["iql"]}
-adept-noclip = {method = "adept", "adept.is-clip" = false}
+adept-noclip = {method = "adept", "adept.clip-generated" = false}
 """
 
 
@@ -103,7 +103,7 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     assert config.adept.rollout_every == 250 and config.batch_size == 64
     assert config.run_dir == tmp_path / "hopper-random-n3000/adept-h3/iql/seed2"
     noclip = spec.cell_config(cells["hopper-random-n3000/adept-noclip/sac/seed2"], tmp_path)
-    assert noclip.adept.is_clip is False and noclip.adept.horizon == 5
+    assert noclip.adept.clip_generated is False and noclip.adept.horizon == 5
     assert GridSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     assert spec.budget == "cpu-0.1k"
 

@@ -1,6 +1,8 @@
+import copy
 import csv
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +26,7 @@ TINY = ModelBasedConfig(
     model_update_steps=2,
     is_batch_size=64,
     diagnostics_batch=32,
+    rollout_start=5,
 )
 
 
@@ -92,7 +95,8 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
         assert torch.equal(value, b["method"]["world_model"]["model"][key]), key
 
 
-def test_mixed_batches_hold_real_and_synthetic_data(dataset):
+def built(dataset, config: ModelBasedConfig, agent: str = "iql"):
+    """A world-model method and an agent on ``dataset``, as ``train`` builds them."""
     from adept.agents import AgentSpec
     from adept.data import ReplayBuffer, load_hdf5
     from adept.methods import make_method
@@ -100,15 +104,102 @@ def test_mixed_batches_hold_real_and_synthetic_data(dataset):
 
     data = load_hdf5(dataset)
     buffer = ReplayBuffer.from_transitions(data, device="cpu")
-    method = make_method("adept", data, buffer, 32, replace(TINY, real_ratio=0.25), seed=0)
-    agent = make_agent(TrainConfig(agent="iql"), AgentSpec.from_data(data, 10, torch.device("cpu")))
-    metrics = method.setup(agent)
+    method = make_method("adept", data, buffer, 32, config, seed=0)
+    torch.manual_seed(0)
+    policy = make_agent(TrainConfig(agent=agent), AgentSpec.from_data(data, 10, torch.device("cpu")))
+    return data, method, policy
+
+
+@pytest.mark.parametrize("real_ratio", [0.25, 0.75])
+def test_mixed_batches_hold_the_configured_share_of_real_rows(dataset, real_ratio):
+    data, method, policy = built(dataset, replace(TINY, real_ratio=real_ratio, rollout_start=0))
+    metrics = method.setup(policy)
     assert metrics["rollout/buffer_size"] > 0 and "behavior/nll" in metrics
     batch = method.sample(0)
     assert len(batch) == 32 and batch.action_log_probs is None
-    real_rows = {tuple(r) for r in data.observations.round(5).tolist()}
-    from_data = sum(tuple(r) in real_rows for r in batch.observations.numpy().round(5).tolist())
-    assert from_data >= 8  # 8 real rows (synthetic start states are real too, so ≥)
+    # a real row's (s, a, s′) is in D; an imagined row's a comes from π and s′ from the model
+    real_rows = {
+        tuple(r)
+        for r in np.concatenate([data.observations, data.actions, data.next_observations], 1)
+        .round(5)
+        .tolist()
+    }
+    rows = torch.cat([batch.observations, batch.actions, batch.next_observations], 1)
+    from_data = sum(tuple(r) in real_rows for r in rows.numpy().round(5).tolist())
+    assert from_data == round(32 * real_ratio)
+
+
+def test_rollouts_wait_for_the_warm_up(dataset):
+    _, method, policy = built(dataset, replace(TINY, rollout_every=5, rollout_start=10))
+    assert "rollout/buffer_size" not in method.setup(policy)
+    for step in range(9):
+        assert method.after_update(step, policy) == {}, f"no round before step 10 (at {step + 1})"
+        assert len(method.model_buffer) == 0
+        assert method.sample(step).observations.shape == (32, data_obs_dim(method))
+    metrics = method.after_update(9, policy)
+    assert "world_model/is_ess" in metrics and metrics["rollout/buffer_size"].item() > 0
+
+
+def data_obs_dim(method) -> int:
+    return method.data.obs_dim
+
+
+def test_flush_on_refit_keeps_only_the_latest_rollouts(dataset):
+    sizes = {}
+    for flush in (False, True):
+        _, method, policy = built(dataset, replace(TINY, rollout_start=0, flush_on_refit=flush))
+        first = method.setup(policy)["rollout/buffer_size"]
+        second = method.after_update(4, policy)["rollout/buffer_size"].item()
+        sizes[flush] = (first, second)
+    assert sizes[False][1] > sizes[False][0], "without flushing, rounds accumulate"
+    assert sizes[True][1] < sizes[False][1], "flushed: the second round's rows only"
+    assert sizes[True][1] <= TINY.rollout_batch * TINY.horizon
+
+
+def test_clip_generated_switches_the_dataset_box(dataset):
+    inside = {}
+    for clip in (True, False):
+        data, method, policy = built(dataset, replace(TINY, rollout_start=0, clip_generated=clip))
+        method.setup(policy)
+        n = len(method.model_buffer)
+        nxt = method.model_buffer.next_observations[:n]
+        low = torch.as_tensor(data.stats().states.min)
+        high = torch.as_tensor(data.stats().states.max)
+        inside[clip] = bool(((nxt >= low) & (nxt <= high)).all())
+    assert inside[True], "clipped: every generated state within the data's range"
+    assert not inside[False], "an untrained model strays outside it when nothing clips"
+
+
+def test_diagnostics_leave_the_run_unchanged(dataset, tmp_path):
+    """ε-diagnostics and the true error draw from streams of their own."""
+    on = replace(TINY, diagnostics=True, true_error_every=1, true_error_starts=8)
+    off = replace(TINY, diagnostics=False, true_error_every=0)
+    for name, adept in (("on", on), ("off", off)):
+        train(config(dataset, tmp_path / name, method="adept", num_steps=15, adept=adept))
+    logged = {name: rows(tmp_path / name) for name in ("on", "off")}
+    assert "world_model/true_error_1step" in logged["on"][-1]
+    assert "world_model/eps_m" not in logged["off"][-1]
+    a = load_checkpoint(tmp_path / "on" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "off" / "checkpoint.pt")
+    for part in ("agent",):
+        for key, value in _flat(a[part]).items():
+            assert torch.equal(value, _flat(b[part])[key]), key
+    for key, value in a["method"]["world_model"]["model"].items():
+        assert torch.equal(value, b["method"]["world_model"]["model"][key]), key
+    shared = [k for k in logged["off"][-1] if k.startswith(("train/", "rollout/", "eval/"))]
+    assert [[r[k] for k in shared] for r in logged["on"]] == [
+        [r[k] for k in shared] for r in logged["off"]
+    ]
+
+
+def _flat(state, prefix=""):
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+    elif isinstance(state, torch.Tensor):
+        out[prefix] = state
+    return out
 
 
 def test_logged_behavior_needs_log_probs(dataset, tmp_path):
@@ -128,3 +219,102 @@ def test_logged_behavior_needs_log_probs(dataset, tmp_path):
             config(dataset, tmp_path / "ok", method="adept", adept=replace(TINY, behavior="logged"))
         )["return_last"]
     )
+
+
+def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, monkeypatch):
+    from adept.data import load_hdf5
+    from adept.methods import HeldOutSelector, pretrain
+    from adept.world_model import WorldModel
+
+    seen: list[tuple[int, float]] = []
+    consider = HeldOutSelector.consider
+
+    def record(self, step, model, ema):
+        consider(self, step, model, ema)
+        seen.append((step, self.last_loss))
+
+    monkeypatch.setattr(HeldOutSelector, "consider", record)
+    data = load_hdf5(dataset)
+    config = replace(TINY, pretrain_steps=60, select_every=10, ema_decay=0.9, cache=False)
+    result = pretrain(data, config, seed=0, device=torch.device("cpu"))
+    metrics = result["metrics"]
+    assert [step for step, _ in seen] == [10, 20, 30, 40, 50, 60]
+    best_step, best_loss = min(seen, key=lambda s: s[1])
+    assert metrics["world_model/selected_step"] == best_step
+    assert metrics["world_model/heldout_loss"] == best_loss
+    # the returned weights are the ones that scored it
+    model = WorldModel(data, config.world_model, torch.device("cpu"))
+    model.load_state_dict_all(result["world_model"])
+    selector = HeldOutSelector(data.subset(holdout_of(data)), config.select_rows, 0, torch.device("cpu"))
+    assert model.heldout_loss(selector.rows, 0) == pytest.approx(best_loss, rel=1e-6)
+
+
+def holdout_of(data):
+    from adept.methods import holdout_mask
+
+    return holdout_mask(len(data), TINY.holdout_fraction, 0)
+
+
+def test_weight_average_is_an_exponential_moving_average():
+    from adept.methods import WeightAverage
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = WeightAverage(layer, 0.5)
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        ema.update(layer)
+    # 0 → ½·0 + ½·4 = 2 → ½·2 + ½·8 = 5
+    ema.copy_to(layer)
+    assert layer.weight.item() == 5.0
+
+
+def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(dataset):
+    from adept.data import load_hdf5
+    from adept.methods import pretrain
+    from adept.world_model import WorldModel
+
+    data = load_hdf5(dataset)
+    wm = replace(TINY.world_model, dynamics="ensemble", ensemble_size=4, ensemble_elites=2)
+    config = replace(
+        TINY,
+        world_model=wm,
+        pretrain_steps=5000,
+        select_every=20,
+        select_patience=3,
+        ema_decay=0.0,
+        cache=False,
+    )
+    result = pretrain(data, config, seed=0, device=torch.device("cpu"))
+    steps = result["metrics"]["world_model/pretrain_steps"]
+    assert steps < 5000 and steps % 20 == 0, "held-out early stopping ends pre-training"
+    model = WorldModel(data, wm, torch.device("cpu"))
+    model.load_state_dict_all(result["world_model"])
+    held = data.subset(holdout_of(data))
+    obs, act, nxt = (torch.as_tensor(x) for x in (held.observations, held.actions, held.next_observations))
+    errors = model.dynamics.member_errors(obs, act, nxt)  # type: ignore[attr-defined]
+    assert sorted(model.dynamics.elites.tolist()) == sorted(torch.argsort(errors)[:2].tolist())
+
+
+def test_selector_restores_the_best_candidate_not_the_last(dataset):
+    from adept.data import load_hdf5
+    from adept.methods import HeldOutSelector, pretrain
+    from adept.world_model import WorldModel
+
+    data = load_hdf5(dataset)
+    config = replace(TINY, pretrain_steps=200, select_every=0, ema_decay=0.0, cache=False)
+    trained = pretrain(data, config, seed=0, device=torch.device("cpu"))["world_model"]
+    model = WorldModel(data, config.world_model, torch.device("cpu"))
+    selector = HeldOutSelector(data.subset(holdout_of(data)), 8192, 0, torch.device("cpu"))
+    fresh = copy.deepcopy(model.state_dict())
+    model.load_state_dict_all(trained)
+    good = copy.deepcopy(model.state_dict())
+    selector.consider(100, model, None)
+    model.load_state_dict(fresh)  # an untrained candidate scores worse
+    selector.consider(200, model, None)
+    assert selector.best_step == 100 and selector.stale == 1
+    selector.restore(model)
+    for key, value in good.items():
+        assert torch.equal(model.state_dict()[key], value), key

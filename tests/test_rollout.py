@@ -9,14 +9,17 @@ from adept.world_model import WorldModel, WorldModelConfig
 
 
 class ScriptedModel:
-    """A world model with known answers: s′ = s + (1, 0) (then clipped), r = 100 (clipped to 5),
-    done when s′[0] reaches s′[1]."""
+    """A world model with known answers: s′ = s + (1, 0); r = 100 + s′[0] (of the s′ it is
+    given); done when s′[0] reaches s′[1]."""
 
-    def step(self, obs, act):
-        next_obs = obs + torch.tensor([1.0, 0.0])
-        reward = torch.full((len(obs),), 100.0)
-        done = next_obs[:, 0] >= next_obs[:, 1]
-        return next_obs, reward, done
+    class Dynamics:
+        def sample(self, obs, act):
+            return obs + torch.tensor([1.0, 0.0])
+
+    dynamics = Dynamics()
+
+    def reward(self, obs, act, next_obs):
+        return 100.0 + next_obs[:, 0], next_obs[:, 0] - next_obs[:, 1] + 0.5
 
 
 def bounds(high: float = 1e6) -> StateBounds:
@@ -56,10 +59,27 @@ def test_horizon_termination_timeouts_and_clipping():
     torch.testing.assert_close(batch.observations[5:9], batch.next_observations[1:5])
 
 
-def test_states_are_clipped_to_the_dataset_range():
+def test_states_are_clipped_and_reward_and_terminal_come_from_the_clipped_state():
     start = torch.tensor([[0.0, 100.0]])
-    result = rollout(agent(), ScriptedModel(), start, horizon=4, bounds=bounds(high=2.5))  # type: ignore[arg-type]
-    assert result.transitions.next_observations.max().item() == 2.5
+    model = ScriptedModel()
+    wide = bounds(high=2.5)
+    wide.reward_high = torch.tensor(1000.0)
+    result = rollout(agent(), model, start, horizon=4, bounds=wide)  # type: ignore[arg-type]
+    batch = result.transitions
+    assert batch.next_observations[:, 0].tolist() == [1.0, 2.0, 2.5]
+    assert (batch.next_observations[:, 1] == 2.5).all()
+    # r̂ = 100 + s′[0] of the stored, clipped s′; and s′[0] = s′[1] = 2.5 terminates at step 3
+    assert batch.rewards.tolist() == [101.0, 102.0, 102.5]
+    assert batch.terminals.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_without_bounds_nothing_is_clipped():
+    start = torch.tensor([[0.0, 100.0]])
+    result = rollout(agent(), ScriptedModel(), start, horizon=4, bounds=None)  # type: ignore[arg-type]
+    batch = result.transitions
+    assert batch.next_observations[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert batch.rewards.tolist() == [101.0, 102.0, 103.0, 104.0]
+    assert batch.timeouts.tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
 def test_rollout_with_a_real_world_model_shapes():
@@ -91,27 +111,3 @@ def test_rollout_with_a_real_world_model_shapes():
     assert (batch.next_observations <= torch.as_tensor(stats.states.max)).all()
     assert (batch.rewards >= float(stats.rewards.min)).all()
     assert result.lengths.max().item() <= 4
-
-
-@pytest.mark.parametrize("steps", [1, 2])
-def test_world_model_train_step_weights(steps):
-    rng = np.random.default_rng(1)
-    n = 32
-    obs = rng.normal(size=(n, 2)).astype(np.float32)
-    data = Transitions(
-        obs,
-        rng.uniform(-1, 1, (n, 1)),
-        rng.normal(size=n),
-        obs + 1,
-        np.zeros(n, bool),
-        np.zeros(n, bool),
-    )
-    model = WorldModel(data, WorldModelConfig(hidden=16, depth=1), torch.device("cpu"))
-    from adept.data.buffer import ReplayBuffer
-
-    batch = ReplayBuffer.from_transitions(data, device="cpu").sample(16)
-    before = [p.detach().clone() for p in model.parameters()]
-    for _ in range(steps):
-        metrics = model.train_step(batch, torch.full((16,), 1 / 16))
-    assert all(torch.isfinite(v) for v in metrics.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -1,14 +1,17 @@
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from adept.data.transitions import DatasetStats, Stats
+from adept.data.buffer import Batch
+from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.world_model import (
     DiffusionDynamics,
     DiffusionSchedule,
     RewardTerminalModel,
+    WorldModel,
     WorldModelConfig,
     cosine_alphas_cumprod,
 )
@@ -174,15 +177,16 @@ def test_reward_terminal_model_learns_a_known_rule():
     assert accuracy > 0.97
 
 
-def test_gaussian_baseline_recovers_the_linear_gaussian_system():
-    from adept.world_model import GaussianDynamics
+@pytest.mark.parametrize("kind", ["gaussian", "ensemble"])
+def test_gaussian_baselines_recover_the_linear_gaussian_system(kind):
+    from adept.world_model import GaussianDynamics, GaussianEnsemble
 
     torch.manual_seed(0)
     s, a, s_next, A, B = linear_gaussian(20_000, seed=0)
     states = Stats.of(torch.cat([s, s_next]).numpy())
-    model = GaussianDynamics(
-        2, 1, states, Stats.of((s_next - s).numpy()), WorldModelConfig(hidden=64, depth=1)
-    )
+    config = WorldModelConfig(hidden=64, depth=1, ensemble_size=3, ensemble_elites=2)
+    cls = GaussianDynamics if kind == "gaussian" else GaussianEnsemble
+    model = cls(2, 1, states, Stats.of((s_next - s).numpy()), config)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(1500):
         idx = torch.randint(len(s), (256,))
@@ -196,3 +200,57 @@ def test_gaussian_baseline_recovers_the_linear_gaussian_system():
         samples.mean(0).numpy(), (s0[0] @ A.T + a0[0] @ B.T).numpy(), atol=0.03
     )
     np.testing.assert_allclose(samples.std(0).numpy(), [0.1, 0.1], atol=0.03)
+
+
+def _weights_case(dynamics: str):
+    rng = np.random.default_rng(1)
+    n = 16
+    obs = rng.normal(size=(n, 2)).astype(np.float32)
+    data = Transitions(
+        obs,
+        rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        rng.normal(size=n).astype(np.float32),
+        obs + 1,
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+    )
+    config = WorldModelConfig(hidden=16, depth=1, dynamics=dynamics, ensemble_size=3, ensemble_elites=2)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    return Batch.of(data), WorldModel(data, config, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dynamics", ["diffusion", "gaussian", "ensemble"])
+def test_train_step_weights_select_the_samples_that_count(dynamics):
+    batch, model = _weights_case(dynamics)
+    start = copy.deepcopy(model.state_dict_all())
+
+    def step(b, w):
+        model.load_state_dict_all(start)
+        torch.manual_seed(1)
+        model.train_step(b, w)
+        return [p.detach().clone() for p in model.parameters()]
+
+    before = [p.detach().clone() for p in model.parameters()]
+    # all-zero weights: no gradient, so Adam leaves every parameter where it was
+    zero = step(batch, torch.zeros(len(batch)))
+    assert all(torch.equal(a, b) for a, b in zip(before, zero, strict=True))
+    # one-hot weight on row 3: the other rows may hold anything without changing the step
+    one_hot = torch.zeros(len(batch))
+    one_hot[3] = 1.0
+    garbage = Batch(
+        **{
+            **batch.__dict__,
+            "next_observations": torch.where(
+                (torch.arange(len(batch)) == 3)[:, None], batch.next_observations, 1e3
+            ),
+            "rewards": torch.where(torch.arange(len(batch)) == 3, batch.rewards, -1e3),
+        }
+    )
+    clean, dirty = step(batch, one_hot), step(garbage, one_hot)
+    assert all(torch.equal(a, b) for a, b in zip(clean, dirty, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, clean, strict=True))
+    # and without weights the garbage rows do count
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(step(batch, None), step(garbage, None), strict=True)
+    )

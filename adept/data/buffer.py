@@ -39,6 +39,24 @@ class Batch:
         return Batch(**moved)
 
     @staticmethod
+    def of(data: Transitions, device: torch.device | str = "cpu") -> Batch:
+        """All of ``data`` as one batch on ``device``."""
+        return Batch(
+            **{
+                name: torch.from_numpy(value).to(device, torch.float32)
+                for name, value in data.arrays().items()
+            }
+        )
+
+    def take(self, index: torch.Tensor) -> Batch:
+        """The rows ``index`` (a 1-D long tensor on the batch's device), repeats allowed."""
+        picked: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+            for f in fields(self)
+        }
+        return Batch(**picked)
+
+    @staticmethod
     def cat(batches: list[Batch]) -> Batch:
         """Concatenate along the batch axis (e.g. real and synthetic data)."""
         out: dict[str, Any] = {}
@@ -105,15 +123,7 @@ class ReplayBuffer:
             with_log_probs=data.action_log_probs is not None,
             seed=seed,
         )
-        arrays = data.arrays()
-        buffer.add(
-            Batch(
-                **{
-                    name: torch.from_numpy(value).to(torch.float32)
-                    for name, value in arrays.items()
-                }
-            )
-        )
+        buffer.add(Batch.of(data))
         return buffer
 
     def __len__(self) -> int:
@@ -141,11 +151,18 @@ class ReplayBuffer:
         self._cursor = (self._cursor + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int) -> Batch:
-        """A uniform batch (with replacement), drawn on the buffer's device."""
+    def clear(self) -> None:
+        """Forget every row (the storage and the sampling RNG are kept)."""
+        self.size = 0
+        self._cursor = 0
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """A uniform batch (with replacement), drawn on the buffer's device with the buffer's
+        own generator, or with ``generator`` (which leaves the buffer's stream untouched)."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty buffer")
-        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)
+        rng = self.generator if generator is None else generator
+        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=rng)
         return Batch(**{name: getattr(self, name)[idx] for name in self._fields()})
 
     def state_dict(self, include_data: bool = False) -> dict[str, Any]:

@@ -1,0 +1,314 @@
+"""World-model yardstick: true error against MuJoCo, per model, dataset and policy.
+
+Run alone on the machine (another torch job slows both by 10× or more)::
+
+    python -m benchmarks.world_models                                   # the three random datasets
+    python -m benchmarks.world_models --datasets hopper-medium-replay --candidates diffusion ensemble
+
+Each candidate is pre-trained by the library's own recipe (:func:`adept.methods.pretrain`: β fit,
+EMA, held-out selection, cached in the artifact store, so ADEPT runs with the same settings reuse
+it), then measured by :func:`adept.diagnostics.true_model_error` — the simulator set to each
+start state, the policy acting in it, the model fed the same actions open loop — under two
+policies: β (the BC fit that ADEPT weighs with) and π, an IQL policy trained on D. The 'refit'
+part then starts from the default candidate and runs ADEPT's re-fit toward π with each rule
+(IS weighted loss, IS resampling, uniform control) for as many steps, and measures the error
+under π again: the π-weighted error each rule reaches.
+
+Candidates differ in one thing each from the library default (``diffusion``); ``ensemble`` is
+the MOPO-style Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same
+wall-clock budget as ``diffusion`` (its step cap is set from a timed warm-up).
+
+"WM train (s)" is the world model's share of pre-training: its steps over its measured steps/s
+(the β fit and the selection passes aside); ``pretrain_s`` in the JSON is the whole call, which
+is near 0 when the artifact store already held the result.
+
+Results go to ``OUT/results.json``, one entry per (dataset, candidate), written as each finishes:
+re-running the same command skips what is there, so a long grid spans sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import tyro
+
+from adept.agents import BC, IQL, AgentSpec, BCConfig
+from adept.artifacts import cached
+from adept.runs import atomic_write_json
+from adept.data import ReplayBuffer, load_dataset
+from adept.data.transitions import Transitions
+from adept.diagnostics import TrueDynamics, true_model_error
+from adept.importance import BehaviorModel, RefitRule, importance_sampled_update
+from adept.methods import ModelBasedConfig, holdout_mask, pretrain, pretrain_key
+from adept.world_model import WorldModel, WorldModelConfig
+from benchmarks.common import print_table
+
+Change = Callable[[ModelBasedConfig], ModelBasedConfig]
+
+
+def _wm(**changes: Any) -> Change:
+    return lambda c: replace(c, world_model=replace(c.world_model, **changes))
+
+
+CANDIDATES: dict[str, Change] = {
+    "diffusion": lambda c: c,
+    "diffusion-no-ema": lambda c: replace(c, ema_decay=0.0, select_every=0),
+    "diffusion-512": _wm(hidden=512),
+    "diffusion-1024": _wm(hidden=1024),
+    "diffusion-2-linear": _wm(block_layers=2),
+    "diffusion-cond-blocks": _wm(condition="blocks"),
+    "diffusion-512-2-linear-cond-blocks": _wm(hidden=512, block_layers=2, condition="blocks"),
+    "ensemble": lambda c: replace(
+        c,
+        world_model=replace(c.world_model, dynamics="ensemble", hidden=200, depth=4, lr=1e-3),
+        ema_decay=0.0,
+        select_every=1000,
+        select_patience=5,
+    ),
+}
+"""Named world models: each a change from the library default."""
+
+RULES = {
+    "IS weighted": RefitRule(),
+    "IS resample": RefitRule(loss="resample"),
+    "uniform": RefitRule(weights="uniform"),
+}
+RESAMPLE_POOL = 8
+
+
+@dataclass(frozen=True)
+class Args:
+    datasets: tuple[str, ...] = ("hopper-random", "halfcheetah-random", "walker2d-random")
+    """Datasets."""
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    """World models to measure (names of CANDIDATES)."""
+    pretrain_steps: int = 20_000
+    """Pre-training steps (the library default), a cap for early-stopping candidates."""
+    policy_steps: int = 20_000
+    """IQL steps that make π."""
+    refit_steps: int = 200
+    """Re-fit steps per rule in the refit part (ADEPT's default does 20 per round)."""
+    refit: bool = True
+    """Run the refit part (after the 'diffusion' candidate)."""
+    starts: int = 512
+    """Start states per true-error measurement (those at the velocity clip are skipped)."""
+    seed: int = 0
+    """Seed of pre-training, π and the measurements."""
+    out: Path = Path("runs/bench-world-models")
+    """Where results.json goes."""
+
+
+def base_config(args: Args) -> ModelBasedConfig:
+    return ModelBasedConfig(pretrain_steps=args.pretrain_steps)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, results)
+
+
+def iql_policy(data: Transitions, args: Args, device: torch.device) -> IQL:
+    """π: IQL trained ``policy_steps`` on D (cached in the artifact store)."""
+    spec = AgentSpec.from_data(data, args.policy_steps, device)
+
+    def make() -> dict[str, Any]:
+        torch.manual_seed(args.seed)
+        buffer = ReplayBuffer.from_transitions(data, device=device, seed=args.seed)
+        agent = IQL(spec)
+        for _ in range(args.policy_steps):
+            agent.update(buffer.sample(256))
+        return {"agent": agent.state_dict()}
+
+    key = {"data": data.fingerprint(), "steps": args.policy_steps, "seed": args.seed}
+    agent = IQL(spec)
+    agent.load_state_dict(cached("bench-iql-policy", key, make)["agent"])
+    return agent
+
+
+def errors(
+    model: WorldModel, policy: Any, truth: TrueDynamics, starts: torch.Tensor, seed: int
+) -> tuple[float, float]:
+    """(one-step, 10-step) true error, with the model's and policy's noise fixed by ``seed``."""
+    torch.manual_seed(seed)
+    err = true_model_error(model, policy, truth, starts, 10)
+    return err.one_step, err.h_step
+
+
+def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> None:
+    device = torch.device("cpu")
+    data = load_dataset(dataset)
+    assert data.env_id is not None
+    truth = TrueDynamics(data.env_id)
+    pi = iql_policy(data, args, device)
+    train_rows = ~holdout_mask(len(data), base_config(args).holdout_fraction, args.seed)
+    g = np.random.default_rng([args.seed, 7])
+    pick = g.choice(np.flatnonzero(train_rows), args.starts, replace=False)
+    starts = torch.as_tensor(data.observations[np.sort(pick)])
+    diffusion_seconds: float | None = results.get(f"{dataset}|diffusion", {}).get("train_s")
+    for name in args.candidates:
+        key = f"{dataset}|{name}"
+        if key in results:
+            continue
+        config = CANDIDATES[name](base_config(args))
+        rate = steps_per_second(config, data)
+        if name == "ensemble" and diffusion_seconds is not None:
+            config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
+        started = time.perf_counter()
+        result = cached(
+            "pretrain",
+            pretrain_key(data, config, args.seed, device),
+            lambda config=config: pretrain(data, config, args.seed, device),
+        )
+        seconds = time.perf_counter() - started
+        model = WorldModel(data.subset(train_rows), config.world_model, device)
+        model.load_state_dict_all(result["world_model"])
+        bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
+        bc.load_state_dict(result["behavior"])
+        beta_1, beta_10 = errors(model, bc, truth, starts, args.seed)
+        pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
+        metrics = result["metrics"]
+        steps = metrics.get("world_model/pretrain_steps", config.pretrain_steps)
+        row = {
+            "dataset": dataset,
+            "candidate": name,
+            "parameters": sum(p.numel() for p in model.dynamics.parameters()),
+            "steps_per_s": rate,
+            "train_s": steps / rate,
+            "pretrain_s": seconds,
+            "pretrain_steps": steps,
+            "selected_step": metrics.get("world_model/selected_step", float("nan")),
+            "heldout_loss": metrics.get("world_model/heldout_loss", float("nan")),
+            "beta_1step": beta_1,
+            "beta_10step": beta_10,
+            "pi_1step": pi_1,
+            "pi_10step": pi_10,
+        }
+        if name == "diffusion":
+            diffusion_seconds = row["train_s"]
+            if args.refit:
+                row["refit"] = refit_rules(args, data, model, result, bc, pi, truth, starts)
+        results[key] = row
+        save_results(path, results)
+        print(f"  {row}", flush=True)
+    truth.close()
+
+
+def steps_per_second(config: ModelBasedConfig, data: Transitions) -> float:
+    """World-model pre-training steps per second of ``config`` here (a timed warm-up)."""
+    device = torch.device("cpu")
+    model = WorldModel(data, config.world_model, device)
+    buffer = ReplayBuffer.from_transitions(data, device=device)
+    for _ in range(20):
+        model.train_step(buffer.sample(config.model_batch_size))
+    started = time.perf_counter()
+    for _ in range(200):
+        model.train_step(buffer.sample(config.model_batch_size))
+    return 200 / (time.perf_counter() - started)
+
+
+def refit_rules(
+    args: Args,
+    data: Transitions,
+    model: WorldModel,
+    result: dict[str, Any],
+    bc: BC,
+    pi: IQL,
+    truth: TrueDynamics,
+    starts: torch.Tensor,
+) -> dict[str, dict[str, float]]:
+    """True error under π after ``refit_steps`` re-fit steps toward π, per rule, from the same
+    pre-trained model, with the same batches where the rules draw alike."""
+    device = torch.device("cpu")
+    train_part = data.subset(~holdout_mask(len(data), 0.05, args.seed))
+    out = {}
+    for name, rule in RULES.items():
+        model.load_state_dict_all(result["world_model"])
+        sampler = ReplayBuffer.from_transitions(train_part, device=device, seed=args.seed)
+        torch.manual_seed(args.seed)
+        ess = []
+        pool = 1024 * (RESAMPLE_POOL if rule.loss == "resample" else 1)
+        for _ in range(args.refit_steps):
+            metrics = importance_sampled_update(
+                model,
+                sampler.sample(pool),
+                pi,
+                BehaviorModel("bc", bc),
+                rule,
+                1024,
+                sampler.generator,
+            )
+            ess.append(float(metrics["world_model/is_ess"]))
+        pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
+        out[name] = {"pi_1step": pi_1, "pi_10step": pi_10, "is_ess_fraction": float(np.mean(ess)) / pool}
+    model.load_state_dict_all(result["world_model"])
+    return out
+
+
+def main(args: Args) -> None:
+    unknown = [c for c in args.candidates if c not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    path = args.out / "results.json"
+    results = load_results(path)
+    for dataset in args.datasets:
+        print(f"\n{dataset}", flush=True)
+        measure(args, dataset, results, path)
+    rows = [results[f"{d}|{c}"] for d in args.datasets for c in args.candidates]
+    print(
+        f"\ntrue error vs MuJoCo, mean L2 over ≤ {args.starts} starts (raw state units); "
+        f"β: the BC fit, π: IQL {args.policy_steps // 1000}k; pre-training ≤ "
+        f"{args.pretrain_steps} steps"
+    )
+    print_table(
+        {
+            "dataset": "dataset",
+            "model": "candidate",
+            "params": "parameters",
+            "WM steps/s": "steps_per_s",
+            "WM train (s)": "train_s",
+            "steps": "pretrain_steps",
+            "selected": "selected_step",
+            "β 1-step": "beta_1step",
+            "β 10-step": "beta_10step",
+            "π 1-step": "pi_1step",
+            "π 10-step": "pi_10step",
+        },
+        rows,
+    )
+    refits = [
+        {"dataset": r["dataset"], "rule": rule, **values}
+        for r in rows
+        if "refit" in r
+        for rule, values in r["refit"].items()
+    ]
+    if refits:
+        print(
+            f"\nre-fit toward π from the 'diffusion' model, {args.refit_steps} steps of batch 1024;"
+            f" error under π (before: the 'diffusion' rows' π columns)"
+        )
+        print_table(
+            {
+                "dataset": "dataset",
+                "rule": "rule",
+                "π 1-step": "pi_1step",
+                "π 10-step": "pi_10step",
+                "ESS / pool": "is_ess_fraction",
+            },
+            refits,
+        )
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
