@@ -90,6 +90,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 10_000,
         "eval_episodes": 10,
     },
+    "adept-claim": {
+        # Issue 11's measurement of the paper's claim: does ADEPT+IQL beat IQL, Diff+IQL and
+        # the same re-fit with uniform weights? At a CPU budget of ≥ 50k steps, 3 seeds.
+        "datasets": _RANDOM + ["hopper-medium-replay"],
+        "agents": ["iql", "sac"],
+        "variants": {
+            "none": {"method": "none"},
+            "diffusion": {"method": "diffusion", "agents": ["iql"]},
+            "adept": {"method": "adept"},
+            "adept-uniform": {"method": "adept", "agents": ["iql"], "adept.refit": "uniform"},
+        },
+        "seeds": [0, 1, 2],
+        "num_steps": 50_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+    },
     "smoke": {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],

@@ -36,11 +36,18 @@ import tyro
 
 from adept.atomic import atomic_path
 from adept.errors import AdeptError
+from adept.paper import SOURCE as PAPER_SOURCE
+from adept.paper import paper_score
 from adept.report import Band, Panel, eval_curve, render_intervals, render_panels
 
 BENCH_FORMAT = 1
 AGENT_NAMES = {"iql": "IQL", "sac": "SAC", "td3bc": "TD3+BC", "bc": "BC"}
-VARIANT_PREFIXES = {"none": "", "diffusion": "Diff+", "adept": "ADEPT+"}
+VARIANT_PREFIXES = {
+    "none": "",
+    "diffusion": "Diff+",
+    "adept": "ADEPT+",
+    "adept-uniform": "ADEPT-uniform+",
+}
 STATES = ("queued", "running", "failed")
 GAMMA = 100.0
 """Optimality-gap threshold on the 0–100 normalized score: 100 is the expert reference."""
@@ -78,6 +85,9 @@ class Cell:
     error: str | None = None
     last: float | None = None
     best: float | None = None
+    auc: float | None = None
+    """Mean normalized score over the run's evaluations: the area under its learning curve per
+    evaluation, which neither a late collapse (last) nor a lucky peak (best) can hide."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,16 @@ def _read_cell(root: Path, key: str, entry: Any, spec: Mapping[str, Any], where:
         return replace(cell, state="failed", error=f"unreadable {summary_path}: {exc}")
     if last is None or best is None:
         return replace(cell, state="failed", error=f"{summary_path} holds no numeric scores")
-    return replace(cell, state="done", error=None, last=last, best=best)
+    return replace(cell, state="done", error=None, last=last, best=best, auc=_auc(path))
+
+
+def _auc(run_dir: Path) -> float | None:
+    """Mean of the run's evaluations (None without a readable metrics.csv)."""
+    try:
+        _, scores = eval_curve(run_dir)
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(scores.mean()) if len(scores) else None
 
 
 def load_bench(root: Path) -> Bench:
@@ -304,6 +323,7 @@ class Row:
     seeds: tuple[int, ...]
     last: Estimate | None
     best: Estimate | None
+    auc: Estimate | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +348,33 @@ class Improvement:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Whether the reference method beats another on one dataset, by 95 % CIs that do not
+    overlap, per score (last, auc)."""
+
+    dataset: str
+    reference: str
+    other: str
+    outcomes: Mapping[str, str]
+    """score → 'beats', 'loses', 'CIs overlap' or 'no CI' (a side has < 2 seeds)."""
+
+
+def verdict(x: Estimate | None, y: Estimate | None) -> str:
+    """'beats' when x's CI lies wholly above y's, 'loses' when wholly below."""
+    if x is None or y is None or None in (x.low, x.high, y.low, y.high):
+        return "no CI"
+    assert x.low is not None and x.high is not None and y.low is not None and y.high is not None
+    if x.low > y.high:
+        return "beats"
+    if x.high < y.low:
+        return "loses"
+    return "CIs overlap"
+
+
+VERDICT_SCORES = ("last", "auc")
+
+
+@dataclass(frozen=True)
 class Analysis:
     """Every number of a report, before any rendering."""
 
@@ -338,6 +385,7 @@ class Analysis:
     reference: str | None
     improvements: tuple[Improvement, ...]
     improvement_notes: tuple[str, ...]
+    verdicts: tuple[Verdict, ...] = ()
 
 
 def _rliable_metrics() -> Any:
@@ -374,12 +422,15 @@ def analyze(bench: Bench, reference: str | None, reps: int, seed: int) -> Analys
             if not cells:
                 continue
             done = [c for c in cells if c.state == "done"]
-            last = best = None
+            last = best = auc = None
             if done:
                 lasts = np.array([[c.last] for c in done], dtype=float)  # [seeds, 1]
                 bests = np.array([[c.best] for c in done], dtype=float)  # [seeds, 1]
                 last = estimate(float(lasts.mean()), batched_mean, [lasts], reps, seed)
                 best = estimate(float(bests.mean()), batched_mean, [bests], reps, seed)
+                if all(c.auc is not None for c in done):
+                    aucs = np.array([[c.auc] for c in done], dtype=float)  # [seeds, 1]
+                    auc = estimate(float(aucs.mean()), batched_mean, [aucs], reps, seed)
             rows.append(
                 Row(
                     dataset=dataset,
@@ -391,6 +442,7 @@ def analyze(bench: Bench, reference: str | None, reps: int, seed: int) -> Analys
                     seeds=tuple(c.seed for c in done),
                     last=last,
                     best=best,
+                    auc=auc,
                 )
             )
 
@@ -453,7 +505,24 @@ def analyze(bench: Bench, reference: str | None, reps: int, seed: int) -> Analys
         reference=reference,
         improvements=tuple(improvements),
         improvement_notes=tuple(notes),
+        verdicts=_verdicts(rows, reference),
     )
+
+
+def _verdicts(rows: Sequence[Row], reference: str | None) -> tuple[Verdict, ...]:
+    """Per dataset, the reference variant against every other method of its agent."""
+    if reference is None:
+        return ()
+    out = []
+    for ours in (r for r in rows if r.variant == reference and r.last is not None):
+        for other in rows:
+            if other.dataset != ours.dataset or other.agent != ours.agent or other is ours:
+                continue
+            if other.last is None:
+                continue
+            outcomes = {s: verdict(getattr(ours, s), getattr(other, s)) for s in VERDICT_SCORES}
+            out.append(Verdict(ours.dataset, ours.label, other.label, outcomes))
+    return tuple(out)
 
 
 def seed_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], reps: int, seed: int) -> Band | None:
@@ -628,6 +697,50 @@ def _score_table(bench: Bench, analysis: Analysis, which: str) -> tuple[Table, b
     return Table(header, tuple(body), frozenset(bold)), single
 
 
+def _verdict_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
+    """Dataset by dataset: does the reference beat each other method, by non-overlapping CIs?"""
+    if not analysis.verdicts:
+        return []
+    reference = analysis.verdicts[0].reference.split("+")[0]
+    blocks: list[Block] = [
+        Heading(f"Does {reference} beat the others? Dataset by dataset ({bench.budget} budget)", 2),
+        Text(
+            "'beats' / 'loses': the two 95 % CIs over seeds do not overlap; 'CIs overlap': no "
+            "claim either way at this number of seeds; 'no CI': a side has fewer than 2 "
+            "finished seeds. Last: the last evaluation; AUC: the mean over all evaluations."
+        ),
+        Table(
+            ("dataset", "method", "vs", "last", "AUC"),
+            tuple(
+                (v.dataset, v.reference, v.other, v.outcomes["last"], v.outcomes["auc"])
+                for v in analysis.verdicts
+            ),
+        ),
+    ]
+    return blocks
+
+
+def _paper_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
+    """Ours beside the paper's figures, for the datasets and methods the paper reports."""
+    body = []
+    for r in analysis.rows:
+        published = paper_score(r.dataset, r.label)
+        if published is None or r.last is None:
+            continue
+        body.append((r.dataset, r.label, r.last.text(), f"{published:.1f}"))
+    if not body:
+        return []
+    return [
+        Heading(f"Beside the paper's figures ({bench.budget} budget)", 2),
+        Text(
+            f"Ours: last evaluation, {bench.budget} budget, project datasets on Gymnasium v5 "
+            f"envs. Paper: {PAPER_SOURCE}. Different env versions and budgets: context, not a "
+            "like-for-like comparison."
+        ),
+        Table(("dataset", "method", "ours (last) [95 % CI]", "paper"), tuple(body)),
+    ]
+
+
 def _counts_line(bench: Bench) -> str:
     total, done = len(bench.cells), len(bench.done)
     line = f"{done} of {total} cells done."
@@ -673,10 +786,14 @@ def document(bench: Bench, analysis: Analysis, figures: Sequence[Figure], reps: 
         )
 
     ci = f"95 % CI: percentile bootstrap over seeds, {reps} resamples"
-    for which, title in (("last", "last evaluation"), ("best", "best evaluation")):
+    titles = (
+        ("last", "normalized score at the last evaluation"),
+        ("best", "normalized score at the best evaluation"),
+        ("auc", "normalized score averaged over all evaluations (area under the learning curve)"),
+    )
+    for number, (which, title) in enumerate(titles, start=1):
         table, single = _score_table(bench, analysis, which)
-        number = "Table 1" if which == "last" else "Table 2"
-        blocks.append(Heading(f"{number}: normalized score at the {title} ({budget} budget)", 2))
+        blocks.append(Heading(f"Table {number}: {title} ({budget} budget)", 2))
         blocks.append(
             Text(
                 f"Mean over finished seeds [{ci}]; bold: the best mean of the row; "
@@ -750,6 +867,8 @@ def document(bench: Bench, analysis: Analysis, figures: Sequence[Figure], reps: 
             blocks.append(Text("Not compared:"))
             blocks.append(Items(analysis.improvement_notes))
 
+    blocks.extend(_verdict_blocks(bench, analysis))
+    blocks.extend(_paper_blocks(bench, analysis))
     blocks.append(Heading("Figures", 2))
     if figures:
         blocks.extend(figures)
@@ -877,6 +996,9 @@ CSV_COLUMNS = (
     "best_mean",
     "best_ci_low",
     "best_ci_high",
+    "auc_mean",
+    "auc_ci_low",
+    "auc_ci_high",
     "budget",
 )
 
@@ -893,7 +1015,7 @@ def to_csv(analysis: Analysis, budget: str) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in analysis.rows:
         scores = []
-        for e in (r.last, r.best):
+        for e in (r.last, r.best, r.auc):
             scores += (
                 [number(None), number(None), number(None)]
                 if e is None

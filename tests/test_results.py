@@ -432,3 +432,42 @@ def test_html_renders_in_a_browser(full, tmp_path):
     image = matplotlib.image.imread(shot)
     assert image.shape[:2] == (2400, 1280)
     assert image[..., :3].std() > 0.05, "the screenshot is not blank"
+
+
+@pytest.fixture(scope="module")
+def own_report(tmp_path_factory):
+    """The full grid's report, for tests that read it after others rewrote ``full``'s."""
+    return write_report(full_grid(tmp_path_factory.mktemp("bench-own")))
+
+
+def test_area_under_the_curve_is_the_mean_of_the_evaluations(own_report):
+    result = own_report
+    rows = read_csv(result.out / "results.csv")
+    # curves (last/2, last + 7, last): AUC = (2.5·last + 7) / 3; hopper IQL lasts 10, 20, 30
+    assert float(rows[("hopper-random", "IQL")]["auc_mean"]) == pytest.approx(19.0, abs=1e-4)
+    md = (result.out / "results.md").read_text()
+    assert "## Table 3: normalized score averaged over all evaluations" in md
+
+
+def test_verdicts_need_ci_that_do_not_overlap(own_report):
+    from adept.results import Estimate, verdict
+
+    result = own_report
+    md = (result.out / "results.md").read_text()
+    assert "| hopper-random | ADEPT+IQL | IQL | beats | beats |" in md
+    # walker-r: 5, 5, 6 against 5, 5, 5 — the intervals touch at 5
+    assert "| walker-r | ADEPT+IQL | IQL | CIs overlap | CIs overlap |" in md
+    assert verdict(Estimate(1.0, 0.5, 1.5), Estimate(3.0, 2.0, 4.0)) == "loses"
+    assert verdict(Estimate(3.0, 2.0, 4.0), Estimate(1.0, 0.5, 1.5)) == "beats"
+    assert verdict(Estimate(3.0, None, None), Estimate(1.0, 0.5, 1.5)) == "no CI"
+
+
+def test_the_papers_figures_stand_beside_ours_where_it_has_them(own_report):
+    result = own_report
+    md = (result.out / "results.md").read_text()
+    section = md.split("## Beside the paper's figures")[1].split("## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| hopper-random")]
+    assert lines[0].startswith("| hopper-random | IQL | 20.0 [") and lines[0].endswith("| 7.5 |")
+    assert lines[1].startswith("| hopper-random | ADEPT+IQL | 50.0 [")
+    assert lines[1].endswith("| 37.5 |")
+    assert "walker-r" not in section, "no figure for a dataset the paper does not have"
