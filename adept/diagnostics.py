@@ -86,6 +86,9 @@ class TrueError:
     """Mean ‖ŝ_h − s_h‖₂ at h = 1..H over trajectories still alive in the real env."""
     reward_per_step: np.ndarray
     """Mean |r̂_h − r_h| at h = 1..H."""
+    return_gap: float = float("nan")
+    """Mean over trajectories of Σ_h (r̂_h − r_h) while alive in the real env: how much the
+    model's imagined return of the same actions exceeds the real one (> 0: optimism)."""
 
     @property
     def one_step(self) -> float:
@@ -120,6 +123,7 @@ def true_model_error(
     real, model_obs = real[keep], start_obs[torch.as_tensor(keep, device=device)]
     qpos, qvel = truth.state(real)
     alive = np.ones(len(real), dtype=bool)
+    gap = np.zeros(len(real))
     per_step, reward_per_step = [], []
     for _ in range(horizon):
         act = agent.sample_actions(torch.as_tensor(real, device=device))
@@ -129,8 +133,9 @@ def true_model_error(
         r_err = np.abs(r_pred.cpu().numpy() - r_real)
         per_step.append(float(err[alive].mean()))
         reward_per_step.append(float(r_err[alive].mean()))
+        gap += np.where(alive, r_pred.cpu().numpy() - r_real, 0.0)
         alive &= ~term
         if not alive.any():
             break
         real, model_obs = next_real, pred
-    return TrueError(np.asarray(per_step), np.asarray(reward_per_step))
+    return TrueError(np.asarray(per_step), np.asarray(reward_per_step), float(gap.mean()))

@@ -342,6 +342,7 @@ class DiffusionMethod(Method):
             "world_model/true_error_1step": torch.tensor(err.one_step),
             "world_model/true_error_hstep": torch.tensor(err.h_step),
             "world_model/true_reward_error_1step": torch.tensor(float(err.reward_per_step[0])),
+            "world_model/true_return_gap": torch.tensor(err.return_gap),
         }
 
     @torch.no_grad()
@@ -370,6 +371,17 @@ class DiffusionMethod(Method):
                 "world_model/eps_m_unweighted": state_err.mean(),
                 "world_model/eps_r_unweighted": reward_err.mean(),
             }
+            # Q on real data vs on the imagined data the agent trains on: exploitation of the
+            # model shows as Q on model rows running away from Q on real ones
+            q_real = agent.q_value(held.observations, held.actions)
+            if q_real is not None and len(self.model_buffer):
+                imagined = self.model_buffer.sample(
+                    self.config.diagnostics_batch, self.diagnostics_rng
+                )
+                q_model = agent.q_value(imagined.observations, imagined.actions)
+                assert q_model is not None
+                metrics["q/real"] = q_real.mean()
+                metrics["q/model"] = q_model.mean()
             states = self.buffer.sample(self.config.diagnostics_batch, self.diagnostics_rng)
             if self.previous_actor is not None:
                 act = agent.actor.sample(states.observations)

@@ -44,6 +44,12 @@ class Shifted(Oracle):
         return s + 0.1, r + 1.0, d
 
 
+class Optimist(Oracle):
+    def step(self, obs, act):
+        s, r, d = super().step(obs, act)
+        return s, r + 1.0, d
+
+
 def test_true_error_of_an_exact_and_a_biased_model(tmp_path):
     from adept.agents import BC, AgentSpec
 
@@ -61,3 +67,8 @@ def test_true_error_of_an_exact_and_a_biased_model(tmp_path):
     assert biased.one_step == pytest.approx(0.1 * np.sqrt(17), rel=1e-3)
     assert biased.reward_per_step[0] == pytest.approx(1.0, rel=1e-3)
     assert biased.h_step > biased.one_step, "open-loop error compounds"
+    # HalfCheetah never terminates: 3 steps of r̂ = r + 1 imagine 3 more than the real return
+    assert exact.return_gap == pytest.approx(0.0, abs=1e-3)
+    optimist = true_model_error(Optimist(truth), agent, truth, start, horizon=3)  # type: ignore[arg-type]
+    assert optimist.return_gap == pytest.approx(3.0, rel=1e-3)
+    np.testing.assert_allclose(optimist.per_step, 0.0, atol=1e-4)

@@ -68,6 +68,7 @@ def test_every_method_and_agent_runs(dataset, tmp_path, method, agent):
     assert {"rollout/mean_return", "world_model/eps_m", "world_model/eps_r"} <= columns
     assert "policy/eps_pi_kl" in columns
     assert ("world_model/is_ess" in columns) == (method == "adept")
+    assert ("q/model" in columns) == ("q/real" in columns) == (agent != "bc"), "BC has no critic"
     assert logged[0]["step"] == "0", "pre-training metrics are logged at step 0"
 
 

@@ -82,6 +82,13 @@ class Agent:
         return self.actor.log_prob(obs, act)
 
     @torch.no_grad()
+    def q_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor | None:
+        """min over the twin critics of Q(s, a) ``[batch]`` (in the agent's reward scale), or
+        None for an agent without a critic (BC). A diagnostic: model data inflating Q shows here."""
+        critic = getattr(self, "critic", None)
+        return None if critic is None else critic(obs, act).min(0).values
+
+    @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
         """Actions for a batch of raw observations ``[batch, obs_dim]`` (or one ``[obs_dim]``)."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
