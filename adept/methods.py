@@ -41,7 +41,7 @@ from adept.importance import (
 )
 from adept.nets import Actor
 from adept.rng import cuda_indices, seeded
-from adept.rollout import StateBounds, rollout
+from adept.rollout import Caution, StateBounds, rollout
 from adept.world_model import GaussianEnsemble, WorldModel, WorldModelConfig
 
 
@@ -139,6 +139,16 @@ class ModelBasedConfig:
     real_ratio: float = 0.5
     """Share of real transitions in each agent batch (the rest from the model buffer). The
     sweep's best of 0.25 / 0.5 / 0.8 on hopper-random (2.4 / 7.0 / 3.9)."""
+    real_ratio_final: float | None = None
+    """If set, the real share moves linearly from ``real_ratio`` at step 0 to this at the last
+    step: less imagined data as the agent gets better at exploiting the model."""
+    uncertainty_samples: int = 1
+    """s′ samples per imagined step whose spread u = ‖std‖₂ measures the model's uncertainty
+    (1: not measured; :class:`adept.rollout.Caution`)."""
+    uncertainty_penalty: float = 0.0
+    """λ of the MOPO-style penalized reward r̂ − λ u (needs ``uncertainty_samples`` ≥ 2)."""
+    uncertainty_stop: float | None = None
+    """End an imagined trajectory (as a timeout) at a step whose u exceeds this."""
     model_update_steps: int = 20
     """IS world-model update steps per round (ADEPT only). At batch 1024 ≈ 0.3 s per round;
     100 steps scored the same in the sweep (7.1 vs 7.0) at five times the cost."""
@@ -199,11 +209,16 @@ class DiffusionMethod(Method):
         batch_size: int,
         config: ModelBasedConfig,
         seed: int = 0,
+        num_steps: int | None = None,
     ):
+        """``num_steps``: the run's length, needed by ``real_ratio_final``'s schedule."""
         super().__init__(data, buffer, batch_size)
         self.config = config
         c = config
         check_config(c, data)
+        if c.real_ratio_final is not None and not num_steps:
+            raise AdeptError("--adept.real-ratio-final needs the run's number of steps")
+        self.num_steps = num_steps
         self.device = buffer.device
         self.seed = seed
         holdout = holdout_mask(len(data), c.holdout_fraction, seed)
@@ -220,7 +235,7 @@ class DiffusionMethod(Method):
         # the diagnostics' own stream: start states and the seeds of their model/policy samples
         self.diagnostics_rng = torch.Generator(device=self.device)
         self.diagnostics_rng.manual_seed(seed + 4)
-        self.n_real = round(batch_size * c.real_ratio)
+        self.caution = Caution(c.uncertainty_samples, c.uncertainty_penalty, c.uncertainty_stop)
         self.behavior: BehaviorModel | None = None
         self.previous_actor: Actor | None = None
         self.truth: TrueDynamics | None = None
@@ -256,13 +271,23 @@ class DiffusionMethod(Method):
         bc.load_state_dict(bc_state)
         return BehaviorModel("bc", bc)
 
+    def real_rows(self, step: int) -> int:
+        """Real transitions in the agent batch of ``step``."""
+        c = self.config
+        ratio = c.real_ratio
+        if c.real_ratio_final is not None and self.num_steps:
+            progress = min(step / max(self.num_steps - 1, 1), 1.0)
+            ratio += (c.real_ratio_final - c.real_ratio) * progress
+        return round(self.batch_size * ratio)
+
     def sample(self, step: int) -> Batch:
-        if self.n_real == self.batch_size or len(self.model_buffer) == 0:
+        n_real = self.real_rows(step)
+        if n_real == self.batch_size or len(self.model_buffer) == 0:
             return self.buffer.sample(self.batch_size)
-        if self.n_real == 0:
+        if n_real == 0:
             return self.model_buffer.sample(self.batch_size)
-        real = self.buffer.sample(self.n_real)
-        synthetic = self.model_buffer.sample(self.batch_size - self.n_real)
+        real = self.buffer.sample(n_real)
+        synthetic = self.model_buffer.sample(self.batch_size - n_real)
         return Batch.cat([real, synthetic])
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
@@ -309,15 +334,20 @@ class DiffusionMethod(Method):
     def _rollouts(self, agent: Agent) -> dict[str, torch.Tensor]:
         """Policy evaluation in the model: imagined rollouts of π into the model buffer."""
         start = self.buffer.sample(self.config.rollout_batch).observations
-        result = rollout(agent, self.world_model, start, self.config.horizon, self.bounds)
+        result = rollout(
+            agent, self.world_model, start, self.config.horizon, self.bounds, caution=self.caution
+        )
         self.model_buffer.add(result.transitions)
-        return {
+        metrics = {
             "rollout/mean_return": result.returns.mean(),
             "rollout/std_return": result.returns.std(),
             "rollout/mean_length": result.lengths.float().mean(),
             "rollout/terminal_fraction": result.transitions.terminals.mean(),
             "rollout/buffer_size": torch.tensor(float(len(self.model_buffer))),
         }
+        if result.uncertainty is not None:
+            metrics["rollout/uncertainty"] = result.uncertainty
+        return metrics
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[None]:
@@ -640,6 +670,16 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
     c = config
     if not 0.0 <= c.real_ratio <= 1.0:
         raise AdeptError(f"--adept.real-ratio must be in [0, 1], got {c.real_ratio}")
+    if c.real_ratio_final is not None and not 0.0 <= c.real_ratio_final <= 1.0:
+        raise AdeptError(
+            f"--adept.real-ratio-final must be in [0, 1], got {c.real_ratio_final}"
+        )
+    needs_samples = c.uncertainty_penalty != 0.0 or c.uncertainty_stop is not None
+    if needs_samples and c.uncertainty_samples < 2:
+        raise AdeptError(
+            "--adept.uncertainty-penalty and --adept.uncertainty-stop measure the spread of "
+            "several s′ samples; set --adept.uncertainty-samples 2 or more"
+        )
     if c.behavior == "logged" and data.action_log_probs is None:
         raise AdeptError(
             f"--adept.behavior logged needs action_log_probs in the dataset, and "
@@ -657,6 +697,7 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
         raise AdeptError(f"--adept.ema-decay must be in (0, 1), or 0 for none; got {c.ema_decay}")
     at_least = {
         "is_resample_pool": 1,
+        "uncertainty_samples": 1,
         "select_rows": 1,
         "rollout_start": 0,
         "select_every": 0,
@@ -690,9 +731,10 @@ def make_method(
     batch_size: int,
     config: ModelBasedConfig,
     seed: int,
+    num_steps: int | None = None,
 ) -> Method:
     """``none`` (the dataset alone), ``diffusion`` (Diff+X) or ``adept``."""
     if name == "none":
         return Method(data, buffer, batch_size)
     methods: dict[str, type[DiffusionMethod]] = {"diffusion": DiffusionMethod, "adept": ADEPTMethod}
-    return methods[name](data, buffer, batch_size, config, seed)
+    return methods[name](data, buffer, batch_size, config, seed, num_steps)

@@ -30,6 +30,8 @@ class RolloutResult:
     """Undiscounted imagined return per trajectory ``[num_starts]``."""
     lengths: torch.Tensor
     """Steps before termination or the horizon, per trajectory ``[num_starts]``."""
+    uncertainty: torch.Tensor | None = None
+    """Mean u over every imagined step (None when :class:`Caution` measured none)."""
 
 
 class StateBounds:
@@ -43,6 +45,20 @@ class StateBounds:
         self.reward_low, self.reward_high = t(stats.rewards.min), t(stats.rewards.max)
 
 
+@dataclass(frozen=True)
+class Caution:
+    """What a rollout does with the model's uncertainty u(s, a) = ‖std over M samples of s′‖₂
+    (raw state units; the spread of the diffusion model's own samples, or of an ensemble's
+    elites): subtract ``penalty`` · u from r̂ (MOPO's penalized reward, with the model's sample
+    spread for its ensemble spread), and end a trajectory, as a timeout, at a step whose u
+    exceeds ``stop_above`` (the horizon shrinks where the model is unsure). ``samples`` = 1
+    measures nothing and does neither."""
+
+    samples: int = 1
+    penalty: float = 0.0
+    stop_above: float | None = None
+
+
 @torch.no_grad()
 def rollout(
     agent: Agent,
@@ -51,6 +67,7 @@ def rollout(
     horizon: int,
     bounds: StateBounds | None,
     deterministic: bool = False,
+    caution: Caution = Caution(),
 ) -> RolloutResult:
     """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps;
     ``bounds``: clip generated states and rewards to them (None: no clipping)."""
@@ -61,9 +78,18 @@ def rollout(
     returns = torch.zeros(n, device=device)
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     chunks: list[Batch] = []
+    spreads: list[torch.Tensor] = []
     for h in range(horizon):
         act = agent.sample_actions(obs, deterministic=deterministic)  # [live, act_dim]
-        next_obs = world_model.dynamics.sample(obs, act)
+        live = len(obs)
+        if caution.samples > 1:
+            draws = world_model.dynamics.sample(
+                obs.repeat(caution.samples, 1), act.repeat(caution.samples, 1)
+            ).view(caution.samples, live, -1)
+            next_obs, spread = draws[0], draws.std(0).norm(dim=-1)  # [live, obs_dim], [live]
+            spreads.append(spread)
+        else:
+            next_obs, spread = world_model.dynamics.sample(obs, act), None
         if bounds is not None:
             next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
         reward, logit = world_model.reward(obs, act, next_obs)
@@ -71,6 +97,10 @@ def rollout(
         if bounds is not None:
             reward = reward.clamp(bounds.reward_low, bounds.reward_high)
         timeout = ~done if h == horizon - 1 else torch.zeros_like(done)
+        if spread is not None:
+            reward = reward - caution.penalty * spread
+            if caution.stop_above is not None:
+                timeout |= ~done & (spread > caution.stop_above)
         chunks.append(
             Batch(
                 observations=obs,
@@ -83,8 +113,9 @@ def rollout(
         )
         returns.index_add_(0, alive, reward)
         lengths.index_add_(0, alive, torch.ones_like(alive))
-        keep = ~done
+        keep = ~(done | timeout)
         alive, obs = alive[keep], next_obs[keep]
         if len(alive) == 0:
             break
-    return RolloutResult(Batch.cat(chunks), returns, lengths)
+    uncertainty = torch.cat(spreads).mean() if spreads else None
+    return RolloutResult(Batch.cat(chunks), returns, lengths, uncertainty)

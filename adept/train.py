@@ -251,7 +251,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     spec = AgentSpec.from_data(data, config.num_steps, device)
     agent = make_agent(config, spec)
     buffer = ReplayBuffer.from_transitions(data, device=device, seed=config.seed)
-    method = make_method(config.method, data, buffer, config.batch_size, config.adept, config.seed)
+    method = make_method(
+        config.method,
+        data,
+        buffer,
+        config.batch_size,
+        config.adept,
+        config.seed,
+        config.num_steps,
+    )
     averager = _Averager()
     ref_min, ref_max = reference_returns(env_id, data.metadata)
     meta = {

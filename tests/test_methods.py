@@ -96,7 +96,7 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
         assert torch.equal(value, b["method"]["world_model"]["model"][key]), key
 
 
-def built(dataset, config: ModelBasedConfig, agent: str = "iql"):
+def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int = 100):
     """A world-model method and an agent on ``dataset``, as ``train`` builds them."""
     from adept.agents import AgentSpec
     from adept.data import ReplayBuffer, load_hdf5
@@ -105,7 +105,7 @@ def built(dataset, config: ModelBasedConfig, agent: str = "iql"):
 
     data = load_hdf5(dataset)
     buffer = ReplayBuffer.from_transitions(data, device="cpu")
-    method = make_method("adept", data, buffer, 32, config, seed=0)
+    method = make_method("adept", data, buffer, 32, config, seed=0, num_steps=num_steps)
     torch.manual_seed(0)
     policy = make_agent(TrainConfig(agent=agent), AgentSpec.from_data(data, 10, torch.device("cpu")))
     return data, method, policy
@@ -319,3 +319,11 @@ def test_selector_restores_the_best_candidate_not_the_last(dataset):
     selector.restore(model)
     for key, value in good.items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_real_share_can_grow_over_the_run(dataset):
+    config = replace(TINY, real_ratio=0.5, real_ratio_final=1.0)
+    _, method, _ = built(dataset, config, num_steps=101)
+    assert [method.real_rows(s) for s in (0, 50, 100, 500)] == [16, 24, 32, 32]
+    with pytest.raises(AdeptError, match="uncertainty-samples 2 or more"):
+        built(dataset, replace(TINY, uncertainty_penalty=1.0))

@@ -111,3 +111,36 @@ def test_rollout_with_a_real_world_model_shapes():
     assert (batch.next_observations <= torch.as_tensor(stats.states.max)).all()
     assert (batch.rewards >= float(stats.rewards.min)).all()
     assert result.lengths.max().item() <= 4
+
+
+class NoisyModel:
+    """s′ = s + σ ε in the first dimension, σ = s[1] (kept as is); r = 1; never terminal."""
+
+    class Dynamics:
+        def sample(self, obs, act):
+            noise = torch.randn_like(obs) * obs[:, 1:2]
+            noise[:, 1] = 0.0
+            return obs + noise
+
+    dynamics = Dynamics()
+
+    def reward(self, obs, act, next_obs):
+        return torch.ones(len(obs)), torch.full((len(obs),), -1.0)
+
+
+def test_caution_penalizes_and_stops_where_the_samples_disagree():
+    from adept.rollout import Caution
+
+    torch.manual_seed(0)
+    start = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # a certain and an uncertain trajectory
+    plain = rollout(agent(), NoisyModel(), start, horizon=3, bounds=None)  # type: ignore[arg-type]
+    assert plain.lengths.tolist() == [3, 3] and plain.uncertainty is None
+    caution = Caution(samples=16, penalty=2.0, stop_above=0.5)
+    result = rollout(agent(), NoisyModel(), start, 3, None, caution=caution)  # type: ignore[arg-type]
+    assert result.lengths.tolist() == [3, 1], "the uncertain one ends at its first step"
+    batch = result.transitions
+    first = batch.rewards[:2]
+    assert first[0].item() == 1.0, "no spread, no penalty"
+    assert first[1].item() < 1.0 - 2 * 0.5, "penalized by 2·u with u > 0.5"
+    assert batch.timeouts[1].item() == 1.0 and batch.terminals.sum().item() == 0.0
+    assert 0.0 < result.uncertainty.item()
