@@ -124,6 +124,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adept.behavior_steps": 100,
             "adept.model_batch_size": 64,
             "adept.rollout_every": 50,
+            "adept.rollout_start": 50,
             "adept.rollout_batch": 64,
             "adept.model_update_steps": 5,
             "adept.is_batch_size": 256,
