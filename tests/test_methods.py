@@ -70,6 +70,15 @@ def test_every_method_and_agent_runs(dataset, tmp_path, method, agent):
     assert ("world_model/is_ess" in columns) == (method == "adept")
     assert ("q/model" in columns) == ("q/real" in columns) == (agent != "bc"), "BC has no critic"
     assert logged[0]["step"] == "0", "pre-training metrics are logged at step 0"
+    last = logged[-1]
+    assert float(last["world_model/eps_m"]) > 0 and float(last["world_model/eps_r"]) >= 0
+    assert float(last["policy/eps_pi_kl"]) > -0.05, "a Monte-Carlo KL estimate: near 0 or above"
+    # two rounds (steps 5 and 10) of at most rollout_batch × horizon rows each
+    sizes = [float(r["rollout/buffer_size"]) for r in logged if r.get("rollout/buffer_size")]
+    assert len(sizes) == 2 and 0 < sizes[0] < sizes[1] <= 2 * 16 * 3
+    if method == "adept":
+        ess = float(last["world_model/is_ess"])
+        assert 1.0 <= ess <= TINY.is_batch_size
 
 
 def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
