@@ -55,6 +55,7 @@ DIAGNOSTICS = (
     ("world_model/true_error_1step", "true 1-step error vs MuJoCo", "mean ‖ŝ′ − s′‖₂", True),
     ("world_model/eps_m", "ε_m, π/β-weighted model error", "held-out error", True),
     ("world_model/is_ess", "IS effective sample size", "ESS (samples)", False),
+    ("world_model/true_return_gap", "imagined − real return, π's actions", "H-step gap", False),
 )
 """(metrics.csv column, panel title, y label, log scale) of the world-model diagnostics."""
 
@@ -631,8 +632,10 @@ def make_figures(bench: Bench, analysis: Analysis, reps: int, seed: int) -> list
         )
         caption = (
             "World-model diagnostics per dataset: the model's true 1-step error against "
-            "MuJoCo under the current policy, its π/β-weighted held-out error ε_m, and the "
-            "effective sample size of the importance weights (ADEPT only)."
+            "MuJoCo under the current policy, its π/β-weighted held-out error ε_m, the "
+            "effective sample size of the importance weights (ADEPT only), and how much more "
+            "return the model imagines than MuJoCo gives for the same actions over H steps "
+            "(above 0: the model flatters the policy)."
         )
         figures.append(Figure("diagnostics.png", caption, png))
     return figures

@@ -321,7 +321,8 @@ def test_labels():
     assert method_label("none", "iql") == "IQL"
     assert method_label("diffusion", "sac") == "Diff+SAC"
     assert method_label("adept", "td3bc") == "ADEPT+TD3+BC"
-    assert method_label("adept-uniform", "iql") == "adept-uniform+IQL"
+    assert method_label("adept-uniform", "iql") == "ADEPT-uniform+IQL"
+    assert method_label("adept-h5", "iql") == "adept-h5+IQL", "other variants keep their name"
 
 
 def bench_json(root: Path, value) -> Path:
