@@ -22,6 +22,10 @@ def eval_curve(run_dir: Path, key: str = "eval/normalized_score") -> tuple[np.nd
     return np.array([int(r["step"]) for r in rows]), np.array([float(r[key]) for r in rows])
 
 
+DPI = 110
+"""Resolution of the report's multi-panel figures."""
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -140,7 +144,7 @@ def render_panels(
         nrows,
         ncols,
         figsize=(4.6 * ncols, 3.4 * nrows + 0.9),
-        dpi=110,
+        dpi=DPI,
         squeeze=False,
         layout="constrained",
     )
@@ -187,7 +191,7 @@ def render_intervals(
         1,
         len(panels),
         figsize=(4.4 * len(panels), max(3.0, 0.45 * len(labels) + 1.8)),
-        dpi=110,
+        dpi=DPI,
         squeeze=False,
         layout="constrained",
     )

@@ -617,18 +617,20 @@ def make_figures(bench: Bench, analysis: Analysis, reps: int, seed: int) -> list
         figures.append(Figure("aggregate_iqm.png", caption, png))
     model_based = [m for m in bench.methods if m in _model_methods(bench)]
     by_key = {key: seed_curves(bench, key, model_based, reps, seed) for key, *_ in DIAGNOSTICS}
+    # a diagnostic no run logged (a grid from an older adept) gets no column
+    shown = [d for d in DIAGNOSTICS if any(by_key[d[0]].values())]
     diagnostics = [
         Panel(f"{dataset}: {title}", ylabel, by_key[key][dataset], log_y)
         for dataset in bench.datasets
-        for key, title, ylabel, log_y in DIAGNOSTICS
-    ]  # rows: datasets, columns: DIAGNOSTICS
+        for key, title, ylabel, log_y in shown
+    ]  # rows: datasets, columns: the diagnostics shown
     if any(p.lines for p in diagnostics):
         png = render_panels(
             diagnostics,
             f"World-model diagnostics ({bench.budget} budget)\n"
             "mean over finished seeds; band: 95 % bootstrap CI",
             colors,
-            ncols=len(DIAGNOSTICS),
+            ncols=len(shown),
         )
         caption = (
             "World-model diagnostics per dataset: the model's true 1-step error against "

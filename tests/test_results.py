@@ -472,3 +472,15 @@ def test_the_papers_figures_stand_beside_ours_where_it_has_them(own_report):
     assert lines[1].startswith("| hopper-random | ADEPT+IQL | 50.0 [")
     assert lines[1].endswith("| 37.5 |")
     assert "walker-r" not in section, "no figure for a dataset the paper does not have"
+
+
+def test_diagnostics_no_run_logged_get_no_column(own_report):
+    """The fake runs log three of the four diagnostics: three panel columns, not four."""
+    import struct
+
+    png = (own_report.out / "diagnostics.png").read_bytes()
+    from adept.report import DPI
+
+    width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk
+    # figsize 4.6 inches per column at adept.report's dpi; a fourth column would add a third
+    assert width == round(DPI * 4.6 * 3)
