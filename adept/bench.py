@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "adept-claim": {
         # Issue 11's measurement of the paper's claim: does ADEPT+IQL beat IQL, Diff+IQL and
         # the same re-fit with uniform weights? At a CPU budget of ≥ 50k steps, 3 seeds.
-        "datasets": _RANDOM + ["hopper-medium-replay"],
+        "datasets": [*_RANDOM, "hopper-medium-replay"],
         "agents": ["iql", "sac"],
         "variants": {
             "none": {"method": "none"},

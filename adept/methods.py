@@ -354,9 +354,7 @@ class DiffusionMethod(Method):
         """Run diagnostics on torch's global RNG seeded from :attr:`diagnostics_rng`, and give
         the training run its RNG back unchanged afterwards."""
         seed = int(
-            torch.randint(
-                2**62, (1,), generator=self.diagnostics_rng, device=self.device
-            ).item()
+            torch.randint(2**62, (1,), generator=self.diagnostics_rng, device=self.device).item()
         )
         with seeded(seed, self.device):
             yield
@@ -572,7 +570,9 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
-        torch._foreach_lerp_(self.average, [p.detach() for p in module.parameters()], 1 - self.decay)
+        torch._foreach_lerp_(
+            self.average, [p.detach() for p in module.parameters()], 1 - self.decay
+        )
 
     @torch.no_grad()
     def copy_to(self, module: torch.nn.Module) -> None:
@@ -671,9 +671,7 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
     if not 0.0 <= c.real_ratio <= 1.0:
         raise AdeptError(f"--adept.real-ratio must be in [0, 1], got {c.real_ratio}")
     if c.real_ratio_final is not None and not 0.0 <= c.real_ratio_final <= 1.0:
-        raise AdeptError(
-            f"--adept.real-ratio-final must be in [0, 1], got {c.real_ratio_final}"
-        )
+        raise AdeptError(f"--adept.real-ratio-final must be in [0, 1], got {c.real_ratio_final}")
     needs_samples = c.uncertainty_penalty != 0.0 or c.uncertainty_stop is not None
     if needs_samples and c.uncertainty_samples < 2:
         raise AdeptError(

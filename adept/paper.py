@@ -1,12 +1,12 @@
 """Published figures that reports quote beside ours.
 
 The ADEPT paper (Fang & Lan, "Learning from Random Demonstrations: Offline Reinforcement
-Learning with Importance-Sampled Diffusion Models") reports D4RL v2 normalized scores after 1M gradient steps: Table 1 for the model-free agents it
-ran (SAC, IQL) and quotes (TD3+BC), and appendix Table 4's "baseline" column for ADEPT+IQL. Our
-datasets follow the D4RL protocol on Gymnasium v5 envs (METHOD.md §1), and our budgets are
-smaller, so these numbers put ours in context; they are not a target a CPU run should match.
-The paper gives no per-dataset number for Diff+X (only curves), nor for ADEPT+SAC in a form the
-text preserves.
+Learning with Importance-Sampled Diffusion Models") reports D4RL v2 normalized scores after 1M
+gradient steps: Table 1 for the model-free agents it ran (SAC, IQL) and quotes (TD3+BC), and
+appendix Table 4's "baseline" column for ADEPT+IQL. Our datasets follow the D4RL protocol on
+Gymnasium v5 envs (METHOD.md §1), and our budgets are smaller, so these numbers put ours in
+context; they are not a target a CPU run should match. The paper gives no per-dataset number
+for Diff+X (only curves), nor for ADEPT+SAC in a form the text preserves.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ Every loss is returned per sample, so the importance-sampled update can weight i
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +181,7 @@ class Denoiser(nn.Module):
             t = self.time(k)
         else:
             t = self.time(torch.arange(self.num_steps, device=k.device))[k]  # a [K, hidden] table
-        return [t] + [F.linear(t, proj.weight) for proj in self.block_emb]
+        return [t] + [F.linear(t, cast(nn.Linear, proj).weight) for proj in self.block_emb]
 
     def denoise(
         self, xk: torch.Tensor, step_emb: list[torch.Tensor], cond_emb: list[torch.Tensor]
@@ -249,9 +250,12 @@ class NextStateModel(nn.Module):
     x0_low: torch.Tensor
     x0_high: torch.Tensor
 
-    def __init__(self, states: Stats, targets: Stats, config: WorldModelConfig):
+    def __init__(
+        self, obs_dim: int, act_dim: int, states: Stats, targets: Stats, config: WorldModelConfig
+    ):
         """``states``: statistics of s (the condition); ``targets``: of raw x₀ (s′ or s′ − s)."""
         super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
         self.config = config
         self.state_norm = Normalizer(torch.as_tensor(states.mean), torch.as_tensor(states.std))
         mean = torch.as_tensor(targets.mean).float()
@@ -269,7 +273,7 @@ class NextStateModel(nn.Module):
         cls, data: Transitions, config: WorldModelConfig = WorldModelConfig()
     ) -> NextStateModel:
         """The model for ``data``'s dimensions, with its state and target statistics."""
-        return cls(  # type: ignore[call-arg]
+        return cls(
             data.obs_dim, data.act_dim, data.stats().states, cls.target_stats(data, config), config
         )
 
@@ -323,7 +327,7 @@ class DiffusionDynamics(NextStateModel):
         targets: Stats,
         config: WorldModelConfig = WorldModelConfig(),
     ):
-        super().__init__(states, targets, config)
+        super().__init__(obs_dim, act_dim, states, targets, config)
         self.schedule = DiffusionSchedule(config.denoising_steps)
         self.denoiser = Denoiser(
             obs_dim,
@@ -395,7 +399,7 @@ class GaussianDynamics(NextStateModel):
     def __init__(
         self, obs_dim: int, act_dim: int, states: Stats, targets: Stats, config: WorldModelConfig
     ):
-        super().__init__(states, targets, config)
+        super().__init__(obs_dim, act_dim, states, targets, config)
         self.inp = nn.Linear(obs_dim + act_dim, config.hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(config.hidden) for _ in range(config.depth)])
         self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.Linear(config.hidden, 2 * obs_dim))
@@ -452,11 +456,11 @@ class GaussianEnsemble(NextStateModel):
     def __init__(
         self, obs_dim: int, act_dim: int, states: Stats, targets: Stats, config: WorldModelConfig
     ):
-        super().__init__(states, targets, config)
+        super().__init__(obs_dim, act_dim, states, targets, config)
         e, h = config.ensemble_size, config.hidden
         dims = [obs_dim + act_dim] + [h] * config.depth
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+        for d_in, d_out in itertools.pairwise(dims):
             layers += [EnsembleLinear(e, d_in, d_out), nn.SiLU()]
         self.body = nn.Sequential(*layers, EnsembleLinear(e, h, 2 * obs_dim))
         self.max_log_std = nn.Parameter(torch.full((obs_dim,), 0.25))
@@ -486,7 +490,9 @@ class GaussianEnsemble(NextStateModel):
         return nll + 0.01 * (self.max_log_std - self.min_log_std).sum() / len(nll)
 
     @torch.no_grad()
-    def member_errors(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    def member_errors(
+        self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+    ) -> torch.Tensor:
         """Each member's mean squared error of its mean x₀ ``[E]`` (MBPO's holdout score)."""
         mean, _ = self.params(obs, act)
         return (mean - self._x0(obs, next_obs)).pow(2).mean(dim=(1, 2))

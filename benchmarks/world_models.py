@@ -3,7 +3,8 @@
 Run alone on the machine (another torch job slows both by 10× or more)::
 
     python -m benchmarks.world_models                                   # the three random datasets
-    python -m benchmarks.world_models --datasets hopper-medium-replay --candidates diffusion ensemble
+    python -m benchmarks.world_models --datasets hopper-medium-replay \
+        --candidates diffusion ensemble
 
 Each candidate is pre-trained by the library's own recipe (:func:`adept.methods.pretrain`: β fit,
 EMA, held-out selection, cached in the artifact store, so ADEPT runs with the same settings reuse
@@ -28,6 +29,7 @@ re-running the same command skips what is there, so a long grid spans sessions.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -41,13 +43,13 @@ import tyro
 
 from adept.agents import BC, IQL, AgentSpec, BCConfig
 from adept.artifacts import cached
-from adept.runs import atomic_write_json
 from adept.data import ReplayBuffer, load_dataset
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
 from adept.importance import BehaviorModel, RefitRule, importance_sampled_update
 from adept.methods import ModelBasedConfig, holdout_mask, pretrain, pretrain_key
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.runs import atomic_write_json
+from adept.world_model import WorldModel
 from benchmarks.common import print_table
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
@@ -168,7 +170,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         result = cached(
             "pretrain",
             pretrain_key(data, config, args.seed, device),
-            lambda config=config: pretrain(data, config, args.seed, device),
+            functools.partial(pretrain, data, config, args.seed, device),
         )
         seconds = time.perf_counter() - started
         model = WorldModel(data.subset(train_rows), config.world_model, device)
@@ -250,7 +252,11 @@ def refit_rules(
             )
             ess.append(float(metrics["world_model/is_ess"]))
         pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
-        out[name] = {"pi_1step": pi_1, "pi_10step": pi_10, "is_ess_fraction": float(np.mean(ess)) / pool}
+        out[name] = {
+            "pi_1step": pi_1,
+            "pi_10step": pi_10,
+            "is_ess_fraction": float(np.mean(ess)) / pool,
+        }
     model.load_state_dict_all(result["world_model"])
     return out
 

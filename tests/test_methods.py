@@ -116,7 +116,9 @@ def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int 
     buffer = ReplayBuffer.from_transitions(data, device="cpu")
     method = make_method("adept", data, buffer, 32, config, seed=0, num_steps=num_steps)
     torch.manual_seed(0)
-    policy = make_agent(TrainConfig(agent=agent), AgentSpec.from_data(data, 10, torch.device("cpu")))
+    policy = make_agent(
+        TrainConfig(agent=agent), AgentSpec.from_data(data, 10, torch.device("cpu"))
+    )
     return data, method, policy
 
 
@@ -255,7 +257,9 @@ def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, 
     # the returned weights are the ones that scored it
     model = WorldModel(data, config.world_model, torch.device("cpu"))
     model.load_state_dict_all(result["world_model"])
-    selector = HeldOutSelector(data.subset(holdout_of(data)), config.select_rows, 0, torch.device("cpu"))
+    selector = HeldOutSelector(
+        data.subset(holdout_of(data)), config.select_rows, 0, torch.device("cpu")
+    )
     assert model.heldout_loss(selector.rows, 0) == pytest.approx(best_loss, rel=1e-6)
 
 
@@ -303,7 +307,9 @@ def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(d
     model = WorldModel(data, wm, torch.device("cpu"))
     model.load_state_dict_all(result["world_model"])
     held = data.subset(holdout_of(data))
-    obs, act, nxt = (torch.as_tensor(x) for x in (held.observations, held.actions, held.next_observations))
+    obs, act, nxt = (
+        torch.as_tensor(x) for x in (held.observations, held.actions, held.next_observations)
+    )
     errors = model.dynamics.member_errors(obs, act, nxt)  # type: ignore[attr-defined]
     assert sorted(model.dynamics.elites.tolist()) == sorted(torch.argsort(errors)[:2].tolist())
 

@@ -214,7 +214,9 @@ def _weights_case(dynamics: str):
         np.zeros(n, bool),
         np.zeros(n, bool),
     )
-    config = WorldModelConfig(hidden=16, depth=1, dynamics=dynamics, ensemble_size=3, ensemble_elites=2)  # type: ignore[arg-type]
+    config = WorldModelConfig(
+        hidden=16, depth=1, dynamics=dynamics, ensemble_size=3, ensemble_elites=2
+    )  # type: ignore[arg-type]
     torch.manual_seed(0)
     return Batch.of(data), WorldModel(data, config, torch.device("cpu"))
 
@@ -251,6 +253,5 @@ def test_train_step_weights_select_the_samples_that_count(dynamics):
     assert any(not torch.equal(a, b) for a, b in zip(before, clean, strict=True))
     # and without weights the garbage rows do count
     assert any(
-        not torch.equal(a, b)
-        for a, b in zip(step(batch, None), step(garbage, None), strict=True)
+        not torch.equal(a, b) for a, b in zip(step(batch, None), step(garbage, None), strict=True)
     )
