@@ -33,9 +33,12 @@ def table_row(*cells: object) -> str:
     return "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
 
 
-def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+def format_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
     """A markdown table: one column per ``header → row key``, one line per row."""
-    print(table_row(*columns))
-    print("|---" * len(columns) + "|")
-    for r in rows:
-        print(table_row(*(r[key] for key in columns.values())))
+    lines = [table_row(*columns), "|---" * len(columns) + "|"]
+    lines += [table_row(*(r[key] for key in columns.values())) for r in rows]
+    return "\n".join(lines)
+
+
+def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    print(format_table(columns, rows))

@@ -43,6 +43,7 @@ import tyro
 
 from adept.agents import BC, IQL, AgentSpec, BCConfig
 from adept.artifacts import cached
+from adept.atomic import atomic_path
 from adept.data import ReplayBuffer, load_dataset
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
@@ -50,7 +51,7 @@ from adept.importance import BehaviorModel, RefitRule, importance_sampled_update
 from adept.methods import ModelBasedConfig, holdout_mask, pretrain, pretrain_key
 from adept.runs import atomic_write_json
 from adept.world_model import WorldModel
-from benchmarks.common import print_table
+from benchmarks.common import format_table
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
 
@@ -105,6 +106,8 @@ class Args:
     """Seed of pre-training, π and the measurements."""
     out: Path = Path("runs/bench-world-models")
     """Where results.json goes."""
+    report: Path | None = None
+    """Also write the tables as a markdown file here (e.g. docs/results/world-models.md)."""
 
 
 def base_config(args: Args) -> ModelBasedConfig:
@@ -272,27 +275,58 @@ def main(args: Args) -> None:
         print(f"\n{dataset}", flush=True)
         measure(args, dataset, results, path)
     rows = [results[f"{d}|{c}"] for d in args.datasets for c in args.candidates]
-    print(
-        f"\ntrue error vs MuJoCo, mean L2 over ≤ {args.starts} starts (raw state units); "
-        f"β: the BC fit, π: IQL {args.policy_steps // 1000}k; pre-training ≤ "
-        f"{args.pretrain_steps} steps"
-    )
-    print_table(
+    text = report(args, rows)
+    print("\n" + text)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(f"# World models against MuJoCo\n\n{COMMAND}\n\n{text}\n")
+        print(f"wrote {args.report}")
+
+
+COMMAND = (
+    "Made by `python -m benchmarks.world_models` (see its docstring) on a 2-core CPU; re-running "
+    "the same command with `--report` rewrites this file, and skips what its results.json holds."
+)
+
+
+def report(args: Args, rows: list[dict[str, Any]]) -> str:
+    """The tables of ``rows``, as markdown."""
+
+    def whole(x: float) -> int | str:
+        return int(x) if np.isfinite(x) else "–"
+
+    shown = [
         {
-            "dataset": "dataset",
-            "model": "candidate",
-            "params": "parameters",
-            "WM steps/s": "steps_per_s",
-            "WM train (s)": "train_s",
-            "steps": "pretrain_steps",
-            "selected": "selected_step",
-            "β 1-step": "beta_1step",
-            "β 10-step": "beta_10step",
-            "π 1-step": "pi_1step",
-            "π 10-step": "pi_10step",
-        },
-        rows,
-    )
+            **r,
+            "pretrain_steps": whole(r["pretrain_steps"]),
+            "selected_step": whole(r["selected_step"]),
+            "steps_per_s": f"{r['steps_per_s']:.0f}",
+            "train_s": f"{r['train_s']:.0f}",
+        }
+        for r in rows
+    ]
+    parts = [
+        f"True error vs MuJoCo, mean L2 over ≤ {args.starts} starts (raw state units); "
+        f"β: the BC fit, π: IQL {args.policy_steps // 1000}k; pre-training ≤ "
+        f"{args.pretrain_steps} steps; 'WM train (s)': steps / measured steps per second.",
+        format_table(
+            {
+                "dataset": "dataset",
+                "model": "candidate",
+                "params": "parameters",
+                "WM steps/s": "steps_per_s",
+                "WM train (s)": "train_s",
+                "steps": "pretrain_steps",
+                "selected": "selected_step",
+                "β 1-step": "beta_1step",
+                "β 10-step": "beta_10step",
+                "π 1-step": "pi_1step",
+                "π 10-step": "pi_10step",
+            },
+            shown,
+        ),
+    ]
     refits = [
         {"dataset": r["dataset"], "rule": rule, **values}
         for r in rows
@@ -300,20 +334,23 @@ def main(args: Args) -> None:
         for rule, values in r["refit"].items()
     ]
     if refits:
-        print(
-            f"\nre-fit toward π from the 'diffusion' model, {args.refit_steps} steps of batch 1024;"
-            f" error under π (before: the 'diffusion' rows' π columns)"
+        parts.append(
+            f"Re-fit toward π from the 'diffusion' model, {args.refit_steps} steps of batch 1024;"
+            " error under π (before: the 'diffusion' rows' π columns)."
         )
-        print_table(
-            {
-                "dataset": "dataset",
-                "rule": "rule",
-                "π 1-step": "pi_1step",
-                "π 10-step": "pi_10step",
-                "ESS / pool": "is_ess_fraction",
-            },
-            refits,
+        parts.append(
+            format_table(
+                {
+                    "dataset": "dataset",
+                    "rule": "rule",
+                    "π 1-step": "pi_1step",
+                    "π 10-step": "pi_10step",
+                    "ESS / pool": "is_ess_fraction",
+                },
+                refits,
+            )
         )
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
