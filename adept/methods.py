@@ -558,15 +558,27 @@ def pretrain(
     return result
 
 
+def parameters_of(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Detached copies of ``module``'s parameters, in order."""
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@torch.no_grad()
+def load_parameters(module: torch.nn.Module, values: list[torch.Tensor]) -> None:
+    """Copy ``values`` (as :func:`parameters_of` returns them) into ``module``'s parameters."""
+    for target, value in zip(module.parameters(), values, strict=True):
+        target.copy_(value)
+
+
 class WeightAverage:
-    """An exponential moving average of a module's floating-point parameters and buffers:
-    θ̄ ← d θ̄ + (1 − d) θ after each step (buffers such as normalizers are constants here)."""
+    """An exponential moving average of a module's parameters: θ̄ ← d θ̄ + (1 − d) θ after each
+    step (its buffers, such as normalizers, are constants here and are not averaged)."""
 
     def __init__(self, module: torch.nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
             raise AdeptError(f"--adept.ema-decay must be in (0, 1) or 0 for none, got {decay}")
         self.decay = decay
-        self.average = [p.detach().clone() for p in module.parameters()]
+        self.average = parameters_of(module)
 
     @torch.no_grad()
     def update(self, module: torch.nn.Module) -> None:
@@ -574,10 +586,8 @@ class WeightAverage:
             self.average, [p.detach() for p in module.parameters()], 1 - self.decay
         )
 
-    @torch.no_grad()
     def copy_to(self, module: torch.nn.Module) -> None:
-        for target, value in zip(module.parameters(), self.average, strict=True):
-            target.copy_(value)
+        load_parameters(module, self.average)
 
 
 class HeldOutSelector:
@@ -603,23 +613,28 @@ class HeldOutSelector:
         self.member_weights: list[list[torch.Tensor]] = []
 
     def consider(self, step: int, model: WorldModel, ema: WeightAverage | None) -> None:
+        """Score ``model`` (its EMA weights, when given) as the candidate of ``step``; the
+        model's own weights are left as they were."""
         if ema is not None:
-            online = [p.detach().clone() for p in model.parameters()]
+            online = parameters_of(model)
             ema.copy_to(model)
         loss = model.heldout_loss(self.rows, self.seed)
         self.last_loss = loss
-        improved = loss < self.best_loss * (1 - 0.01)
-        if loss < self.best_loss:
-            self.best_loss, self.best_step = loss, step
-            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        lower = loss < self.best_loss
+        keep = lower
         if isinstance(model.dynamics, GaussianEnsemble):
+            # members keep their own bests; the rest of the model is the last candidate's
             improved = self._consider_members(model.dynamics)
+            keep = True
+        else:
+            improved = loss < self.best_loss * (1 - 0.01)
+        if lower:
+            self.best_loss, self.best_step = loss, step
+        if keep:
             self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.stale = 0 if improved else self.stale + 1
         if ema is not None:
-            with torch.no_grad():
-                for target, value in zip(model.parameters(), online, strict=True):
-                    target.copy_(value)
+            load_parameters(model, online)
 
     def _consider_members(self, ensemble: GaussianEnsemble) -> bool:
         rows = self.rows
@@ -683,17 +698,16 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
             f"--adept.behavior logged needs action_log_probs in the dataset, and "
             f"{data.source} has none; use --adept.behavior bc"
         )
-    positive = ("horizon", "rollout_every", "rollout_batch", "model_buffer_size", "is_batch_size")
-    for name in positive:
-        if getattr(c, name) < 1:
-            raise AdeptError(
-                f"--adept.{name.replace('_', '-')} must be positive, got {getattr(c, name)}"
-            )
     if not 0.0 < c.holdout_fraction < 1.0:
         raise AdeptError(f"--adept.holdout-fraction must be in (0, 1), got {c.holdout_fraction}")
     if not (c.ema_decay == 0.0 or 0.0 < c.ema_decay < 1.0):
         raise AdeptError(f"--adept.ema-decay must be in (0, 1), or 0 for none; got {c.ema_decay}")
     at_least = {
+        "horizon": 1,
+        "rollout_every": 1,
+        "rollout_batch": 1,
+        "model_buffer_size": 1,
+        "is_batch_size": 1,
         "is_resample_pool": 1,
         "uncertainty_samples": 1,
         "select_rows": 1,
@@ -708,7 +722,8 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
         value = getattr(value, name.split(".")[-1])
         if value < low:
             flag = "--adept." + name.replace("_", "-")
-            raise AdeptError(f"{flag} must be at least {low}, got {value}")
+            bound = "be positive" if low == 1 else f"be at least {low}"
+            raise AdeptError(f"{flag} must {bound}, got {value}")
     wm = c.world_model
     if wm.ensemble_elites > wm.ensemble_size:
         raise AdeptError(

@@ -362,9 +362,8 @@ class Verdict:
 
 def verdict(x: Estimate | None, y: Estimate | None) -> str:
     """'beats' when x's CI lies wholly above y's, 'loses' when wholly below."""
-    if x is None or y is None or None in (x.low, x.high, y.low, y.high):
+    if x is None or y is None or x.low is None or x.high is None or y.low is None or y.high is None:
         return "no CI"
-    assert x.low is not None and x.high is not None and y.low is not None and y.high is not None
     if x.low > y.high:
         return "beats"
     if x.high < y.low:
@@ -416,6 +415,14 @@ def _task_matrix(bench: Bench, method: Method) -> tuple[np.ndarray | None, str]:
 def analyze(bench: Bench, reference: str | None, reps: int, seed: int) -> Analysis:
     """Every number of the report: per-row CIs, aggregates, probabilities of improvement."""
     metrics = _rliable_metrics()
+
+    def over_seeds(values: list[float | None]) -> Estimate | None:
+        """Mean over the finished seeds with its CI; None if none, or a seed lacks the score."""
+        if not values or any(v is None for v in values):
+            return None
+        scores = np.array([[v] for v in values], dtype=float)  # [seeds, 1]
+        return estimate(float(scores.mean()), batched_mean, [scores], reps, seed)
+
     rows = []
     for dataset in bench.datasets:
         for variant, agent in bench.methods:
@@ -423,15 +430,9 @@ def analyze(bench: Bench, reference: str | None, reps: int, seed: int) -> Analys
             if not cells:
                 continue
             done = [c for c in cells if c.state == "done"]
-            last = best = auc = None
-            if done:
-                lasts = np.array([[c.last] for c in done], dtype=float)  # [seeds, 1]
-                bests = np.array([[c.best] for c in done], dtype=float)  # [seeds, 1]
-                last = estimate(float(lasts.mean()), batched_mean, [lasts], reps, seed)
-                best = estimate(float(bests.mean()), batched_mean, [bests], reps, seed)
-                if all(c.auc is not None for c in done):
-                    aucs = np.array([[c.auc] for c in done], dtype=float)  # [seeds, 1]
-                    auc = estimate(float(aucs.mean()), batched_mean, [aucs], reps, seed)
+            last = over_seeds([c.last for c in done])
+            best = over_seeds([c.best for c in done])
+            auc = over_seeds([c.auc for c in done])
             rows.append(
                 Row(
                     dataset=dataset,

@@ -160,13 +160,15 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     g = np.random.default_rng([args.seed, 7])
     pick = g.choice(np.flatnonzero(train_rows), args.starts, replace=False)
     starts = torch.as_tensor(data.observations[np.sort(pick)])
+    train_part = data.subset(train_rows)
+    sampler = ReplayBuffer.from_transitions(train_part, device=device, seed=args.seed)
     diffusion_seconds: float | None = results.get(f"{dataset}|diffusion", {}).get("train_s")
     for name in args.candidates:
         key = f"{dataset}|{name}"
         if key in results:
             continue
         config = CANDIDATES[name](base_config(args))
-        rate = steps_per_second(config, data)
+        rate = steps_per_second(config, train_part, sampler)
         if name == "ensemble" and diffusion_seconds is not None:
             config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
         started = time.perf_counter()
@@ -176,7 +178,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             functools.partial(pretrain, data, config, args.seed, device),
         )
         seconds = time.perf_counter() - started
-        model = WorldModel(data.subset(train_rows), config.world_model, device)
+        model = WorldModel(train_part, config.world_model, device)
         model.load_state_dict_all(result["world_model"])
         bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
         bc.load_state_dict(result["behavior"])
@@ -202,18 +204,17 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         if name == "diffusion":
             diffusion_seconds = row["train_s"]
             if args.refit:
-                row["refit"] = refit_rules(args, data, model, result, bc, pi, truth, starts)
+                row["refit"] = refit_rules(args, sampler, model, result, bc, pi, truth, starts)
         results[key] = row
         save_results(path, results)
         print(f"  {row}", flush=True)
     truth.close()
 
 
-def steps_per_second(config: ModelBasedConfig, data: Transitions) -> float:
-    """World-model pre-training steps per second of ``config`` here (a timed warm-up)."""
-    device = torch.device("cpu")
-    model = WorldModel(data, config.world_model, device)
-    buffer = ReplayBuffer.from_transitions(data, device=device)
+def steps_per_second(config: ModelBasedConfig, data: Transitions, buffer: ReplayBuffer) -> float:
+    """World-model pre-training steps per second of ``config`` here (a timed warm-up on
+    batches from ``buffer``, the training part of ``data``)."""
+    model = WorldModel(data, config.world_model, torch.device("cpu"))
     for _ in range(20):
         model.train_step(buffer.sample(config.model_batch_size))
     started = time.perf_counter()
@@ -224,7 +225,7 @@ def steps_per_second(config: ModelBasedConfig, data: Transitions) -> float:
 
 def refit_rules(
     args: Args,
-    data: Transitions,
+    sampler: ReplayBuffer,
     model: WorldModel,
     result: dict[str, Any],
     bc: BC,
@@ -233,13 +234,12 @@ def refit_rules(
     starts: torch.Tensor,
 ) -> dict[str, dict[str, float]]:
     """True error under π after ``refit_steps`` re-fit steps toward π, per rule, from the same
-    pre-trained model, with the same batches where the rules draw alike."""
-    device = torch.device("cpu")
-    train_part = data.subset(~holdout_mask(len(data), 0.05, args.seed))
+    pre-trained model, with the same batches where the rules draw alike (``sampler``: the
+    training part of the data, reseeded for each rule)."""
     out = {}
     for name, rule in RULES.items():
         model.load_state_dict_all(result["world_model"])
-        sampler = ReplayBuffer.from_transitions(train_part, device=device, seed=args.seed)
+        sampler.generator.manual_seed(args.seed)
         torch.manual_seed(args.seed)
         ess = []
         pool = 1024 * (RESAMPLE_POOL if rule.loss == "resample" else 1)
