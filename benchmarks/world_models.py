@@ -11,13 +11,16 @@ EMA, held-out selection, cached in the artifact store, so ADEPT runs with the sa
 it), then measured by :func:`adept.diagnostics.true_model_error` — the simulator set to each
 start state, the policy acting in it, the model fed the same actions open loop — under two
 policies: β (the BC fit that ADEPT weighs with) and π, an IQL policy trained on D. The 'refit'
-part then starts from the default candidate and runs ADEPT's re-fit toward π with each rule
-(IS weighted loss, IS resampling, uniform control) for as many steps, and measures the error
-under π again: the π-weighted error each rule reaches.
+part then starts from one pre-trained candidate (``--refit-candidate``, default the library's
+recipe) and runs ADEPT's re-fit toward π (:class:`adept.methods.Refitter`) with each rule (IS
+weighted loss, IS resampling, uniform control), learning rate and averaging for as many steps,
+and measures the error under π again: the π-weighted error each variant reaches.
 
-Candidates differ in one thing each from the library default (``diffusion``); ``ensemble`` is
-the MOPO-style Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same
-wall-clock budget as ``diffusion`` (its step cap is set from a timed warm-up).
+Candidates are changes from the first recipe of issue 11 (``diffusion``: width 256, 3 blocks of
+one linear layer, 20k steps), spelled out so that results stay valid when the library's defaults
+move; the library's default today is ``diffusion-2-linear-40k``. ``ensemble`` is the MOPO-style
+Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same wall-clock
+budget as ``diffusion`` (its step cap is set from a timed warm-up).
 
 "WM train (s)" is the world model's share of pre-training: its steps over its measured steps/s
 (the β fit and the selection passes aside); ``pretrain_s`` in the JSON is the whole call, which
@@ -47,10 +50,10 @@ from adept.atomic import atomic_path
 from adept.data import ReplayBuffer, load_dataset
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
-from adept.importance import BehaviorModel, RefitRule, importance_sampled_update
-from adept.methods import ModelBasedConfig, holdout_mask, pretrain, pretrain_key
+from adept.importance import BehaviorModel
+from adept.methods import ModelBasedConfig, Refitter, holdout_mask, pretrain, pretrain_key
 from adept.runs import atomic_write_json
-from adept.world_model import WorldModel
+from adept.world_model import WorldModel, WorldModelConfig
 from benchmarks.common import format_table
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
@@ -61,13 +64,15 @@ def _wm(**changes: Any) -> Change:
 
 
 CANDIDATES: dict[str, Change] = {
-    "diffusion": lambda c: c,
+    "diffusion": lambda c: c,  # the first recipe of issue 11 (base_config)
     "diffusion-no-ema": lambda c: replace(c, ema_decay=0.0, select_every=0),
     "diffusion-512": _wm(hidden=512),
     "diffusion-1024": _wm(hidden=1024),
     "diffusion-2-linear": _wm(block_layers=2),
     "diffusion-cond-blocks": _wm(condition="blocks"),
     "diffusion-512-2-linear-cond-blocks": _wm(hidden=512, block_layers=2, condition="blocks"),
+    "diffusion-40k": lambda c: replace(c, pretrain_steps=40_000),
+    "diffusion-2-linear-40k": lambda c: replace(_wm(block_layers=2)(c), pretrain_steps=40_000),
     "ensemble": lambda c: replace(
         c,
         world_model=replace(c.world_model, dynamics="ensemble", hidden=200, depth=4, lr=1e-3),
@@ -76,14 +81,19 @@ CANDIDATES: dict[str, Change] = {
         select_patience=5,
     ),
 }
-"""Named world models: each a change from the library default."""
+"""Named world models: each a change from :func:`base_config`, the first recipe (width 256, 3
+residual blocks of one linear layer, condition at the input, EMA 0.999 with held-out selection,
+``--pretrain-steps``). The library's default is 'diffusion-2-linear-40k' (DEFAULT)."""
 
-RULES = {
-    "IS weighted": RefitRule(),
-    "IS resample": RefitRule(loss="resample"),
-    "uniform": RefitRule(weights="uniform"),
+DEFAULT = "diffusion-2-linear-40k"
+
+
+RULES: dict[str, Change] = {
+    "is-weighted": lambda c: replace(c, refit="is", is_loss="weighted"),
+    "is-resample": lambda c: replace(c, refit="is", is_loss="resample"),
+    "uniform": lambda c: replace(c, refit="uniform"),
 }
-RESAMPLE_POOL = 8
+"""Re-fit rules of the refit part: each a change from the library default."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +103,23 @@ class Args:
     candidates: tuple[str, ...] = tuple(CANDIDATES)
     """World models to measure (names of CANDIDATES)."""
     pretrain_steps: int = 20_000
-    """Pre-training steps (the library default), a cap for early-stopping candidates."""
+    """Pre-training steps of the first recipe ('-40k' candidates: 40k), a cap for early-stopping
+    candidates."""
     policy_steps: int = 20_000
     """IQL steps that make π."""
-    refit_steps: int = 200
-    """Re-fit steps per rule in the refit part (ADEPT's default does 20 per round)."""
+    refit_steps: int = 1000
+    """Re-fit steps per variant in the refit part (ADEPT does 20 per round of 1000 agent steps:
+    1000 re-fit steps in a 50k-step run)."""
     refit: bool = True
-    """Run the refit part (after the 'diffusion' candidate)."""
+    """Run the refit part (after the candidates)."""
+    refit_candidate: str = DEFAULT
+    """The pre-trained model the refit part starts from (a name of CANDIDATES)."""
+    refit_rules: tuple[str, ...] = tuple(RULES)
+    """Re-fit rules to compare (names of RULES)."""
+    refit_lrs: tuple[float | None, ...] = (None,)
+    """Re-fit learning rates (``--adept.refit-lr``; None: pre-training's)."""
+    refit_averages: tuple[float, ...] = (0.0, 0.99)
+    """Re-fit averaging decays (``--adept.refit-average``; 0: none)."""
     starts: int = 512
     """Start states per true-error measurement (those at the velocity clip are skipped)."""
     seed: int = 0
@@ -111,7 +131,12 @@ class Args:
 
 
 def base_config(args: Args) -> ModelBasedConfig:
-    return ModelBasedConfig(pretrain_steps=args.pretrain_steps)
+    """The recipe the candidates change, spelled out so that results stay valid when the
+    library's defaults move."""
+    first = WorldModelConfig(hidden=256, depth=3, block_layers=1, condition="input")
+    return ModelBasedConfig(
+        world_model=first, pretrain_steps=args.pretrain_steps, ema_decay=0.999, select_every=2000
+    )
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -203,11 +228,18 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         }
         if name == "diffusion":
             diffusion_seconds = row["train_s"]
-            if args.refit:
-                row["refit"] = refit_rules(args, sampler, model, result, bc, pi, truth, starts)
         results[key] = row
         save_results(path, results)
         print(f"  {row}", flush=True)
+    if args.refit:
+        refits = results.setdefault(f"{dataset}|refit", {})
+        for variant in refit_variants(args):
+            if variant.key not in refits:
+                refits[variant.key] = refit(
+                    args, variant, data, train_part, sampler, pi, truth, starts
+                )
+                save_results(path, results)
+                print(f"  refit {variant.key}: {refits[variant.key]}", flush=True)
     truth.close()
 
 
@@ -223,51 +255,82 @@ def steps_per_second(config: ModelBasedConfig, data: Transitions, buffer: Replay
     return 200 / (time.perf_counter() - started)
 
 
-def refit_rules(
+@dataclass(frozen=True)
+class RefitVariant:
+    candidate: str
+    rule: str
+    lr: float | None
+    average: float
+    steps: int
+
+    @property
+    def key(self) -> str:
+        lr = "pretrain" if self.lr is None else f"{self.lr:g}"
+        return f"{self.candidate}|{self.rule}|lr={lr}|avg={self.average:g}|steps={self.steps}"
+
+    def config(self, base: ModelBasedConfig) -> ModelBasedConfig:
+        config = RULES[self.rule](CANDIDATES[self.candidate](base))
+        return replace(config, refit_lr=self.lr, refit_average=self.average)
+
+
+def refit_variants(args: Args) -> list[RefitVariant]:
+    return [
+        RefitVariant(args.refit_candidate, rule, lr, average, args.refit_steps)
+        for rule in args.refit_rules
+        for lr in args.refit_lrs
+        for average in args.refit_averages
+    ]
+
+
+def refit(
     args: Args,
+    variant: RefitVariant,
+    data: Transitions,
+    train_part: Transitions,
     sampler: ReplayBuffer,
-    model: WorldModel,
-    result: dict[str, Any],
-    bc: BC,
     pi: IQL,
     truth: TrueDynamics,
     starts: torch.Tensor,
-) -> dict[str, dict[str, float]]:
-    """True error under π after ``refit_steps`` re-fit steps toward π, per rule, from the same
-    pre-trained model, with the same batches where the rules draw alike (``sampler``: the
-    training part of the data, reseeded for each rule)."""
-    out = {}
-    for name, rule in RULES.items():
-        model.load_state_dict_all(result["world_model"])
-        sampler.generator.manual_seed(args.seed)
-        torch.manual_seed(args.seed)
-        ess = []
-        pool = 1024 * (RESAMPLE_POOL if rule.loss == "resample" else 1)
-        for _ in range(args.refit_steps):
-            metrics = importance_sampled_update(
-                model,
-                sampler.sample(pool),
-                pi,
-                BehaviorModel("bc", bc),
-                rule,
-                1024,
-                sampler.generator,
-            )
-            ess.append(float(metrics["world_model/is_ess"]))
-        pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
-        out[name] = {
-            "pi_1step": pi_1,
-            "pi_10step": pi_10,
-            "is_ess_fraction": float(np.mean(ess)) / pool,
-        }
+) -> dict[str, float]:
+    """True error under π after ``variant.steps`` steps of the library's re-fit toward π
+    (:class:`adept.methods.Refitter`), from the pre-trained ``variant.candidate``, with the same
+    batches where the rules draw alike (``sampler`` draws from ``train_part``, the training
+    part of ``data``, reseeded for each variant)."""
+    device = torch.device("cpu")
+    config = variant.config(base_config(args))
+    result = cached(
+        "pretrain",
+        pretrain_key(data, config, args.seed, device),
+        functools.partial(pretrain, data, config, args.seed, device),
+    )
+    model = WorldModel(train_part, config.world_model, device)
     model.load_state_dict_all(result["world_model"])
-    return out
+    bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
+    bc.load_state_dict(result["behavior"])
+    refitter = Refitter(model, config)
+    sampler.generator.manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    metrics = refitter.round(sampler, pi, BehaviorModel("bc", bc), variant.steps)
+    seconds = time.perf_counter() - started
+    pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
+    return {
+        "pi_1step": pi_1,
+        "pi_10step": pi_10,
+        "is_ess_fraction": float(metrics["world_model/is_ess_fraction"]),
+        "seconds": seconds,
+    }
 
 
 def main(args: Args) -> None:
     unknown = [c for c in args.candidates if c not in CANDIDATES]
     if unknown:
         raise SystemExit(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    if args.refit_candidate not in CANDIDATES:
+        raise SystemExit(f"unknown refit candidate {args.refit_candidate!r}")
+    unknown = [r for r in args.refit_rules if r not in RULES]
+    if unknown:
+        raise SystemExit(f"unknown refit rules {unknown}; choose from {list(RULES)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     path = args.out / "results.json"
     results = load_results(path)
@@ -275,7 +338,12 @@ def main(args: Args) -> None:
         print(f"\n{dataset}", flush=True)
         measure(args, dataset, results, path)
     rows = [results[f"{d}|{c}"] for d in args.datasets for c in args.candidates]
-    text = report(args, rows)
+    refits = [
+        {"dataset": d, **vars(v), **results[f"{d}|refit"][v.key]}
+        for d in args.datasets
+        for v in (refit_variants(args) if args.refit else [])
+    ]
+    text = report(args, rows, refits)
     print("\n" + text)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -290,7 +358,7 @@ COMMAND = (
 )
 
 
-def report(args: Args, rows: list[dict[str, Any]]) -> str:
+def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]]) -> str:
     """The tables of ``rows``, as markdown."""
 
     def whole(x: float) -> int | str:
@@ -327,27 +395,25 @@ def report(args: Args, rows: list[dict[str, Any]]) -> str:
             shown,
         ),
     ]
-    refits = [
-        {"dataset": r["dataset"], "rule": rule, **values}
-        for r in rows
-        if "refit" in r
-        for rule, values in r["refit"].items()
-    ]
     if refits:
         parts.append(
-            f"Re-fit toward π from the 'diffusion' model, {args.refit_steps} steps of batch 1024;"
-            " error under π (before: the 'diffusion' rows' π columns)."
+            f"Re-fit toward π, {args.refit_steps} steps of batch 1024 from the pre-trained model"
+            " (`adept.methods.Refitter`; lr: Adam's in the re-fit, average: the decay of the"
+            " re-fit's weight average, 0 none); error under π (before: the model's row above)."
         )
         parts.append(
             format_table(
                 {
                     "dataset": "dataset",
+                    "model": "candidate",
                     "rule": "rule",
+                    "lr": "lr",
+                    "average": "average",
                     "π 1-step": "pi_1step",
                     "π 10-step": "pi_10step",
                     "ESS / pool": "is_ess_fraction",
                 },
-                refits,
+                [{**r, "lr": r["lr"] or "pre-training's"} for r in refits],
             )
         )
     return "\n\n".join(parts)

@@ -134,6 +134,19 @@ def test_cells_that_differ_only_in_the_agent_share_one_entry(dataset):
     assert '"pretrain_steps": 5' in key.read_text(), "the key is stored for a human reader"
 
 
+def test_a_pretrain_seed_shares_one_world_model_across_run_seeds(dataset):
+    data = load_hdf5(dataset)
+    shared = replace(TINY, pretrain_seed=7)
+    a, b = setup_cell(data, "iql", shared, seed=1), setup_cell(data, "iql", shared, seed=2)
+    assert len(entries()) == 1, "one entry for both runs"
+    for name, value in model_state(a).items():
+        assert torch.equal(value, model_state(b)[name]), name
+    assert torch.equal(a.holdout.observations, b.holdout.observations), "the model's split"
+    alone = setup_cell(data, "iql", TINY, seed=1)
+    assert len(entries()) == 2, "without it, each run seed pre-trains its own"
+    assert any(not torch.equal(v, model_state(alone)[k]) for k, v in model_state(a).items())
+
+
 def _record_and_make(log: Path) -> dict[str, torch.Tensor]:
     with log.open("a") as f:
         f.write(f"{os.getpid()}\n")

@@ -78,11 +78,19 @@ def test_every_method_and_agent_runs(dataset, tmp_path, method, agent):
     assert len(sizes) == 2 and 0 < sizes[0] < sizes[1] <= 2 * 16 * 3
     if method == "adept":
         ess = float(last["world_model/is_ess"])
-        assert 1.0 <= ess <= TINY.is_batch_size
+        weighted_rows = TINY.is_batch_size * TINY.is_resample_pool  # the resampling pool
+        assert 1.0 <= ess <= weighted_rows
 
 
-def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
-    full = config(dataset, tmp_path / "full", method="adept", num_steps=20, eval_every=20)
+@pytest.mark.parametrize(
+    "adept",
+    [replace(TINY, refit_average=0.0), replace(TINY, refit_average=0.9, refit_lr=1e-4)],
+    ids=["plain", "averaged"],
+)
+def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch, adept):
+    full = config(
+        dataset, tmp_path / "full", method="adept", num_steps=20, eval_every=20, adept=adept
+    )
     train(full)
     real_fit = train_module.fit
 
@@ -92,7 +100,9 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             yield step, metrics
 
-    part = config(dataset, tmp_path / "part", method="adept", num_steps=20, eval_every=20)
+    part = config(
+        dataset, tmp_path / "part", method="adept", num_steps=20, eval_every=20, adept=adept
+    )
     monkeypatch.setattr(train_module, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(part)
@@ -103,6 +113,33 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch):
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     for key, value in a["method"]["world_model"]["model"].items():
         assert torch.equal(value, b["method"]["world_model"]["model"][key]), key
+
+
+def test_averaged_refit_rolls_out_the_average_of_the_trained_copy(dataset):
+    from adept.methods import parameters_of
+
+    decay = 0.75
+    _, method, policy = built(dataset, replace(TINY, refit_average=decay, refit_lr=1e-2))
+    method.setup(policy)
+    refitter = method.refitter
+    assert refitter is not None and refitter.online is not None
+    assert refitter.online is not method.world_model
+    assert refitter.online.optimizer.param_groups[0]["lr"] == 1e-2
+    before = parameters_of(method.world_model)
+    refitter.round(method.model_data, policy, method.behavior, steps=1)
+    trained = parameters_of(refitter.online)
+    rolled = parameters_of(method.world_model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trained, strict=True)), "the copy"
+    for b, t, r in zip(before, trained, rolled, strict=True):
+        torch.testing.assert_close(r, decay * b + (1 - decay) * t)
+    # without averaging, the steps train the rolled-out model itself
+    _, plain, policy = built(dataset, replace(TINY, refit_average=0.0))
+    plain.setup(policy)
+    before = parameters_of(plain.world_model)
+    plain.refitter.round(plain.model_data, policy, plain.behavior, steps=1)
+    assert plain.refitter.online is None
+    after = parameters_of(plain.world_model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int = 100):
