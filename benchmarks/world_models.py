@@ -36,7 +36,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,9 @@ class Args:
     """Start states per true-error measurement (those at the velocity clip are skipped)."""
     seed: int = 0
     """Seed of pre-training, π and the measurements."""
+    measure: bool = True
+    """Measure what results.json lacks; --no-measure reports what it holds (and names what is
+    missing) without touching the machine — e.g. while a grid runs."""
     out: Path = Path("runs/bench-world-models")
     """Where results.json goes."""
     report: Path | None = None
@@ -190,9 +193,14 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     diffusion_seconds: float | None = results.get(f"{dataset}|diffusion", {}).get("train_s")
     for name in args.candidates:
         key = f"{dataset}|{name}"
-        if key in results:
-            continue
         config = CANDIDATES[name](base_config(args))
+        if key in results:
+            row = results[key]
+            if not np.isfinite(row["steps_per_s"]):  # timing struck out: time it again
+                row["steps_per_s"] = steps_per_second(config, train_part, sampler)
+                row["train_s"] = row["pretrain_steps"] / row["steps_per_s"]
+                save_results(path, results)
+            continue
         rate = steps_per_second(config, train_part, sampler)
         if name == "ensemble" and diffusion_seconds is not None:
             config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
@@ -268,6 +276,19 @@ class RefitVariant:
         lr = "pretrain" if self.lr is None else f"{self.lr:g}"
         return f"{self.candidate}|{self.rule}|lr={lr}|avg={self.average:g}|steps={self.steps}"
 
+    @staticmethod
+    def parse(key: str) -> RefitVariant:
+        """The variant whose :attr:`key` is ``key``."""
+        candidate, rule, lr, average, steps = key.split("|")
+        lr = lr.removeprefix("lr=")
+        return RefitVariant(
+            candidate,
+            rule,
+            None if lr == "pretrain" else float(lr),
+            float(average.removeprefix("avg=")),
+            int(steps.removeprefix("steps=")),
+        )
+
     def config(self, base: ModelBasedConfig) -> ModelBasedConfig:
         config = RULES[self.rule](CANDIDATES[self.candidate](base))
         return replace(config, refit_lr=self.lr, refit_average=self.average)
@@ -334,28 +355,65 @@ def main(args: Args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     path = args.out / "results.json"
     results = load_results(path)
-    for dataset in args.datasets:
+    for dataset in args.datasets if args.measure else []:
         print(f"\n{dataset}", flush=True)
         measure(args, dataset, results, path)
-    rows = [results[f"{d}|{c}"] for d in args.datasets for c in args.candidates]
-    refits = [
-        {"dataset": d, **vars(v), **results[f"{d}|refit"][v.key]}
-        for d in args.datasets
-        for v in (refit_variants(args) if args.refit else [])
-    ]
+    keys = [f"{d}|{c}" for d in args.datasets for c in args.candidates]
+    rows = [results[k] for k in keys if k in results]
+    # every re-fit variant stored for these datasets, the ones asked for and earlier ones
+    refits = sorted(
+        (
+            {"dataset": d, **asdict(RefitVariant.parse(key)), **values}
+            for d in args.datasets
+            for key, values in results.get(f"{d}|refit", {}).items()
+        ),
+        key=lambda r: (
+            args.datasets.index(r["dataset"]), r["candidate"], r["steps"], r["rule"],
+            r["lr"] or 0.0, r["average"],
+        ),
+    )  # fmt: skip
     text = report(args, rows, refits)
+    missing = missing_parts(args, results)
+    if missing:
+        text += "\n\nNot measured yet: " + "; ".join(missing) + "."
     print("\n" + text)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.report) as tmp:
-            tmp.write_text(f"# World models against MuJoCo\n\n{COMMAND}\n\n{text}\n")
+            tmp.write_text(f"# World models against MuJoCo\n\n{header(args)}\n\n{text}\n")
         print(f"wrote {args.report}")
 
 
-COMMAND = (
-    "Made by `python -m benchmarks.world_models` (see its docstring) on a 2-core CPU; re-running "
-    "the same command with `--report` rewrites this file, and skips what its results.json holds."
-)
+def missing_parts(args: Args, results: dict[str, Any]) -> list[str]:
+    """What the report of ``args`` lacks, one phrase per dataset."""
+    out = []
+    for d in args.datasets:
+        parts = [c for c in args.candidates if f"{d}|{c}" not in results]
+        stored = results.get(f"{d}|refit", {})
+        variants = refit_variants(args) if args.refit else []
+        absent = sum(v.key not in stored for v in variants)
+        if absent:
+            parts.append(f"{absent} of {len(variants)} re-fit variants from {args.refit_candidate}")
+        if parts:
+            out.append(f"{d}: " + ", ".join(parts))
+    return out
+
+
+def header(args: Args) -> str:
+    """How the report was made: the command that makes it again, in a code block."""
+    lines = [
+        "python -m benchmarks.world_models",
+        "--datasets " + " ".join(args.datasets),
+        "--candidates " + " ".join(args.candidates),
+        f"--out {args.out} --report {args.report}",
+    ]
+    command = " \\\n    ".join(lines)
+    return (
+        f"```bash\n{command}\n```\n\n"
+        "Made on a 2-core CPU, one process at two threads (see the module's docstring). The "
+        "command resumes: it measures what its results.json lacks and rewrites this file; "
+        "`--no-measure` rewrites it from what is there. The reading is in README.md beside it."
+    )
 
 
 def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]]) -> str:
@@ -369,15 +427,17 @@ def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]])
             **r,
             "pretrain_steps": whole(r["pretrain_steps"]),
             "selected_step": whole(r["selected_step"]),
-            "steps_per_s": f"{r['steps_per_s']:.0f}",
-            "train_s": f"{r['train_s']:.0f}",
+            "steps_per_s": whole(r["steps_per_s"]),
+            "train_s": whole(r["train_s"]),
         }
         for r in rows
     ]
     parts = [
         f"True error vs MuJoCo, mean L2 over ≤ {args.starts} starts (raw state units); "
-        f"β: the BC fit, π: IQL {args.policy_steps // 1000}k; pre-training ≤ "
-        f"{args.pretrain_steps} steps; 'WM train (s)': steps / measured steps per second.",
+        f"β: the BC fit, π: IQL {args.policy_steps // 1000}k; 'steps': pre-training steps run "
+        "(the candidate's cap unless stopped early), 'selected': the step of the weights kept; "
+        "'WM train (s)': steps / measured steps per second ('–': a timing taken beside another "
+        "job, struck out; the next measuring run re-times it).",
         format_table(
             {
                 "dataset": "dataset",
@@ -397,7 +457,7 @@ def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]])
     ]
     if refits:
         parts.append(
-            f"Re-fit toward π, {args.refit_steps} steps of batch 1024 from the pre-trained model"
+            "Re-fit toward π: 'steps' re-fit steps of batch 1024 from the pre-trained model"
             " (`adept.methods.Refitter`; lr: Adam's in the re-fit, average: the decay of the"
             " re-fit's weight average, 0 none); error under π (before: the model's row above)."
         )
@@ -409,11 +469,19 @@ def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]])
                     "rule": "rule",
                     "lr": "lr",
                     "average": "average",
+                    "steps": "steps",
                     "π 1-step": "pi_1step",
                     "π 10-step": "pi_10step",
                     "ESS / pool": "is_ess_fraction",
                 },
-                [{**r, "lr": r["lr"] or "pre-training's"} for r in refits],
+                [
+                    {
+                        **r,
+                        "lr": "pre-training's" if r["lr"] is None else f"{r['lr']:g}",
+                        "average": f"{r['average']:g}",
+                    }
+                    for r in refits
+                ],
             )
         )
     return "\n\n".join(parts)
