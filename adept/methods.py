@@ -22,10 +22,11 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
 from adept.artifacts import cached
@@ -549,7 +550,7 @@ def pretrain(
             result["behavior"] = _to_cpu(bc.state_dict())
         _seed_stream(seed, 1, sampler)
         world_model = WorldModel(train_part, c.world_model, device)
-        ema = WeightAverage(world_model, c.ema_decay) if c.ema_decay > 0 else None
+        ema = weight_average(world_model, c.ema_decay) if c.ema_decay > 0 else None
         selector = (
             HeldOutSelector(data.subset(holdout), c.select_rows, seed, device)
             if c.select_every > 0
@@ -558,9 +559,10 @@ def pretrain(
         for step in range(1, c.pretrain_steps + 1):
             last = world_model.train_step(sampler.sample(c.model_batch_size))
             if ema is not None:
-                ema.update(world_model)
+                ema.update_parameters(world_model)
             if selector is not None and (step % c.select_every == 0 or step == c.pretrain_steps):
-                selector.consider(step, world_model, ema)
+                scored = world_model if ema is None else cast(WorldModel, ema.module)
+                selector.consider(step, scored)
                 if c.select_patience and selector.stale >= c.select_patience:
                     break
         if c.pretrain_steps:
@@ -571,7 +573,7 @@ def pretrain(
             metrics["world_model/heldout_loss"] = selector.best_loss
             metrics["world_model/selected_step"] = float(selector.best_step)
         elif ema is not None:
-            ema.copy_to(world_model)
+            load_parameters(world_model, parameters_of(ema.module))
         result["world_model"] = _to_cpu(world_model.state_dict_all())
     return result
 
@@ -588,24 +590,16 @@ def load_parameters(module: torch.nn.Module, values: list[torch.Tensor]) -> None
         target.copy_(value)
 
 
-class WeightAverage:
-    """An exponential moving average of a module's parameters: θ̄ ← d θ̄ + (1 − d) θ after each
-    step (its buffers, such as normalizers, are constants here and are not averaged)."""
-
-    def __init__(self, module: torch.nn.Module, decay: float):
-        if not 0.0 < decay < 1.0:
-            raise AdeptError(f"--adept.ema-decay must be in (0, 1) or 0 for none, got {decay}")
-        self.decay = decay
-        self.average = parameters_of(module)
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        torch._foreach_lerp_(
-            self.average, [p.detach() for p in module.parameters()], 1 - self.decay
-        )
-
-    def copy_to(self, module: torch.nn.Module) -> None:
-        load_parameters(module, self.average)
+def weight_average(module: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``module``'s parameters, θ̄ ← d θ̄ + (1 − d) θ at each
+    ``update_parameters(module)``, starting from its weights now; the average is the returned
+    model's ``.module`` (a copy of ``module`` whose buffers, such as normalizers, are constants
+    here and are not averaged)."""
+    if not 0.0 < decay < 1.0:
+        raise AdeptError(f"an EMA decay must be in (0, 1), got {decay}")
+    average = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    average.update_parameters(module)  # the first update copies: θ̄₀ = θ₀
+    return average
 
 
 class Refitter:
@@ -630,10 +624,10 @@ class Refitter:
             for group in model.optimizer.param_groups:
                 group["lr"] = c.refit_lr
         self.online: WorldModel | None = None
-        self.average: WeightAverage | None = None
+        self.average: AveragedModel | None = None
         if c.refit_average > 0:
             self.online = copy.deepcopy(model)
-            self.average = WeightAverage(self.online, c.refit_average)
+            self.average = weight_average(self.online, c.refit_average)
 
     def round(
         self,
@@ -658,11 +652,11 @@ class Refitter:
                 generator=sampler.generator,
             )
             if self.average is not None:
-                self.average.update(trained)
+                self.average.update_parameters(trained)
             for key, value in out.items():
                 sums[key] = sums.get(key, torch.zeros_like(value)) + value
         if self.average is not None:
-            self.average.copy_to(self.model)
+            load_parameters(self.model, parameters_of(self.average.module))
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -673,7 +667,7 @@ class Refitter:
         """Restore after ``model`` itself was restored."""
         if self.online is not None and self.average is not None:
             self.online.load_state_dict_all(state["online"])
-            self.average.average = parameters_of(self.model)
+            load_parameters(self.average.module, parameters_of(self.model))
 
 
 class HeldOutSelector:
@@ -698,12 +692,8 @@ class HeldOutSelector:
         self.member_best: torch.Tensor | None = None  # [E] held-out error per member
         self.member_weights: list[list[torch.Tensor]] = []
 
-    def consider(self, step: int, model: WorldModel, ema: WeightAverage | None) -> None:
-        """Score ``model`` (its EMA weights, when given) as the candidate of ``step``; the
-        model's own weights are left as they were."""
-        if ema is not None:
-            online = parameters_of(model)
-            ema.copy_to(model)
+    def consider(self, step: int, model: WorldModel) -> None:
+        """Score ``model`` (the EMA's, when pre-training averages) as the candidate of ``step``."""
         loss = model.heldout_loss(self.rows, self.seed)
         self.last_loss = loss
         lower = loss < self.best_loss
@@ -719,8 +709,6 @@ class HeldOutSelector:
         if keep:
             self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.stale = 0 if improved else self.stale + 1
-        if ema is not None:
-            load_parameters(model, online)
 
     def _consider_members(self, ensemble: GaussianEnsemble) -> bool:
         rows = self.rows

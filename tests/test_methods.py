@@ -272,20 +272,30 @@ def test_logged_behavior_needs_log_probs(dataset, tmp_path):
 
 def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, monkeypatch):
     from adept.data import load_hdf5
-    from adept.methods import HeldOutSelector, pretrain
+    from adept.methods import HeldOutSelector, parameters_of, pretrain
     from adept.world_model import WorldModel
 
     seen: list[tuple[int, float]] = []
     consider = HeldOutSelector.consider
 
-    def record(self, step, model, ema):
-        consider(self, step, model, ema)
+    scored: list[list[torch.Tensor]] = []
+
+    def record(self, step, model):
+        consider(self, step, model)
         seen.append((step, self.last_loss))
+        scored.append(parameters_of(model))
 
     monkeypatch.setattr(HeldOutSelector, "consider", record)
     data = load_hdf5(dataset)
     config = replace(TINY, pretrain_steps=60, select_every=10, ema_decay=0.9, cache=False)
+    pretrain(data, replace(config, ema_decay=0.0), seed=0, device=torch.device("cpu"))
+    online = scored[0]  # the same training, unaveraged, at step 10
+    seen.clear()
+    scored.clear()
     result = pretrain(data, config, seed=0, device=torch.device("cpu"))
+    assert any(not torch.equal(a, b) for a, b in zip(scored[0], online, strict=True)), (
+        "the candidates scored are the EMA's weights, not the trained ones"
+    )
     metrics = result["metrics"]
     assert [step for step, _ in seen] == [10, 20, 30, 40, 50, 60]
     best_step, best_loss = min(seen, key=lambda s: s[1])
@@ -307,19 +317,19 @@ def holdout_of(data):
 
 
 def test_weight_average_is_an_exponential_moving_average():
-    from adept.methods import WeightAverage
+    from adept.methods import weight_average
 
     layer = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         layer.weight.fill_(0.0)
-    ema = WeightAverage(layer, 0.5)
+    ema = weight_average(layer, 0.5)
     for value in (4.0, 8.0):
         with torch.no_grad():
             layer.weight.fill_(value)
-        ema.update(layer)
-    # 0 → ½·0 + ½·4 = 2 → ½·2 + ½·8 = 5
-    ema.copy_to(layer)
-    assert layer.weight.item() == 5.0
+        ema.update_parameters(layer)
+    # starts at the weights it was made from: 0 → ½·0 + ½·4 = 2 → ½·2 + ½·8 = 5
+    assert ema.module.weight.item() == 5.0
+    assert layer.weight.item() == 8.0, "the averaged module is a copy"
 
 
 def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(dataset):
@@ -364,9 +374,9 @@ def test_selector_restores_the_best_candidate_not_the_last(dataset):
     fresh = copy.deepcopy(model.state_dict())
     model.load_state_dict_all(trained)
     good = copy.deepcopy(model.state_dict())
-    selector.consider(100, model, None)
+    selector.consider(100, model)
     model.load_state_dict(fresh)  # an untrained candidate scores worse
-    selector.consider(200, model, None)
+    selector.consider(200, model)
     assert selector.best_step == 100 and selector.stale == 1
     selector.restore(model)
     for key, value in good.items():
