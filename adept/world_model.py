@@ -26,7 +26,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,168 +34,10 @@ from torch import nn
 
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
+from adept.diffusion.ddpm import DiffusionSchedule
+from adept.diffusion.denoisers import Denoiser, ResidualBlock
 from adept.nets import Normalizer, mlp
 from adept.rng import seeded
-
-
-def cosine_alphas_cumprod(
-    num_steps: int, s: float = 0.008, max_beta: float = 0.999
-) -> torch.Tensor:
-    """ᾱ_1..ᾱ_K of the cosine schedule, float64 ``[K]``.
-
-    ᾱ(t) = f(t) / f(0), f(t) = cos²(((t/K + s) / (1 + s)) · π/2); the implied
-    β_k = 1 − ᾱ_k / ᾱ_{k−1} are clipped at ``max_beta`` (Nichol & Dhariwal 2021, §3.2).
-    """
-    t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-    betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
-    return torch.cumprod(1 - betas, dim=0)
-
-
-class DiffusionSchedule(nn.Module):
-    """DDPM coefficients for K steps, as buffers indexed by k = 0..K−1 (k = 0 is the least noisy).
-
-    Posterior q(x_{k−1} | x_k, x₀) = N(μ̃, β̃_k) with (DDPM eq. 7)
-    β̃_k = β_k (1 − ᾱ_{k−1}) / (1 − ᾱ_k),
-    μ̃ = √ᾱ_{k−1} β_k / (1 − ᾱ_k) · x₀ + √α_k (1 − ᾱ_{k−1}) / (1 − ᾱ_k) · x_k.
-    """
-
-    betas: torch.Tensor
-    alphas_cumprod: torch.Tensor
-    alphas_cumprod_prev: torch.Tensor
-    posterior_variance: torch.Tensor
-    posterior_mean_coef_x0: torch.Tensor
-    posterior_mean_coef_xk: torch.Tensor
-
-    def __init__(self, num_steps: int):
-        super().__init__()
-        self.num_steps = num_steps
-        abar = cosine_alphas_cumprod(num_steps)
-        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-        betas = 1 - abar / abar_prev
-        alphas = 1 - betas
-        buffers = {
-            "betas": betas,
-            "alphas_cumprod": abar,
-            "alphas_cumprod_prev": abar_prev,
-            "posterior_variance": betas * (1 - abar_prev) / (1 - abar),
-            "posterior_mean_coef_x0": abar_prev.sqrt() * betas / (1 - abar),
-            "posterior_mean_coef_xk": alphas.sqrt() * (1 - abar_prev) / (1 - abar),
-        }
-        for name, value in buffers.items():
-            self.register_buffer(name, value.float())
-
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """x_k = √ᾱ_k x₀ + √(1 − ᾱ_k) ε (DDPM eq. 4)."""
-        abar = self.alphas_cumprod[k].unsqueeze(-1)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-
-    def predict_x0(self, xk: torch.Tensor, eps: torch.Tensor, k: int) -> torch.Tensor:
-        abar = self.alphas_cumprod[k]
-        return (xk - (1 - abar).sqrt() * eps) / abar.sqrt()
-
-
-class SinusoidalEmbedding(nn.Module):
-    """Transformer-style sinusoidal embedding of the integer step k."""
-
-    freqs: torch.Tensor
-
-    def __init__(self, dim: int):
-        super().__init__()
-        half = dim // 2
-        self.register_buffer("freqs", torch.exp(-math.log(10_000) * torch.arange(half) / half))
-
-    def forward(self, k: torch.Tensor) -> torch.Tensor:
-        angles = k.float().unsqueeze(-1) * self.freqs
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-class ResidualBlock(nn.Module):
-    """x + f(LayerNorm(x) [+ e]): ``layers`` linear layers of width ``width`` with a skip,
-    f = Linear ∘ (SiLU ∘ Linear)^(layers−1) ∘ SiLU; an embedding ``e`` (the condition and
-    step, when they are fed to every block) is added after the norm."""
-
-    def __init__(self, width: int, layers: int = 1):
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        body: list[nn.Module] = [nn.SiLU(), nn.Linear(width, width)]
-        for _ in range(layers - 1):
-            body += [nn.SiLU(), nn.Linear(width, width)]
-        self.net = nn.Sequential(*body)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.norm(x)
-        return x + self.net(h if emb is None else h + emb)
-
-
-class Denoiser(nn.Module):
-    """ε_θ(x_k, k, c): an MLP of ``depth`` residual blocks over x_k, conditioned on embed(c)
-    (or the learned null embedding ∅ where ``uncond``) and embed(k).
-
-    ``condition = 'input'`` adds both embeddings once, to the input; ``'blocks'`` also adds a
-    per-block linear projection of them inside every block (FiLM-like, additive), so the
-    condition cannot be washed out with depth. Everything enters additively and linearly, so a
-    sampler embeds the condition once per chain and the step once per step
-    (:meth:`embed_condition`, :meth:`embed_step`: lists with one entry for the input and one per
-    conditioned block), and each denoising step costs ``depth × block_layers`` + 2 matrix
-    products. In training, the step MLP runs on the ``num_steps`` possible steps and the batch
-    indexes that table (K rows instead of a batch of rows: 106 → 135 training steps/s at K = 10,
-    batch 256, on 2 CPU cores).
-    """
-
-    def __init__(
-        self,
-        x_dim: int,
-        cond_dim: int,
-        num_steps: int,
-        hidden: int = 256,
-        depth: int = 3,
-        block_layers: int = 1,
-        condition: Literal["input", "blocks"] = "input",
-    ):
-        super().__init__()
-        self.num_steps = num_steps
-        self.time = nn.Sequential(
-            SinusoidalEmbedding(hidden),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-        )
-        self.cond = nn.Sequential(nn.Linear(cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.null_cond = nn.Parameter(torch.zeros(hidden))
-        self.inp = nn.Linear(x_dim, hidden)
-        self.blocks = nn.ModuleList([ResidualBlock(hidden, block_layers) for _ in range(depth)])
-        # W_b (c + t) + bias_b, split so the chain computes W_b c once and W_b t once per step
-        self.block_emb = nn.ModuleList(
-            [nn.Linear(hidden, hidden) for _ in range(depth)] if condition == "blocks" else []
-        )
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, x_dim))
-
-    def embed_condition(self, cond: torch.Tensor, uncond: torch.Tensor) -> list[torch.Tensor]:
-        c = self.cond(cond)  # [batch, hidden]
-        c = torch.where(uncond.unsqueeze(-1), self.null_cond.expand_as(c), c)
-        return [c] + [proj(c) for proj in self.block_emb]
-
-    def embed_step(self, k: torch.Tensor) -> list[torch.Tensor]:
-        if len(k) <= self.num_steps:
-            t = self.time(k)
-        else:
-            t = self.time(torch.arange(self.num_steps, device=k.device))[k]  # a [K, hidden] table
-        return [t] + [F.linear(t, cast(nn.Linear, proj).weight) for proj in self.block_emb]
-
-    def denoise(
-        self, xk: torch.Tensor, step_emb: list[torch.Tensor], cond_emb: list[torch.Tensor]
-    ) -> torch.Tensor:
-        """ε from precomputed embeddings (``step_emb`` may be one row, broadcast)."""
-        h = self.inp(xk) + cond_emb[0] + step_emb[0]
-        for i, block in enumerate(self.blocks):
-            h = block(h, cond_emb[i + 1] + step_emb[i + 1] if self.block_emb else None)
-        return self.out(h)
-
-    def forward(
-        self, xk: torch.Tensor, k: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor
-    ) -> torch.Tensor:
-        return self.denoise(xk, self.embed_step(k), self.embed_condition(cond, uncond))
 
 
 @dataclass(frozen=True)

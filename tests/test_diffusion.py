@@ -1,12 +1,15 @@
-"""The RL-free diffusion core against closed forms (EDM: Karras et al. 2022)."""
+"""The RL-free diffusion core against closed forms: DDPM's cosine schedule and posterior, EDM
+(Karras et al. 2022)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from adept.diffusion import EDM, EDMConfig, Preconditioning, edm_loss, heun_sample, sigma_steps
+from adept.diffusion.ddpm import DiffusionSchedule, cosine_alphas_cumprod
 from adept.diffusion.edm import sample_sigmas
 
 MU, STD = 1.5, 0.7  # the 1-D Gaussian data of the numeric tests
@@ -20,6 +23,36 @@ def gaussian_denoiser(mu: float, std: float):
         return mu + shrink * (x - mu)
 
     return denoise
+
+
+def test_cosine_schedule_closed_form_for_k10():
+    K, s = 10, 0.008
+    f = [math.cos(((t / K + s) / (1 + s)) * math.pi / 2) ** 2 for t in range(K + 1)]
+    expected = [f[t] / f[0] for t in range(1, K + 1)]
+    abar = cosine_alphas_cumprod(K)
+    np.testing.assert_allclose(abar[:-1].numpy(), expected[:-1], rtol=1e-12)
+    # the last step's β is clipped at 0.999, so ᾱ_K = ᾱ_{K-1} · 0.001
+    assert abar[-1].item() == pytest.approx(expected[-2] * 0.001, rel=1e-9)
+    assert (abar[1:] < abar[:-1]).all()
+
+
+def test_posterior_coefficients_for_k10():
+    sched = DiffusionSchedule(10)
+    abar = cosine_alphas_cumprod(10)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    beta = 1 - abar / abar_prev
+    for k in range(10):
+        expected_var = beta[k] * (1 - abar_prev[k]) / (1 - abar[k])
+        assert sched.posterior_variance[k].item() == pytest.approx(
+            expected_var.item(), rel=1e-5, abs=1e-9
+        )
+        assert sched.betas[k].item() == pytest.approx(beta[k].item(), rel=1e-5)
+    assert sched.posterior_variance[0].item() == 0.0, "the last denoising step adds no noise"
+    assert sched.posterior_mean_coef_x0[0].item() == pytest.approx(1.0)
+    # x_k built by add_noise and x0 recovered by predict_x0 with the true noise
+    x0, noise = torch.randn(5, 3), torch.randn(5, 3)
+    xk = sched.add_noise(x0, noise, torch.full((5,), 4))
+    torch.testing.assert_close(sched.predict_x0(xk, noise, 4), x0, rtol=1e-4, atol=1e-4)
 
 
 def test_sigma_steps_are_rho_spaced_from_max_to_min_then_zero():

@@ -1,6 +1,26 @@
-"""Diffusion models independent of RL: schedules, losses, samplers and denoiser wrappers that the
-world models and the synthetic-data methods are built on."""
+"""Diffusion models independent of RL: schedules, losses, samplers and denoiser networks that
+the world models and the synthetic-data methods are built on.
 
+- :mod:`adept.diffusion.ddpm` — DDPM's cosine schedule, forward noising and posterior (ADEPT's
+  world model samples with the ancestral chain over it);
+- :mod:`adept.diffusion.edm` — EDM's preconditioning, loss and Heun sampler (SynthER);
+- :mod:`adept.diffusion.denoisers` — the conditional residual-MLP denoiser.
+"""
+
+from adept.diffusion.ddpm import DiffusionSchedule, cosine_alphas_cumprod
+from adept.diffusion.denoisers import Denoiser, ResidualBlock, SinusoidalEmbedding
 from adept.diffusion.edm import EDM, EDMConfig, Preconditioning, edm_loss, heun_sample, sigma_steps
 
-__all__ = ["EDM", "EDMConfig", "Preconditioning", "edm_loss", "heun_sample", "sigma_steps"]
+__all__ = [
+    "EDM",
+    "Denoiser",
+    "DiffusionSchedule",
+    "EDMConfig",
+    "Preconditioning",
+    "ResidualBlock",
+    "SinusoidalEmbedding",
+    "cosine_alphas_cumprod",
+    "edm_loss",
+    "heun_sample",
+    "sigma_steps",
+]
