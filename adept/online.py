@@ -49,8 +49,8 @@ from adept.data.transitions import Transitions
 from adept.envs import MAX_EPISODE_STEPS, env_dims, evaluate, make_env, reference_returns
 from adept.errors import AdeptError
 from adept.nets import Normalizer, TanhGaussianActor
+from adept.rng import rng_state, set_rng_state
 from adept.runs import MetricsLog, RunDir, load_checkpoint, save_state, to_jsonable
-from adept.train import rng_state, set_rng_state
 
 DEFAULT_SAC_STEPS = 1_000_000
 """The SAC budget: the expert policy's training steps (the SAC paper's MuJoCo curves reach

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -22,3 +23,24 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=cuda_indices(device)):
         torch.manual_seed(seed)
         yield
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's global RNG state (CPU, and every CUDA device's), for a checkpoint."""
+    # numpy and Python RNGs are not used globally: data and eval seeds go through Generators
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global RNG (the only global one the library draws from)."""
+    torch.manual_seed(seed)

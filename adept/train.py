@@ -35,6 +35,7 @@ from adept.data.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import Method, ModelBasedConfig, check_config, make_method
+from adept.rng import rng_state, seed_everything, set_rng_state
 from adept.runs import MetricsLog, RunDir, load_checkpoint
 
 
@@ -152,24 +153,6 @@ class _Averager:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
-
-
-def rng_state() -> dict[str, Any]:
-    # numpy and Python RNGs are not used globally: data and eval seeds go through Generators
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
 
 
 def make_agent(config: TrainConfig, spec: AgentSpec) -> Agent:

@@ -16,8 +16,9 @@ from adept.data import ReplayBuffer, load_hdf5
 from adept.data.generate import make_dataset
 from adept.data.transitions import Transitions
 from adept.methods import ModelBasedConfig, make_method, pretrain_key
+from adept.rng import seed_everything
 from adept.runs import load_checkpoint
-from adept.train import TrainConfig, make_agent, seed_everything, train
+from adept.train import TrainConfig, make_agent, train
 from tests.test_methods import TINY as METHODS_TINY
 from tests.test_methods import config
 
