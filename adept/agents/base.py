@@ -115,8 +115,3 @@ class Agent:
             # never share (and mutate) the same Adam moments.
             value = state[name] if isinstance(part, nn.Module) else copy.deepcopy(state[name])
             part.load_state_dict(value)
-
-    def train(self, mode: bool = True) -> None:
-        for part in self.components().values():
-            if isinstance(part, nn.Module):
-                part.train(mode)

@@ -34,10 +34,6 @@ class Batch:
     def __len__(self) -> int:
         return int(self.observations.shape[0])
 
-    def to(self, device: torch.device | str) -> Batch:
-        moved: dict[str, Any] = {f.name: _to(getattr(self, f.name), device) for f in fields(self)}
-        return Batch(**moved)
-
     @staticmethod
     def of(data: Transitions, device: torch.device | str = "cpu") -> Batch:
         """All of ``data`` as one batch on ``device``."""
@@ -64,10 +60,6 @@ class Batch:
             parts = [getattr(b, f.name) for b in batches]
             out[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
         return Batch(**out)
-
-
-def _to(value: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
-    return None if value is None else value.to(device)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
