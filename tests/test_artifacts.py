@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import adept.methods as methods_module
+import adept.methods.model_based as methods_module
 from adept.agents import AgentSpec, IQLConfig, SACConfig
 from adept.artifacts import artifacts_dir, cached, entry_path
 from adept.data import ReplayBuffer, load_hdf5

@@ -116,7 +116,7 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch, adept):
 
 
 def test_averaged_refit_rolls_out_the_average_of_the_trained_copy(dataset):
-    from adept.methods import parameters_of
+    from adept.diffusion.ema import parameters_of
 
     decay = 0.75
     _, method, policy = built(dataset, replace(TINY, refit_average=decay, refit_lr=1e-2))
@@ -272,7 +272,8 @@ def test_logged_behavior_needs_log_probs(dataset, tmp_path):
 
 def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, monkeypatch):
     from adept.data import load_hdf5
-    from adept.methods import HeldOutSelector, parameters_of, pretrain
+    from adept.diffusion.ema import parameters_of
+    from adept.methods import HeldOutSelector, pretrain
     from adept.world_model import WorldModel
 
     seen: list[tuple[int, float]] = []
@@ -317,7 +318,7 @@ def holdout_of(data):
 
 
 def test_weight_average_is_an_exponential_moving_average():
-    from adept.methods import weight_average
+    from adept.diffusion.ema import weight_average
 
     layer = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():

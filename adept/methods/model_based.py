@@ -8,12 +8,13 @@ ADEPT's closed loop (the paper's Algorithm 1), as the loop calls it:
                     rollouts of the current π in the adapted model → buffer  (evaluate)
 
 ``--method diffusion`` is the paper's Diff+X ablation: the same world model, trained once,
-the same rollouts, no IS re-fit. ``--method none`` is X alone (:class:`adept.train.Method`).
+the same rollouts, no IS re-fit. ``--method none`` is X alone
+(:class:`adept.methods.base.Method`).
 
-The setup's β fit and pre-training (:func:`pretrain`) are a pure function of the data, the
-world-model config, the pre-training fields and the seed — not of the agent — so Diff+IQL,
-ADEPT+IQL and ADEPT+SAC on one dataset and seed share one result, computed once and kept in the
-artifact store (:mod:`adept.artifacts`).
+The setup's β fit and pre-training (:func:`adept.methods.pretraining.pretrain`) are a pure
+function of the data, the world-model config, the pre-training fields and the seed — not of the
+agent — so Diff+IQL, ADEPT+IQL and ADEPT+SAC on one dataset and seed share one result, computed
+once and kept in the artifact store (:mod:`adept.artifacts`).
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
 from adept.artifacts import cached
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
+from adept.diffusion.ema import load_parameters, parameters_of, weight_average
 from adept.errors import AdeptError
 from adept.importance import (
     BehaviorModel,
@@ -40,46 +41,12 @@ from adept.importance import (
     importance_sampled_update,
     importance_weights,
 )
+from adept.methods.base import Method
+from adept.methods.pretraining import holdout_mask, pretrain, pretrain_key
 from adept.nets import Actor
-from adept.rng import cuda_indices, seeded
+from adept.rng import seeded
 from adept.rollout import Caution, StateBounds, rollout
-from adept.world_model import GaussianEnsemble, WorldModel, WorldModelConfig
-
-
-class Method:
-    """How the agent gets its batches, and what happens between agent updates.
-
-    The base class trains on the dataset alone (``--method none``). A synthetic-data method
-    overrides :meth:`setup` (e.g. pre-train a world model), :meth:`sample` (mix real and
-    synthetic data) and :meth:`after_update` (rollouts, model re-fits), and saves whatever it
-    needs to resume in :meth:`state_dict`.
-    """
-
-    name = "none"
-
-    def __init__(self, data: Transitions, buffer: ReplayBuffer, batch_size: int):
-        self.data = data
-        self.buffer = buffer
-        self.batch_size = batch_size
-
-    def setup(self, agent: Agent) -> dict[str, float]:
-        """Work before the first agent step; returns metrics to log at step 0."""
-        return {}
-
-    def sample(self, step: int) -> Batch:
-        """The agent's batch for ``step``."""
-        return self.buffer.sample(self.batch_size)
-
-    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
-        """Work after the agent's update at ``step``; returns detached scalar metrics."""
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
-        """Restore from :meth:`state_dict`; ``agent`` is the already-restored agent."""
-        self.buffer.load_state_dict(state["buffer"])
+from adept.world_model import WorldModel, WorldModelConfig
 
 
 @dataclass(frozen=True)
@@ -474,134 +441,6 @@ class ADEPTMethod(DiffusionMethod):
     adapts = True
 
 
-PRETRAIN_REVISION = 2
-"""Revision of :func:`pretrain`'s recipe, part of its cache key: bump it whenever the function
-computes something else for the same inputs, so that entries made by older code go unused."""
-
-BEHAVIOR_BATCH_SIZE = 256
-"""Batch size of the BC fit of β."""
-
-
-def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Which of ``n`` transitions are held out from world-model training (bool ``[n]``)."""
-    return np.random.default_rng(seed).random(n) < fraction
-
-
-def pretrain_key(
-    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
-) -> dict[str, Any]:
-    """Everything :func:`pretrain`'s result depends on, and nothing else (no agent, no rollout
-    or schedule field): runs that differ only elsewhere share one cache entry.
-
-    The device type is in it because CPU and CUDA kernels round differently, the torch version
-    because its kernels may change between releases. Hashing the data costs one pass over it
-    (:meth:`Transitions.fingerprint`, ≈ 0.2 s for 1M hopper rows).
-    """
-    c = config
-    return {
-        "revision": PRETRAIN_REVISION,
-        "data": data.fingerprint(),
-        "world_model": c.world_model,
-        "pretrain_steps": c.pretrain_steps,
-        "model_batch_size": c.model_batch_size,
-        "ema_decay": c.ema_decay,
-        "select_every": c.select_every,
-        "select_rows": c.select_rows,
-        "select_patience": c.select_patience,
-        "behavior": c.behavior,
-        "behavior_steps": c.behavior_steps if c.behavior == "bc" else 0,
-        "holdout_fraction": c.holdout_fraction,
-        "seed": seed,
-        "device": device.type,
-        "torch": torch.__version__,
-    }
-
-
-def pretrain(
-    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
-) -> dict[str, Any]:
-    """Fit β (BC, unless β is logged) and pre-train a world model on D's training part.
-
-    The world model's weights are averaged (EMA, ``ema_decay``) and the average is scored on
-    the held-out split every ``select_every`` steps; the best-scoring weights are the result.
-    A pure function of :func:`pretrain_key`'s inputs, so that a cached result equals a fresh one
-    bit for bit: fresh modules, batches from a sampler of its own, and the global torch RNG
-    forked and seeded inside, which also leaves the caller's RNG as it was — agents consume it
-    differently before their method is built. β and the world model draw from separate streams
-    (0 and 1), so the world model does not change with β's settings.
-    Returns CPU state dicts (``world_model``: :meth:`WorldModel.state_dict_all`; ``behavior``:
-    the BC agent's, when fitted) and ``metrics``, the setup metrics logged at step 0.
-    """
-    c = config
-    holdout = holdout_mask(len(data), c.holdout_fraction, seed)
-    train_part = data.subset(~holdout)
-    sampler = ReplayBuffer.from_transitions(train_part, device=device)
-    metrics: dict[str, float] = {}
-    result: dict[str, Any] = {"metrics": metrics}
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        # β is fitted for Diff+X too: it only trains ADEPT, but ε_m and ε_r are π-weighted for both
-        if c.behavior == "bc":
-            _seed_stream(seed, 0, sampler)
-            bc = BC(AgentSpec.from_data(data, max(c.behavior_steps, 1), device), BCConfig())
-            for _ in range(c.behavior_steps):
-                out = bc.update(sampler.sample(BEHAVIOR_BATCH_SIZE))
-            if c.behavior_steps:
-                metrics["behavior/nll"] = float(out["train/actor_loss"])
-            result["behavior"] = _to_cpu(bc.state_dict())
-        _seed_stream(seed, 1, sampler)
-        world_model = WorldModel(train_part, c.world_model, device)
-        ema = weight_average(world_model, c.ema_decay) if c.ema_decay > 0 else None
-        selector = (
-            HeldOutSelector(data.subset(holdout), c.select_rows, seed, device)
-            if c.select_every > 0
-            else None
-        )
-        for step in range(1, c.pretrain_steps + 1):
-            last = world_model.train_step(sampler.sample(c.model_batch_size))
-            if ema is not None:
-                ema.update_parameters(world_model)
-            if selector is not None and (step % c.select_every == 0 or step == c.pretrain_steps):
-                scored = world_model if ema is None else cast(WorldModel, ema.module)
-                selector.consider(step, scored)
-                if c.select_patience and selector.stale >= c.select_patience:
-                    break
-        if c.pretrain_steps:
-            metrics.update({k: float(v) for k, v in last.items()})
-            metrics["world_model/pretrain_steps"] = float(step)
-        if selector is not None:
-            selector.restore(world_model)
-            metrics["world_model/heldout_loss"] = selector.best_loss
-            metrics["world_model/selected_step"] = float(selector.best_step)
-        elif ema is not None:
-            load_parameters(world_model, parameters_of(ema.module))
-        result["world_model"] = _to_cpu(world_model.state_dict_all())
-    return result
-
-
-def parameters_of(module: torch.nn.Module) -> list[torch.Tensor]:
-    """Detached copies of ``module``'s parameters, in order."""
-    return [p.detach().clone() for p in module.parameters()]
-
-
-@torch.no_grad()
-def load_parameters(module: torch.nn.Module, values: list[torch.Tensor]) -> None:
-    """Copy ``values`` (as :func:`parameters_of` returns them) into ``module``'s parameters."""
-    for target, value in zip(module.parameters(), values, strict=True):
-        target.copy_(value)
-
-
-def weight_average(module: torch.nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``module``'s parameters, θ̄ ← d θ̄ + (1 − d) θ at each
-    ``update_parameters(module)``, starting from its weights now; the average is the returned
-    model's ``.module`` (a copy of ``module`` whose buffers, such as normalizers, are constants
-    here and are not averaged)."""
-    if not 0.0 < decay < 1.0:
-        raise AdeptError(f"an EMA decay must be in (0, 1), got {decay}")
-    average = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
-    average.update_parameters(module)  # the first update copies: θ̄₀ = θ₀
-    return average
-
-
 class Refitter:
     """ADEPT's re-fit of the rolled-out world model ``model`` toward the current policy, as
     ``config`` sets it: the weights (IS or uniform), the loss (weighted or resampled), the
@@ -670,90 +509,6 @@ class Refitter:
             load_parameters(self.average.module, parameters_of(self.model))
 
 
-class HeldOutSelector:
-    """Keeps the weights with the lowest held-out world-model loss seen so far.
-
-    The loss is :meth:`WorldModel.heldout_loss` on a fixed random subset of the held-out rows,
-    with noise draws fixed by ``seed``, so every candidate is scored on the same terms. For the
-    'ensemble' dynamics each member keeps its own best weights by its held-out error (MBPO), the
-    elites are the best members, and the reward model is the last candidate's.
-    :attr:`stale` counts the measurements since one last improved a best by more than 1 %.
-    """
-
-    def __init__(self, held: Transitions, rows: int, seed: int, device: torch.device):
-        pick = np.random.default_rng([seed, 2]).permutation(len(held))[:rows]
-        self.rows = Batch.of(held.subset(np.sort(pick)), device)
-        self.seed = seed
-        self.best: dict[str, torch.Tensor] | None = None
-        self.best_loss = float("inf")
-        self.best_step = 0
-        self.stale = 0
-        self.last_loss = float("nan")
-        self.member_best: torch.Tensor | None = None  # [E] held-out error per member
-        self.member_weights: list[list[torch.Tensor]] = []
-
-    def consider(self, step: int, model: WorldModel) -> None:
-        """Score ``model`` (the EMA's, when pre-training averages) as the candidate of ``step``."""
-        loss = model.heldout_loss(self.rows, self.seed)
-        self.last_loss = loss
-        lower = loss < self.best_loss
-        keep = lower
-        if isinstance(model.dynamics, GaussianEnsemble):
-            # members keep their own bests; the rest of the model is the last candidate's
-            improved = self._consider_members(model.dynamics)
-            keep = True
-        else:
-            improved = loss < self.best_loss * (1 - 0.01)
-        if lower:
-            self.best_loss, self.best_step = loss, step
-        if keep:
-            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        self.stale = 0 if improved else self.stale + 1
-
-    def _consider_members(self, ensemble: GaussianEnsemble) -> bool:
-        rows = self.rows
-        errors = ensemble.member_errors(rows.observations, rows.actions, rows.next_observations)
-        weights = ensemble.member_weights()
-        if self.member_best is None:
-            self.member_best = errors.clone()
-            self.member_weights = [weights] * len(errors)
-            return True
-        better = errors < self.member_best
-        for member in torch.nonzero(better).flatten().tolist():
-            self.member_weights[member] = weights
-        improved = bool((errors < self.member_best * (1 - 0.01)).any())
-        self.member_best = torch.where(better, errors, self.member_best)
-        return improved
-
-    def restore(self, model: WorldModel) -> None:
-        """Load the selected weights into ``model`` (per member, and elites, for an ensemble)."""
-        if self.best is None:
-            return
-        model.load_state_dict(self.best)
-        if isinstance(model.dynamics, GaussianEnsemble) and self.member_best is not None:
-            for member, weights in enumerate(self.member_weights):
-                model.dynamics.load_member(member, weights)
-            model.dynamics.set_elites(self.member_best)
-
-
-def _seed_stream(seed: int, stream: int, sampler: ReplayBuffer) -> None:
-    """Seed torch's global RNG and ``sampler`` for one part of :func:`pretrain`."""
-    derived = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-    torch.manual_seed(derived)
-    sampler.generator.manual_seed(derived)
-
-
-def _to_cpu(state: Any) -> Any:
-    """A nested state dict with every tensor on the CPU (a stored and a fresh result agree)."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {k: _to_cpu(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_to_cpu(v) for v in state)
-    return state
-
-
 def check_config(config: ModelBasedConfig, data: Transitions) -> None:
     """Refuse settings that cannot work with ``data``, before anything is written."""
     c = config
@@ -812,19 +567,3 @@ def check_config(config: ModelBasedConfig, data: Transitions) -> None:
             f"--adept.is-truncate-ratio must be at least 1 (the mean weight), got "
             f"{c.is_truncate_ratio}"
         )
-
-
-def make_method(
-    name: str,
-    data: Transitions,
-    buffer: ReplayBuffer,
-    batch_size: int,
-    config: ModelBasedConfig,
-    seed: int,
-    num_steps: int | None = None,
-) -> Method:
-    """``none`` (the dataset alone), ``diffusion`` (Diff+X) or ``adept``."""
-    if name == "none":
-        return Method(data, buffer, batch_size)
-    methods: dict[str, type[DiffusionMethod]] = {"diffusion": DiffusionMethod, "adept": ADEPTMethod}
-    return methods[name](data, buffer, batch_size, config, seed, num_steps)

@@ -1,0 +1,47 @@
+"""The hook interface between the shared training loop and a synthetic-data method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adept.agents import Agent
+from adept.data.buffer import Batch, ReplayBuffer
+from adept.data.transitions import Transitions
+
+
+class Method:
+    """How the agent gets its batches, and what happens between agent updates.
+
+    The base class trains on the dataset alone (``--method none``). A synthetic-data method
+    overrides :meth:`setup` (e.g. pre-train a world model), :meth:`sample` (mix real and
+    synthetic data) and :meth:`after_update` (rollouts, model re-fits), and saves whatever it
+    needs to resume in :meth:`state_dict`.
+    """
+
+    name = "none"
+
+    def __init__(self, data: Transitions, buffer: ReplayBuffer, batch_size: int):
+        self.data = data
+        self.buffer = buffer
+        self.batch_size = batch_size
+
+    def setup(self, agent: Agent) -> dict[str, float]:
+        """Work before the first agent step; returns metrics to log at step 0."""
+        return {}
+
+    def sample(self, step: int) -> Batch:
+        """The agent's batch for ``step``."""
+        return self.buffer.sample(self.batch_size)
+
+    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        """Work after the agent's update at ``step``; returns detached scalar metrics."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
+        """Restore from :meth:`state_dict`; ``agent`` is the already-restored agent."""
+        self.buffer.load_state_dict(state["buffer"])
