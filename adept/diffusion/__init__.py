@@ -4,11 +4,19 @@ the world models and the synthetic-data methods are built on.
 - :mod:`adept.diffusion.ddpm` — DDPM's cosine schedule, forward noising and posterior (ADEPT's
   world model samples with the ancestral chain over it);
 - :mod:`adept.diffusion.edm` — EDM's preconditioning, loss and Heun sampler (SynthER);
-- :mod:`adept.diffusion.denoisers` — the conditional residual-MLP denoiser.
+- :mod:`adept.diffusion.denoisers` — residual-MLP denoisers: DDPM's over the integer step, EDM's
+  over the continuous noise level (:class:`ResidualMLP`);
+- :mod:`adept.diffusion.ema` — weight averaging (EMA) for sampling.
 """
 
 from adept.diffusion.ddpm import DiffusionSchedule, cosine_alphas_cumprod
-from adept.diffusion.denoisers import Denoiser, ResidualBlock, SinusoidalEmbedding
+from adept.diffusion.denoisers import (
+    Denoiser,
+    FourierEmbedding,
+    ResidualBlock,
+    ResidualMLP,
+    SinusoidalEmbedding,
+)
 from adept.diffusion.edm import EDM, EDMConfig, Preconditioning, edm_loss, heun_sample, sigma_steps
 
 __all__ = [
@@ -16,8 +24,10 @@ __all__ = [
     "Denoiser",
     "DiffusionSchedule",
     "EDMConfig",
+    "FourierEmbedding",
     "Preconditioning",
     "ResidualBlock",
+    "ResidualMLP",
     "SinusoidalEmbedding",
     "cosine_alphas_cumprod",
     "edm_loss",

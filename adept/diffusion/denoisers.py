@@ -112,3 +112,68 @@ class Denoiser(nn.Module):
         self, xk: torch.Tensor, k: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor
     ) -> torch.Tensor:
         return self.denoise(xk, self.embed_step(k), self.embed_condition(cond, uncond))
+
+
+class FourierEmbedding(nn.Module):
+    """Random Fourier features of a continuous scalar, [cos 2π f c, sin 2π f c] with fixed
+    f ~ N(0, scale²) (EDM's embedding of c_noise in its NCSN++ network)."""
+
+    freqs: torch.Tensor
+
+    def __init__(self, dim: int, scale: float = 16.0):
+        super().__init__()
+        self.register_buffer("freqs", torch.randn(dim // 2) * scale)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * c.float().unsqueeze(-1) * self.freqs  # [batch, dim / 2]
+        return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class ResidualMLP(nn.Module):
+    """F(x_in, c_noise, cond) for EDM over flat vectors (:class:`adept.diffusion.edm.EDM`): an
+    input projection, ``depth`` residual blocks of ``block_layers`` linear layers, and an output
+    head, with the embedding of the noise level (plus the condition's, when ``cond_dim`` > 0)
+    projected into every block — SynthER's residual-MLP denoiser, the condition fed to every
+    block. The output layer starts at zero, so the untrained denoiser is D(x; σ) = c_skip(σ) x.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        block_layers: int = 2,
+        cond_dim: int = 0,
+    ):
+        super().__init__()
+        self.noise = nn.Sequential(
+            FourierEmbedding(hidden),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+        )
+        self.cond = (
+            nn.Sequential(nn.Linear(cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            if cond_dim
+            else None
+        )
+        self.inp = nn.Linear(x_dim, hidden)
+        self.blocks = nn.ModuleList([ResidualBlock(hidden, block_layers) for _ in range(depth)])
+        self.block_emb = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(depth)])
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, x_dim))
+        head = cast(nn.Linear, self.out[1])
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        emb = self.noise(c_noise)  # [batch, hidden]
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this network is conditional: pass cond")
+            emb = emb + self.cond(cond)
+        h = self.inp(x) + emb
+        for block, proj in zip(self.blocks, self.block_emb, strict=True):
+            h = block(h, proj(emb))
+        return self.out(h)
