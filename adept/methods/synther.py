@@ -1,0 +1,120 @@
+"""SynthER (Lu et al. 2023, "Synthetic Experience Replay"): an unconditional diffusion model of
+whole transitions, sampled once to upsample the dataset the agent trains on.
+
+A transition is the flat vector x = [s, a, r, s′, terminal]. Every dimension but the terminal
+flag is standardized with the data's mean and standard deviation; the flag stays in {0, 1} and is
+read back as terminal where the sample exceeds 0.5 (as SynthER does). The generator is EDM
+(:mod:`adept.diffusion.edm`, σ_d = 1 for standardized data) over a residual MLP
+(:class:`adept.diffusion.denoisers.ResidualMLP`), trained with AdamW, a cosine learning-rate
+schedule and gradient clipping, and sampled from an EMA of its weights with the Heun sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from adept.data.buffer import Batch
+from adept.data.transitions import Transitions
+from adept.diffusion.denoisers import ResidualMLP
+from adept.diffusion.edm import EDM, EDMConfig
+from adept.nets import Normalizer
+
+TERMINAL_THRESHOLD = 0.5
+"""A sampled terminal flag above this reads as a terminal transition."""
+
+
+class TransitionModel(nn.Module):
+    """p_θ([s, a, r, s′, terminal]): EDM over standardized transitions of ``data``'s shape."""
+
+    def __init__(
+        self,
+        data: Transitions,
+        hidden: int,
+        depth: int,
+        edm: EDMConfig | None = None,
+        block_layers: int = 2,
+    ):
+        super().__init__()
+        self.obs_dim, self.act_dim = data.obs_dim, data.act_dim
+        self.dim = 2 * self.obs_dim + self.act_dim + 2  # [s, a, r, s′, terminal]
+        flat = self._flatten(Batch.of(data))
+        mean, std = flat.mean(0), flat.std(0)
+        mean[-1], std[-1] = 0.0, 1.0  # the terminal flag is modelled as it is
+        self.normalizer = Normalizer(mean, std)
+        self.edm = EDM(ResidualMLP(self.dim, hidden, depth, block_layers), edm or EDMConfig())
+
+    def _flatten(self, batch: Batch) -> torch.Tensor:
+        parts = [
+            batch.observations,
+            batch.actions,
+            batch.rewards[:, None],
+            batch.next_observations,
+            batch.terminals[:, None],
+        ]
+        return torch.cat(parts, dim=1)  # [batch, dim]
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """Standardized flat transitions ``[batch, dim]``."""
+        return self.normalizer(self._flatten(batch))
+
+    def decode(self, x: torch.Tensor) -> Batch:
+        """Transitions from standardized flat vectors; the terminal flag thresholded. Timeouts
+        are all 0: a synthetic transition belongs to no episode."""
+        raw = x * self.normalizer.std + self.normalizer.mean
+        o, a = self.obs_dim, self.act_dim
+        terminals = (raw[:, -1] > TERMINAL_THRESHOLD).float()
+        return Batch(
+            observations=raw[:, :o],
+            actions=raw[:, o : o + a],
+            rewards=raw[:, o + a],
+            next_observations=raw[:, o + a + 1 : 2 * o + a + 1],
+            terminals=terminals,
+            timeouts=torch.zeros_like(terminals),
+        )
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        """EDM's weighted denoising loss per transition, ``[batch]``."""
+        return self.edm.loss(self.encode(batch), generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> Batch:
+        """``n`` synthetic transitions (Heun sampler, ``steps`` noise levels)."""
+        return self.decode(self.edm.sample((n, self.dim), generator=generator, steps=steps))
+
+
+class GeneratorTrainer:
+    """AdamW on :meth:`TransitionModel.loss` with the learning rate annealed by a cosine from
+    ``lr`` to 0 over ``num_steps``, the gradient's norm clipped at ``grad_clip``."""
+
+    def __init__(
+        self,
+        model: TransitionModel,
+        num_steps: int,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+    ):
+        self.model = model
+        self.grad_clip = grad_clip
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / num_steps, 1)))
+        )
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        loss = self.model.loss(batch).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return {
+            "synther/loss": loss.detach(),
+            "synther/grad_norm": grad_norm.detach(),
+            "synther/lr": torch.tensor(self.schedule.get_last_lr()[0]),
+        }
