@@ -726,6 +726,89 @@ def _verdict_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
     return blocks
 
 
+COLLAPSE_COLUMNS = (
+    ("Q model − Q real", ("q/model", "q/real")),
+    ("imagined − real return", ("world_model/true_return_gap",)),
+    ("true 1-step error", ("world_model/true_error_1step",)),
+)
+"""(column, metrics) of the rise-and-collapse table; two metrics: their difference."""
+
+
+def _value_at(run_dir: Path, keys: tuple[str, ...], step: int) -> float:
+    """The last value (or difference of two) logged at or before ``step``; NaN if none."""
+    values = []
+    for key in keys:
+        steps, logged = eval_curve(run_dir, key)
+        before = np.flatnonzero(steps <= step)
+        values.append(float(logged[before[-1]]) if len(before) else float("nan"))
+    return values[0] - values[1] if len(values) == 2 else values[0]
+
+
+def collapse_table(bench: Bench) -> Table | None:
+    """Per dataset and method, over finished seeds: the evaluation step of the best score, the
+    best and last scores, and each diagnostic at that peak and at the end ("peak → end") —
+    what changed while the score fell."""
+    rows = []
+    for dataset in bench.datasets:
+        for method in bench.methods:
+            runs = [c for c in bench.runs(dataset, method) if c.state == "done"]
+            per_seed = []
+            for cell in runs:
+                steps, scores = eval_curve(cell.path)
+                if not len(steps):
+                    continue
+                peak = int(np.argmax(scores))
+                diagnostics = [
+                    (_value_at(cell.path, keys, steps[peak]), _value_at(cell.path, keys, steps[-1]))
+                    for _, keys in COLLAPSE_COLUMNS
+                ]
+                per_seed.append((steps[peak], scores[peak], scores[-1], diagnostics))
+            if not per_seed:
+                continue
+            shown = []
+            for i in range(len(COLLAPSE_COLUMNS)):
+                at_peak = np.array([d[i][0] for *_, d in per_seed])
+                at_end = np.array([d[i][1] for *_, d in per_seed])
+                finite = np.isfinite(at_peak) & np.isfinite(at_end)
+                shown.append(
+                    f"{at_peak[finite].mean():.3g} → {at_end[finite].mean():.3g}"
+                    if finite.any()
+                    else "–"
+                )
+            rows.append(
+                (
+                    dataset,
+                    method_label(*method),
+                    f"{np.mean([p[0] for p in per_seed]):.0f}",
+                    f"{np.mean([p[1] for p in per_seed]):.1f}",
+                    f"{np.mean([p[2] for p in per_seed]):.1f}",
+                    *shown,
+                )
+            )
+    if not rows:
+        return None
+    header = ("dataset", "method", "peak step", "best", "last", *(c for c, _ in COLLAPSE_COLUMNS))
+    return Table(header, tuple(rows))
+
+
+def _collapse_blocks(bench: Bench) -> list[Block]:
+    table = collapse_table(bench)
+    if table is None:
+        return []
+    return [
+        Heading(f"Rise and collapse ({bench.budget} budget)", 2),
+        Text(
+            "Means over finished seeds: the step of each run's best evaluation, its best and "
+            "last normalized scores, and the world-model diagnostics at that peak → at the end "
+            "(the last value logged at or before each): critics' mean Q on imagined minus real "
+            "rows (above 0 and growing: the agent exploits the model), how much more return the "
+            "model promises than MuJoCo pays for π's actions over H steps, and the model's true "
+            "one-step error under π. –: not logged (model-free runs)."
+        ),
+        table,
+    ]
+
+
 def _paper_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
     """Ours beside the paper's figures, for the datasets and methods the paper reports."""
     body = []
@@ -874,6 +957,7 @@ def document(bench: Bench, analysis: Analysis, figures: Sequence[Figure], reps: 
             blocks.append(Items(analysis.improvement_notes))
 
     blocks.extend(_verdict_blocks(bench, analysis))
+    blocks.extend(_collapse_blocks(bench))
     blocks.extend(_paper_blocks(bench, analysis))
     blocks.append(Heading("Figures", 2))
     if figures:

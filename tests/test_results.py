@@ -484,3 +484,49 @@ def test_diagnostics_no_run_logged_get_no_column(own_report):
     width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk
     # figsize 4.6 inches per column at adept.report's dpi; a fourth column would add a third
     assert width == round(DPI * 4.6 * 3)
+
+
+def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_path):
+    from adept.results import collapse_table
+
+    cells = {
+        ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0 + s, 2.0))
+        for v in ("none", "adept")
+        for s in (0, 1)
+    }
+    root = write_bench(tmp_path / "b", spec(seeds=(0, 1), datasets=("hopper-random",)), cells)
+    for seed in (0, 1):
+        # the critic's Q on imagined rows runs away from real ones as the score falls
+        rows = [{"step": 0, "wall_time": 0.0, "q/model": 99.0, "q/real": 0.0}]
+        for i, step in enumerate(STEPS):
+            rows.append(
+                {
+                    "step": step - 50,
+                    "wall_time": 1.0 + i,
+                    "q/model": 10.0 * (i + 1),
+                    "q/real": 5.0,
+                    "world_model/true_return_gap": float(i + seed),
+                }
+            )
+            rows.append(
+                {
+                    "step": step,
+                    "wall_time": 1.5 + i,
+                    "eval/normalized_score": (1.0, 5.0 + seed, 2.0)[i],
+                }
+            )
+        with (root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv").open("w") as f:
+            writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+            writer.writeheader()
+            writer.writerows(rows)
+    table = collapse_table(load_bench(root))
+    assert table is not None
+    rows = {r[1]: r for r in table.rows}
+    # peak at the second evaluation (step 200) in both seeds; best 5 and 6, last 2
+    assert rows["ADEPT+IQL"][2:5] == ("200", "5.5", "2.0")
+    assert rows["ADEPT+IQL"][5] == "15 → 25", "Q model − Q real at step 150 → at step 250"
+    assert rows["ADEPT+IQL"][6] == "1.5 → 2.5", "the return gap, mean over seeds"
+    assert rows["ADEPT+IQL"][7] == "–", "not logged"
+    assert rows["IQL"][5:] == ("–", "–", "–"), "a model-free run has no diagnostics"
+    md = (write_report(root).out / "results.md").read_text()
+    assert "## Rise and collapse" in md and "| hopper-random | ADEPT+IQL | 200 | 5.5 | 2.0 |" in md
