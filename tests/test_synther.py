@@ -80,3 +80,26 @@ def test_gradients_are_clipped_to_the_configured_norm():
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     assert after.item() == pytest.approx(1e-3, rel=1e-3), "the step used the clipped gradient"
+
+
+def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
+    from adept.data.hdf5 import load_hdf5, save_hdf5
+    from adept.data.summary import summarize
+    from adept.methods.synther import upsample
+
+    torch.manual_seed(0)
+    model = TransitionModel(linear_system(), hidden=16, depth=1, edm=EDMConfig(sample_steps=4))
+    synthetic = upsample(
+        model, 70, batch_size=32, generator=torch.Generator().manual_seed(1), env_id="Hopper-v5"
+    )
+    assert len(synthetic) == 70 and synthetic.metadata["kind"] == "synther"
+    assert np.array_equal(synthetic.timeouts, ~synthetic.terminals), "one-step episodes"
+    path = save_hdf5(synthetic, tmp_path / "synthetic.hdf5", metadata={"source_dataset": "toy"})
+    back = load_hdf5(path)
+    for name, value in synthetic.arrays().items():
+        assert np.array_equal(getattr(back, name), value), name
+    assert back.env_id == "Hopper-v5" and back.metadata["source_dataset"] == "toy"
+    info = summarize(back)
+    assert info["transitions"] == 70 and info["episodes"] == 70
+    with pytest.raises(ValueError, match="n ≥ 1"):
+        upsample(model, 0, batch_size=32)

@@ -12,6 +12,7 @@ schedule and gradient clipping, and sampled from an EMA of its weights with the 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,3 +119,38 @@ class GeneratorTrainer:
             "synther/grad_norm": grad_norm.detach(),
             "synther/lr": torch.tensor(self.schedule.get_last_lr()[0]),
         }
+
+
+@torch.no_grad()
+def upsample(
+    model: TransitionModel,
+    n: int,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+    env_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Transitions:
+    """``n`` synthetic transitions, sampled ``batch_size`` at a time, as a dataset in the
+    project's format (``save_hdf5`` writes it in D4RL layout, so it can be inspected with
+    ``adept data info`` and reused). Synthetic transitions are independent draws, so each is a
+    one-step episode of its own: terminal where the sampled flag says so, else a timeout (a
+    truncation: the agent bootstraps from s′ as usual)."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"upsample needs n ≥ 1 and batch_size ≥ 1, got {n} and {batch_size}")
+    parts = [
+        model.sample(min(batch_size, n - start), generator, steps)
+        for start in range(0, n, batch_size)
+    ]
+    batch = Batch.cat(parts)
+    terminals = batch.terminals.bool().cpu().numpy()
+    return Transitions(
+        observations=batch.observations.cpu().numpy(),
+        actions=batch.actions.cpu().numpy(),
+        rewards=batch.rewards.cpu().numpy(),
+        next_observations=batch.next_observations.cpu().numpy(),
+        terminals=terminals,
+        timeouts=~terminals,
+        env_id=env_id,
+        metadata={"kind": "synther", **(metadata or {})},
+    )
