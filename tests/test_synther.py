@@ -103,3 +103,29 @@ def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
     assert info["transitions"] == 70 and info["episodes"] == 70
     with pytest.raises(ValueError, match="n ≥ 1"):
         upsample(model, 0, batch_size=32)
+
+
+def test_train_generator_is_pure_and_returns_the_average():
+    from dataclasses import replace
+
+    from adept.methods.synther import SynthERConfig, train_generator
+
+    data = linear_system(n=512)
+    small = SynthERConfig(hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2)
+    cpu = torch.device("cpu")
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    first = train_generator(data, small, seed=0, device=cpu)
+    assert torch.equal(torch.get_rng_state(), rng), "the caller's RNG is left as it was"
+    again = train_generator(data, small, seed=0, device=cpu)
+    for name, value in first["model"].items():
+        assert torch.equal(value, again["model"][name]), name
+    assert np.isfinite(first["metrics"]["synther/loss"])
+    # the weights returned are the EMA's: with a decay near 1 they stay at the initial weights
+    torch.manual_seed(0)
+    initial = TransitionModel(data, 16, 1, small.edm, small.block_layers).state_dict()
+    frozen = train_generator(data, replace(small, ema_decay=1 - 1e-9), seed=0, device=cpu)
+    moved = train_generator(data, replace(small, ema_decay=0.01), seed=0, device=cpu)
+    name = "edm.net.inp.weight"
+    torch.testing.assert_close(frozen["model"][name], initial[name], atol=1e-6, rtol=0)
+    assert not torch.allclose(moved["model"][name], initial[name], atol=1e-3)

@@ -12,16 +12,19 @@ schedule and gradient clipping, and sampled from an EMA of its weights with the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from adept.data.buffer import Batch
+from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
+from adept.diffusion.ema import weight_average
 from adept.nets import Normalizer
+from adept.rng import cuda_indices
 
 TERMINAL_THRESHOLD = 0.5
 """A sampled terminal flag above this reads as a terminal transition."""
@@ -88,9 +91,64 @@ class TransitionModel(nn.Module):
         return self.decode(self.edm.sample((n, self.dim), generator=generator, steps=steps))
 
 
+@dataclass(frozen=True)
+class SynthERConfig:
+    """SynthER's generator, its training and the upsampling. The defaults are the paper's sizes
+    (its released configuration: a GPU's work, hours on a CPU)."""
+
+    hidden: int = 2048
+    """Width of the residual MLP."""
+    depth: int = 6
+    """Residual blocks."""
+    block_layers: int = 2
+    """Linear layers per residual block."""
+    train_steps: int = 100_000
+    """Generator training steps."""
+    batch_size: int = 256
+    """Training batch (SynthER: 256 for datasets under 800k transitions, 1024 above)."""
+    lr: float = 3e-4
+    """AdamW's learning rate, annealed to 0 by a cosine over ``train_steps``."""
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    """Largest gradient norm."""
+    ema_decay: float = 0.9995
+    """Decay per step of the EMA that is sampled from (SynthER: 0.995 every 10 steps)."""
+    sample_steps: int = 128
+    """Heun sampler's noise levels."""
+    num_samples: int = 5_000_000
+    """Synthetic transitions generated once after training."""
+    sample_batch: int = 100_000
+    """Transitions sampled per batch while upsampling."""
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    """EDM's noise levels and sampler (σ_d = 1 for the standardized transitions)."""
+
+
+def train_generator(
+    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Train SynthER's generator on ``data``; returns the EMA weights' state dict (``model``, on
+    the CPU) and the last step's ``metrics``. A pure function of its inputs (its own batches and
+    a forked, seeded torch RNG, which leaves the caller's as it was), so a cached result equals
+    a fresh one."""
+    c = config
+    with torch.random.fork_rng(devices=cuda_indices(device)):
+        torch.manual_seed(seed)
+        model = TransitionModel(data, c.hidden, c.depth, c.edm, c.block_layers).to(device)
+        trainer = GeneratorTrainer(model, c.train_steps, c.lr, c.weight_decay, c.grad_clip)
+        average = weight_average(model, c.ema_decay)
+        sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
+        metrics: dict[str, torch.Tensor] = {}
+        for _ in range(c.train_steps):
+            metrics = trainer.step(sampler.sample(c.batch_size))
+            average.update_parameters(model)
+        state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
+    return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
+
+
 class GeneratorTrainer:
-    """AdamW on :meth:`TransitionModel.loss` with the learning rate annealed by a cosine from
-    ``lr`` to 0 over ``num_steps``, the gradient's norm clipped at ``grad_clip``."""
+    """AdamW (β = (0.9, 0.99), as SynthER) on :meth:`TransitionModel.loss` with the learning
+    rate annealed by a cosine from ``lr`` to 0 over ``num_steps``, the gradient's norm clipped
+    at ``grad_clip``."""
 
     def __init__(
         self,
@@ -102,7 +160,9 @@ class GeneratorTrainer:
     ):
         self.model = model
         self.grad_clip = grad_clip
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99)
+        )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / num_steps, 1)))
         )
