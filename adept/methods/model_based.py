@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
 from adept.artifacts import cached
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
-from adept.diffusion.ema import load_parameters, parameters_of, weight_average
 from adept.errors import AdeptError
 from adept.importance import (
     BehaviorModel,
@@ -447,8 +446,8 @@ class Refitter:
     learning rate, and the averaging.
 
     With ``refit_average`` the steps train a copy of ``model`` (starting from its weights) and
-    ``model`` takes the EMA of the copy's weights after each round; otherwise the steps train
-    ``model`` itself. The Adam state is the one pre-training left.
+    ``model``'s weights are the EMA of the copy's, updated after every step; otherwise the steps
+    train ``model`` itself. The Adam state is the one pre-training left.
     """
 
     def __init__(self, model: WorldModel, config: ModelBasedConfig):
@@ -463,10 +462,10 @@ class Refitter:
             for group in model.optimizer.param_groups:
                 group["lr"] = c.refit_lr
         self.online: WorldModel | None = None
-        self.average: AveragedModel | None = None
         if c.refit_average > 0:
             self.online = copy.deepcopy(model)
-            self.average = weight_average(self.online, c.refit_average)
+            # θ_model ← d θ_model + (1 − d) θ_online, torch's EMA update applied in place
+            self.average_into = get_ema_multi_avg_fn(c.refit_average)
 
     def round(
         self,
@@ -490,12 +489,10 @@ class Refitter:
                 batch_size=self.batch_size,
                 generator=sampler.generator,
             )
-            if self.average is not None:
-                self.average.update_parameters(trained)
+            if self.online is not None:
+                self.average_into(list(self.model.parameters()), list(trained.parameters()), None)
             for key, value in out.items():
                 sums[key] = sums.get(key, torch.zeros_like(value)) + value
-        if self.average is not None:
-            load_parameters(self.model, parameters_of(self.average.module))
         return {k: v / max(steps, 1) for k, v in sums.items()}
 
     def state_dict(self) -> dict[str, Any]:
@@ -503,10 +500,8 @@ class Refitter:
         return {} if self.online is None else {"online": self.online.state_dict_all()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore after ``model`` itself was restored."""
-        if self.online is not None and self.average is not None:
+        if self.online is not None:
             self.online.load_state_dict_all(state["online"])
-            load_parameters(self.average.module, parameters_of(self.model))
 
 
 def check_config(config: ModelBasedConfig, data: Transitions) -> None:
