@@ -205,16 +205,8 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         if name == "ensemble" and diffusion_seconds is not None:
             config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
         started = time.perf_counter()
-        result = cached(
-            "pretrain",
-            pretrain_key(data, config, args.seed, device),
-            functools.partial(pretrain, data, config, args.seed, device),
-        )
+        result, model, bc = pretrained(data, train_part, config, args.seed)
         seconds = time.perf_counter() - started
-        model = WorldModel(train_part, config.world_model, device)
-        model.load_state_dict_all(result["world_model"])
-        bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
-        bc.load_state_dict(result["behavior"])
         beta_1, beta_10 = errors(model, bc, truth, starts, args.seed)
         pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
         metrics = result["metrics"]
@@ -249,6 +241,24 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
                 save_results(path, results)
                 print(f"  refit {variant.key}: {refits[variant.key]}", flush=True)
     truth.close()
+
+
+def pretrained(
+    data: Transitions, train_part: Transitions, config: ModelBasedConfig, seed: int
+) -> tuple[dict[str, Any], WorldModel, BC]:
+    """The library's pre-training of ``config`` on ``data`` (from the artifact store when it
+    holds it): the result, its world model and its β."""
+    device = torch.device("cpu")
+    result = cached(
+        "pretrain",
+        pretrain_key(data, config, seed, device),
+        functools.partial(pretrain, data, config, seed, device),
+    )
+    model = WorldModel(train_part, config.world_model, device)
+    model.load_state_dict_all(result["world_model"])
+    bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
+    bc.load_state_dict(result["behavior"])
+    return result, model, bc
 
 
 def steps_per_second(config: ModelBasedConfig, data: Transitions, buffer: ReplayBuffer) -> float:
@@ -317,17 +327,8 @@ def refit(
     (:class:`adept.methods.Refitter`), from the pre-trained ``variant.candidate``, with the same
     batches where the rules draw alike (``sampler`` draws from ``train_part``, the training
     part of ``data``, reseeded for each variant)."""
-    device = torch.device("cpu")
     config = variant.config(base_config(args))
-    result = cached(
-        "pretrain",
-        pretrain_key(data, config, args.seed, device),
-        functools.partial(pretrain, data, config, args.seed, device),
-    )
-    model = WorldModel(train_part, config.world_model, device)
-    model.load_state_dict_all(result["world_model"])
-    bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
-    bc.load_state_dict(result["behavior"])
+    _, model, bc = pretrained(data, train_part, config, args.seed)
     refitter = Refitter(model, config)
     sampler.generator.manual_seed(args.seed)
     torch.manual_seed(args.seed)
