@@ -17,9 +17,21 @@ from adept.atomic import atomic_path
 
 def eval_curve(run_dir: Path, key: str = "eval/normalized_score") -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one metric from a run's metrics.csv, rows where it was logged."""
+    return metric_curves(run_dir, [key])[key]
+
+
+def metric_curves(run_dir: Path, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`eval_curve` of each of ``keys``, from one read of the run's metrics.csv."""
     with (Path(run_dir) / "metrics.csv").open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(key) not in (None, "")]
-    return np.array([int(r["step"]) for r in rows]), np.array([float(r[key]) for r in rows])
+        rows = list(csv.DictReader(f))
+    out = {}
+    for key in keys:
+        logged = [r for r in rows if r.get(key) not in (None, "")]
+        out[key] = (
+            np.array([int(r["step"]) for r in logged]),
+            np.array([float(r[key]) for r in logged]),
+        )
+    return out
 
 
 DPI = 110

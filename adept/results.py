@@ -38,7 +38,14 @@ from adept.atomic import atomic_path
 from adept.errors import AdeptError
 from adept.paper import SOURCE as PAPER_SOURCE
 from adept.paper import paper_score
-from adept.report import Band, Panel, eval_curve, render_intervals, render_panels
+from adept.report import (
+    Band,
+    Panel,
+    eval_curve,
+    metric_curves,
+    render_intervals,
+    render_panels,
+)
 
 BENCH_FORMAT = 1
 AGENT_NAMES = {"iql": "IQL", "sac": "SAC", "td3bc": "TD3+BC", "bc": "BC"}
@@ -732,13 +739,16 @@ COLLAPSE_COLUMNS = (
     ("true 1-step error", ("world_model/true_error_1step",)),
 )
 """(column, metrics) of the rise-and-collapse table; two metrics: their difference."""
+COLLAPSE_METRICS = tuple(key for _, keys in COLLAPSE_COLUMNS for key in keys)
 
 
-def _value_at(run_dir: Path, keys: tuple[str, ...], step: int) -> float:
+def _value_at(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], step: int
+) -> float:
     """The last value (or difference of two) logged at or before ``step``; NaN if none."""
     values = []
     for key in keys:
-        steps, logged = eval_curve(run_dir, key)
+        steps, logged = curves[key]
         before = np.flatnonzero(steps <= step)
         values.append(float(logged[before[-1]]) if len(before) else float("nan"))
     return values[0] - values[1] if len(values) == 2 else values[0]
@@ -754,12 +764,13 @@ def collapse_table(bench: Bench) -> Table | None:
             runs = [c for c in bench.runs(dataset, method) if c.state == "done"]
             per_seed = []
             for cell in runs:
-                steps, scores = eval_curve(cell.path)
+                curves = metric_curves(cell.path, ["eval/normalized_score", *COLLAPSE_METRICS])
+                steps, scores = curves["eval/normalized_score"]
                 if not len(steps):
                     continue
                 peak = int(np.argmax(scores))
                 diagnostics = [
-                    (_value_at(cell.path, keys, steps[peak]), _value_at(cell.path, keys, steps[-1]))
+                    (_value_at(curves, keys, steps[peak]), _value_at(curves, keys, steps[-1]))
                     for _, keys in COLLAPSE_COLUMNS
                 ]
                 per_seed.append((steps[peak], scores[peak], scores[-1], diagnostics))
