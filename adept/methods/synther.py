@@ -113,14 +113,13 @@ class SynthERConfig:
     """Largest gradient norm."""
     ema_decay: float = 0.9995
     """Decay per step of the EMA that is sampled from (SynthER: 0.995 every 10 steps)."""
-    sample_steps: int = 128
-    """Heun sampler's noise levels."""
     num_samples: int = 5_000_000
     """Synthetic transitions generated once after training."""
     sample_batch: int = 100_000
     """Transitions sampled per batch while upsampling."""
     edm: EDMConfig = field(default_factory=EDMConfig)
-    """EDM's noise levels and sampler (σ_d = 1 for the standardized transitions)."""
+    """EDM's noise levels and Heun sampler (σ_d = 1 for the standardized transitions; SynthER's
+    128 sampling steps are EDMConfig's default)."""
 
 
 def train_generator(
