@@ -80,17 +80,43 @@ def cached(
         result = _load(path)  # another process may have computed it while we waited
         if result is None:
             result = make()
-            atomic_write_json(
-                path.with_suffix(".json"),
-                {
-                    "kind": kind,
-                    "key": to_jsonable(key),
-                    "adept_version": __version__,
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                },
-            )
+            _describe(path, kind, key)
             save_state(path, result)
     return result
+
+
+def cached_file(
+    kind: str,
+    key: Mapping[str, Any],
+    suffix: str,
+    make: Callable[[Path], Any],
+    root: Path | None = None,
+) -> Path:
+    """The path of a file that ``make(path)`` writes, made once per ``(kind, key)``: like
+    :func:`cached`, for results that are files in a format of their own (a synthetic dataset in
+    D4RL layout, readable by ``adept data info``). ``make`` must write ``path`` atomically (a
+    temporary file, renamed), so that an existing file is always a complete one."""
+    path = entry_path(kind, key, root).with_suffix(suffix)
+    if path.exists():
+        return path
+    with exclusive_lock(path.with_suffix(".lock"), "artifact folder"):
+        if not path.exists():
+            make(path)
+            _describe(path, kind, key)
+    return path
+
+
+def _describe(path: Path, kind: str, key: Mapping[str, Any]) -> None:
+    """Write the ``.json`` beside an entry: the key it was computed from, for a human reader."""
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {
+            "kind": kind,
+            "key": to_jsonable(key),
+            "adept_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        },
+    )
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],
         "agents": ["iql"],
-        "methods": ["none", "diffusion", "adept"],
+        "methods": ["none", "diffusion", "adept", "synther"],
         "seeds": [0, 1],
         "num_steps": 200,
         "eval_every": 100,
@@ -134,6 +134,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adept.true_error_every": 2,
             "adept.true_error_starts": 32,
             "adept.world_model.hidden": 64,
+            "synther.preset": "smoke",
         },
     },
 }
@@ -1036,7 +1037,7 @@ def prepare(spec: GridSpec, options: BenchOptions) -> tuple[BenchRoot, GridSpec]
 def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, Any]]:
     """Make the datasets, build and check every cell's config, before anything is written."""
     from adept.data.registry import dataset_label, load_dataset
-    from adept.methods import check_config
+    from adept.methods import METHODS, method_options
 
     labels: dict[str, str] = {}
     for dataset in spec.datasets:
@@ -1060,8 +1061,7 @@ def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, A
             )
         datasets[dataset] = data
     for cell, config in cells:
-        if config.method != "none":
-            check_config(config.adept, datasets[cell.dataset])
+        METHODS[config.method].check(method_options(config.method, config), datasets[cell.dataset])
         check_cell_dir(cell, config)
     return cells
 

@@ -88,11 +88,16 @@ class DataInfo:
 
     def run(self) -> None:
         from adept.data.registry import load_dataset
-        from adept.data.summary import format_summary, summarize
+        from adept.data.summary import format_summary, is_synthetic, summarize
 
         if self.plot is not None and self.plot.suffix.lower() != ".png":
             raise AdeptError(f"--plot writes a PNG; give a path ending in .png, not {self.plot}")
         data = load_dataset(self.dataset, env_id=self.env_id, make_missing=False)
+        if self.plot is not None and is_synthetic(data):
+            raise AdeptError(
+                f"--plot draws episode returns, and {self.dataset} holds synthetic one-step "
+                "transitions; drop --plot"
+            )
         summary = summarize(data)
         print(json.dumps(summary, indent=2) if self.json else format_summary(summary))
         if self.plot is not None:

@@ -139,3 +139,36 @@ def true_model_error(
             break
         real, model_obs = next_real, pred
     return TrueError(np.asarray(per_step), np.asarray(reward_per_step), float(gap.mean()))
+
+
+@dataclass(frozen=True)
+class TransitionError:
+    """How far stored or generated transitions (s, a, r, s′) are from the simulator's."""
+
+    state_error: np.ndarray
+    """‖s′ − s′_true‖₂ per checked transition ``[M]``."""
+    reward_error: np.ndarray
+    """|r − r_true| per checked transition ``[M]``."""
+    checked: int
+    """Transitions checked: those whose s determines the state (:meth:`TrueDynamics.exact`)."""
+
+    def share_within(self, tolerance: float) -> float:
+        """Fraction of checked transitions with ‖s′ − s′_true‖₂ ≤ ``tolerance``."""
+        return float((self.state_error <= tolerance).mean()) if self.checked else float("nan")
+
+
+def transition_error(
+    truth: TrueDynamics,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    next_observations: np.ndarray,
+) -> TransitionError:
+    """Each transition's s′ and r against one simulator step from s under a — the dynamics error
+    of a generator's samples (SynthER reports it for its own). Actions are given to the env as
+    they are (MuJoCo clamps the controls to their range; the control cost sees them unclipped)."""
+    keep = truth.exact(observations)
+    true_next, true_reward, _ = truth.step(observations[keep], actions[keep])
+    state = np.linalg.norm(next_observations[keep] - true_next, axis=-1)
+    reward = np.abs(rewards[keep] - true_reward)
+    return TransitionError(state, reward, int(keep.sum()))

@@ -54,6 +54,7 @@ VARIANT_PREFIXES = {
     "diffusion": "Diff+",
     "adept": "ADEPT+",
     "adept-uniform": "ADEPT-uniform+",
+    "synther": "SynthER+",
 }
 STATES = ("queued", "running", "failed")
 GAMMA = 100.0

@@ -34,7 +34,14 @@ from adept.data.buffer import ReplayBuffer, resolve_device
 from adept.data.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
-from adept.methods import Method, ModelBasedConfig, check_config, make_method
+from adept.methods import (
+    METHODS,
+    Method,
+    ModelBasedConfig,
+    SynthERConfig,
+    make_method,
+    method_options,
+)
 from adept.rng import rng_state, seed_everything, set_rng_state
 from adept.runs import MetricsLog, RunDir, load_checkpoint
 
@@ -47,9 +54,10 @@ class TrainConfig:
     """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
     agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
     """The offline RL agent."""
-    method: Literal["none", "diffusion", "adept"] = "none"
+    method: Literal["none", "diffusion", "adept", "synther"] = "none"
     """'none': the dataset alone (X); 'diffusion': Diff+X (world model trained once, rollouts of
-    the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates)."""
+    the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates);
+    'synther': SynthER+X (an upsampled synthetic dataset from a diffusion model of transitions)."""
     num_steps: int = 100_000
     """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
     seed: int = 0
@@ -82,6 +90,8 @@ class TrainConfig:
     bc: BCConfig = field(default_factory=BCConfig)
     adept: ModelBasedConfig = field(default_factory=ModelBasedConfig)
     """World model and schedule of --method diffusion|adept."""
+    synther: SynthERConfig = field(default_factory=SynthERConfig)
+    """Generator, upsampling and data mix of --method synther."""
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
@@ -113,7 +123,15 @@ class TrainConfig:
 
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
-RESUMABLE_FIELDS = ("device", "progress", "tensorboard", "wandb", "run_dir", "adept.cache")
+RESUMABLE_FIELDS = (
+    "device",
+    "progress",
+    "tensorboard",
+    "wandb",
+    "run_dir",
+    "adept.cache",
+    "synther.cache",
+)
 
 
 def fit(
@@ -225,8 +243,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if data.env_id is None:
         raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
     env_id = data.env_id
-    if config.method != "none":
-        check_config(config.adept, data)
+    options = method_options(config.method, config)
+    METHODS[config.method].check(options, data)  # before the run directory is written
     run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
     device = resolve_device(config.device)
 
@@ -239,7 +257,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         data,
         buffer,
         config.batch_size,
-        config.adept,
+        options,
         config.seed,
         config.num_steps,
     )

@@ -72,3 +72,23 @@ def test_true_error_of_an_exact_and_a_biased_model(tmp_path):
     optimist = true_model_error(Optimist(truth), agent, truth, start, horizon=3)  # type: ignore[arg-type]
     assert optimist.return_gap == pytest.approx(3.0, rel=1e-3)
     np.testing.assert_allclose(optimist.per_step, 0.0, atol=1e-4)
+
+
+def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path):
+    from adept.diagnostics import transition_error
+
+    data = load_hdf5(
+        make_dataset("hopper-random", tmp_path / "d.hdf5", num_steps=300, seed=0, progress=False)
+    )
+    truth = TrueDynamics(data.env_id)
+    arrays = (data.observations, data.actions, data.rewards, data.next_observations)
+    exact = transition_error(truth, *arrays)
+    assert exact.checked == int(truth.exact(data.observations).sum()) > 20
+    assert exact.state_error.max() < 1e-3 and exact.reward_error.max() < 1e-3
+    assert exact.share_within(0.01) == 1.0
+    shifted_next = data.next_observations.copy()
+    shifted_next[:, 0] += 0.1  # every s′ off by 0.1 in one dimension
+    shifted = transition_error(truth, *arrays[:2], data.rewards + 0.5, shifted_next)
+    np.testing.assert_allclose(shifted.state_error, 0.1, atol=1e-3)
+    np.testing.assert_allclose(shifted.reward_error, 0.5, atol=1e-3)
+    assert shifted.share_within(0.05) == 0.0 and shifted.share_within(0.2) == 1.0

@@ -109,9 +109,9 @@ def test_the_optimal_denoiser_scores_one_per_dimension():
 
 @pytest.mark.parametrize(("churn", "steps"), [(0.0, 32), (80.0, 128)], ids=["ode", "churn"])
 def test_heun_sampler_recovers_a_gaussian(churn, steps):
-    config = EDMConfig(sigma_data=STD, s_churn=churn, sample_steps=steps)
+    config = EDMConfig(sigma_data=STD, s_churn=churn)
     g = torch.Generator().manual_seed(3)
-    x = heun_sample(gaussian_denoiser(MU, STD), (20_000, 2), config, generator=g)
+    x = heun_sample(gaussian_denoiser(MU, STD), (20_000, 2), steps, config, generator=g)
     assert x.shape == (20_000, 2)
     assert x.mean().item() == pytest.approx(MU, abs=0.02)
     assert x.std().item() == pytest.approx(STD, rel=0.02)
@@ -123,8 +123,8 @@ def test_the_ode_sampler_converges_at_second_order():
     per doubling of the steps (Euler's would fall ≈ 2×)."""
     max_error = {}
     for n in (32, 64):
-        config = EDMConfig(sigma_data=STD, s_churn=0.0, sample_steps=n)
-        x = heun_sample(gaussian_denoiser(MU, STD), (1000, 1), config, generator=_seeded(3))
+        config = EDMConfig(sigma_data=STD, s_churn=0.0)
+        x = heun_sample(gaussian_denoiser(MU, STD), (1000, 1), n, config, generator=_seeded(3))
         start = torch.randn((1000, 1), generator=_seeded(3)) * config.sigma_max  # the same draw
         exact = MU + (start - MU) * STD / math.sqrt(STD**2 + config.sigma_max**2)
         max_error[n] = (x - exact).abs().max().item()
@@ -150,7 +150,7 @@ class _Affine(nn.Module):
 
 def test_edm_module_trains_and_samples():
     torch.manual_seed(5)
-    model = EDM(_Affine(), EDMConfig(sigma_data=1.0, sample_steps=16))
+    model = EDM(_Affine(), EDMConfig(sigma_data=1.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     data = 0.5 * torch.randn(4096, 1)
     first = model.loss(data).mean().item()
@@ -160,7 +160,7 @@ def test_edm_module_trains_and_samples():
         loss.backward()
         optimizer.step()
     assert model.loss(data).mean().item() < first
-    samples = model.sample((4096, 1), generator=torch.Generator().manual_seed(6))
+    samples = model.sample((4096, 1), steps=16, generator=torch.Generator().manual_seed(6))
     assert samples.shape == (4096, 1) and torch.isfinite(samples).all()
     assert math.isclose(samples.std().item(), 0.5, rel_tol=0.25)
 
@@ -169,7 +169,7 @@ def test_residual_mlp_starts_as_the_skip_and_learns_a_correlated_gaussian():
     from adept.diffusion.denoisers import ResidualMLP
 
     torch.manual_seed(7)
-    model = EDM(ResidualMLP(2, hidden=64, depth=2), EDMConfig(sigma_data=0.5, sample_steps=32))
+    model = EDM(ResidualMLP(2, hidden=64, depth=2), EDMConfig(sigma_data=0.5))
     x = torch.randn(8, 2)
     sigma = torch.full((8,), 2.0)
     torch.testing.assert_close(model.denoise(x, sigma), model.precond.c_skip(sigma)[:, None] * x)
@@ -181,7 +181,7 @@ def test_residual_mlp_starts_as_the_skip_and_learns_a_correlated_gaussian():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    samples = model.sample((4000, 2), generator=_seeded(8))
+    samples = model.sample((4000, 2), steps=32, generator=_seeded(8))
     corr = torch.corrcoef(samples.T)[0, 1].item()
     assert corr == pytest.approx(0.8, abs=0.1), "the joint structure, not just the marginals"
     assert samples.std(0).tolist() == pytest.approx([0.5, 0.5], rel=0.15)

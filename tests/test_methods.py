@@ -53,6 +53,23 @@ def config(dataset, run_dir, **kw) -> TrainConfig:
     return replace(base, **kw)
 
 
+def train_interrupted_then_resumed(config: TrainConfig, at: int, monkeypatch) -> None:
+    """Train ``config`` until step ``at``, stop as a killed run would, then resume it."""
+    real_fit = train_module.fit
+
+    def interrupted(agent, method, start, num_steps):
+        for step, metrics in real_fit(agent, method, start, num_steps):
+            if step == at:
+                raise KeyboardInterrupt
+            yield step, metrics
+
+    monkeypatch.setattr(train_module, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(train_module, "fit", real_fit)
+    train(config)
+
+
 def rows(run_dir):
     with (run_dir / "metrics.csv").open() as f:
         return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
@@ -91,23 +108,11 @@ def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch, adept):
     full = config(
         dataset, tmp_path / "full", method="adept", num_steps=20, eval_every=20, adept=adept
     )
-    train(full)
-    real_fit = train_module.fit
-
-    def interrupted(agent, method, start, num_steps):
-        for step, metrics in real_fit(agent, method, start, num_steps):
-            if step == 13:
-                raise KeyboardInterrupt
-            yield step, metrics
-
     part = config(
         dataset, tmp_path / "part", method="adept", num_steps=20, eval_every=20, adept=adept
     )
-    monkeypatch.setattr(train_module, "fit", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(part)
-    monkeypatch.setattr(train_module, "fit", real_fit)
-    train(part)
+    train(full)
+    train_interrupted_then_resumed(part, 13, monkeypatch)
     assert rows(tmp_path / "part") == rows(tmp_path / "full")
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")

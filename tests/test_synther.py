@@ -8,6 +8,8 @@ from adept.data.buffer import Batch
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDMConfig
 from adept.methods.synther import GeneratorTrainer, TransitionModel
+from tests.test_methods import config as methods_config
+from tests.test_methods import rows, train_interrupted_then_resumed
 
 
 def linear_system(n: int = 4000, seed: int = 0) -> Transitions:
@@ -55,14 +57,14 @@ def test_decoded_terminals_are_thresholded_at_one_half():
 def test_training_teaches_the_generator_the_dynamics():
     torch.manual_seed(0)
     data = linear_system()
-    model = TransitionModel(data, hidden=64, depth=2, edm=EDMConfig(sample_steps=24))
-    untrained = dynamics_error(model.sample(2000, generator=torch.Generator().manual_seed(1)))
+    model = TransitionModel(data, hidden=64, depth=2)
+    untrained = dynamics_error(model.sample(2000, 24, torch.Generator().manual_seed(1)))
     trainer = GeneratorTrainer(model, num_steps=800, lr=2e-3)
     batches = Batch.of(data)
     g = torch.Generator().manual_seed(2)
     for _ in range(800):
         out = trainer.step(batches.take(torch.randint(len(data), (256,), generator=g)))
-    samples = model.sample(2000, generator=torch.Generator().manual_seed(1))
+    samples = model.sample(2000, 24, torch.Generator().manual_seed(1))
     trained = dynamics_error(samples)
     data_scale = dynamics_error(Batch.of(data.replace(next_observations=data.observations)))
     # measured: trained 0.071, untrained 2.16, |a| (what s′ = s would miss) 0.76
@@ -88,9 +90,9 @@ def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
     from adept.methods.synther import upsample
 
     torch.manual_seed(0)
-    model = TransitionModel(linear_system(), hidden=16, depth=1, edm=EDMConfig(sample_steps=4))
+    model = TransitionModel(linear_system(), hidden=16, depth=1)
     synthetic = upsample(
-        model, 70, batch_size=32, generator=torch.Generator().manual_seed(1), env_id="Hopper-v5"
+        model, 70, 32, 4, generator=torch.Generator().manual_seed(1), env_id="Hopper-v5"
     )
     assert len(synthetic) == 70 and synthetic.metadata["kind"] == "synther"
     assert np.array_equal(synthetic.timeouts, ~synthetic.terminals), "one-step episodes"
@@ -99,10 +101,11 @@ def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
     for name, value in synthetic.arrays().items():
         assert np.array_equal(getattr(back, name), value), name
     assert back.env_id == "Hopper-v5" and back.metadata["source_dataset"] == "toy"
+    assert back.num_episodes == 70, "each transition an episode of its own"
     info = summarize(back)
-    assert info["transitions"] == 70 and info["episodes"] == 70
+    assert info["transitions"] == 70 and info["terminals"] == int(synthetic.terminals.sum())
     with pytest.raises(ValueError, match="n ≥ 1"):
-        upsample(model, 0, batch_size=32)
+        upsample(model, 0, 32, 4)
 
 
 def test_train_generator_is_pure_and_returns_the_average():
@@ -111,7 +114,7 @@ def test_train_generator_is_pure_and_returns_the_average():
     from adept.methods.synther import SynthERConfig, train_generator
 
     data = linear_system(n=512)
-    small = SynthERConfig(hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2)
+    small = SynthERConfig(hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2, ema_decay=0.9)
     cpu = torch.device("cpu")
     torch.manual_seed(123)
     rng = torch.get_rng_state()
@@ -123,9 +126,146 @@ def test_train_generator_is_pure_and_returns_the_average():
     assert np.isfinite(first["metrics"]["synther/loss"])
     # the weights returned are the EMA's: with a decay near 1 they stay at the initial weights
     torch.manual_seed(0)
-    initial = TransitionModel(data, 16, 1, small.edm, small.block_layers).state_dict()
+    initial = TransitionModel(data, 16, 1, EDMConfig(), small.block_layers).state_dict()
     frozen = train_generator(data, replace(small, ema_decay=1 - 1e-9), seed=0, device=cpu)
     moved = train_generator(data, replace(small, ema_decay=0.01), seed=0, device=cpu)
     name = "edm.net.inp.weight"
     torch.testing.assert_close(frozen["model"][name], initial[name], atol=1e-6, rtol=0)
     assert not torch.allclose(moved["model"][name], initial[name], atol=1e-3)
+
+
+# --- the method: presets, options, the loop, the cache, resume --------------------------------
+
+
+@pytest.fixture(scope="module")
+def hopper(tmp_path_factory) -> str:
+    from adept.data.generate import make_dataset
+
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    return str(make_dataset("hopper-random", path, num_steps=1500, seed=0, progress=False))
+
+
+def run_config(dataset, run_dir, **kw):
+    from adept.methods.synther import SynthERConfig
+
+    smoke = SynthERConfig(preset="smoke", num_samples=500, sample_batch=256)
+    return methods_config(dataset, run_dir, **{"method": "synther", "synther": smoke, **kw})
+
+
+def test_presets_size_the_generator_and_fields_override_them():
+    from adept.methods.synther import PRESETS, SynthERConfig
+
+    assert SynthERConfig().sizes(1000) == PRESETS["cpu"], "'cpu' is the default preset"
+    paper = SynthERConfig(preset="paper")
+    assert paper.sizes(1_000_000).hidden == 2048 and paper.sizes(1_000_000).num_samples == 5_000_000
+    # SynthER's batch rule: 1024 from 800k transitions, 256 below
+    assert paper.sizes(1_000_000).batch_size == 1024 and paper.sizes(125_000).batch_size == 256
+    mine = SynthERConfig(preset="paper", hidden=64, sample_steps=16).sizes(125_000)
+    assert (mine.hidden, mine.sample_steps, mine.depth) == (64, 16, 6)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"real_ratio": 1.5}, "--synther.real-ratio must be in"),
+        ({"num_samples": 0}, "--synther.num-samples must be positive"),
+        ({"sample_steps": 1}, "--synther.sample-steps must be at least 2"),
+        ({"ema_decay": 1.0}, "--synther.ema-decay must be in"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(hopper, tmp_path, option, message):
+    from dataclasses import replace
+
+    from adept.errors import AdeptError
+    from adept.train import train
+
+    config = run_config(hopper, tmp_path / "run")
+    config = replace(config, synther=replace(config.synther, **option))
+    with pytest.raises(AdeptError, match=message):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
+def test_synther_trains_every_agent(hopper, tmp_path, agent):
+    import csv
+
+    from adept.train import train
+
+    summary = train(run_config(hopper, tmp_path / "run", agent=agent))
+    assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        first = next(csv.DictReader(f))
+    assert first["step"] == "0", "the generator's metrics are logged at step 0"
+    assert float(first["synther/num_samples"]) == 500
+    assert np.isfinite(float(first["synther/loss"]))
+
+
+def _method(dataset: str, real_ratio: float, batch_size: int = 32):
+    from dataclasses import replace
+
+    from adept.data.buffer import ReplayBuffer
+    from adept.data.registry import load_dataset
+    from adept.methods import make_method
+
+    data = load_dataset(dataset)
+    config = replace(run_config(dataset, None).synther, real_ratio=real_ratio)
+    buffer = ReplayBuffer.from_transitions(data, device="cpu", seed=0)
+    method = make_method("synther", data, buffer, batch_size, config, seed=0)
+    method.setup(agent=None)  # type: ignore[arg-type]  # SynthER's set-up needs no agent
+    return data, method
+
+
+@pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
+def test_batches_hold_the_configured_share_of_real_rows(hopper, real_ratio):
+    data, method = _method(hopper, real_ratio)
+    real = {row.tobytes() for row in data.observations}
+    batch = method.sample(0)
+    is_real = [row.tobytes() in real for row in batch.observations.numpy()]
+    assert len(batch) == 32
+    assert sum(is_real) == round(32 * real_ratio), "exactly the share, not merely some"
+
+
+def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, monkeypatch):
+    import adept.methods.synther as synther
+    from adept.data.hdf5 import load_hdf5
+    from adept.data.summary import summarize
+    from adept.train import train
+
+    train(run_config(hopper, tmp_path / "iql"))
+    entries = sorted((tmp_path / "adept-data" / "artifacts" / "synther-samples").glob("*.hdf5"))
+    assert len(entries) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached generator and samples should have been reused")
+
+    monkeypatch.setattr(synther, "train_generator", fail)
+    monkeypatch.setattr(synther, "synthesize", fail)
+    train(run_config(hopper, tmp_path / "td3bc", agent="td3bc"))
+    synthetic = load_hdf5(entries[0])
+    info = summarize(synthetic)  # what `adept data info` prints
+    assert info["transitions"] == 500 and info["kind"] == "synther"
+    assert "normalized_score_mean" not in info and "one-step" in info["note"]
+    assert info["source_dataset"].endswith("hopper-random.hdf5")
+    assert synthetic.env_id == "Hopper-v5"
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_resume_is_exact(hopper, tmp_path, monkeypatch, cache):
+    from dataclasses import replace
+
+    from adept.runs import load_checkpoint
+    from adept.train import train
+
+    def make(name):
+        config = run_config(hopper, tmp_path / name, num_steps=20, eval_every=20)
+        return replace(config, synther=replace(config.synther, real_ratio=0.5, cache=cache))
+
+    train(make("full"))
+    train_interrupted_then_resumed(make("part"), 13, monkeypatch)
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    for key, value in a["agent"]["actor"].items():
+        assert torch.equal(value, b["agent"]["actor"][key]), key
+    assert ("generator" in a["method"]) == (not cache), "without the cache, in the checkpoint"

@@ -9,13 +9,24 @@ import numpy as np
 from adept.data.transitions import Transitions
 from adept.envs import normalized_score
 
+SYNTHETIC_KINDS = ("synther",)
+"""Kinds of generated data whose transitions are independent draws, stored as one-step episodes:
+they have no episode returns and no behaviour score."""
+
+
+def is_synthetic(data: Transitions) -> bool:
+    return data.kind in SYNTHETIC_KINDS
+
 
 def summarize(data: Transitions) -> dict[str, Any]:
     """Numbers ``adept data info`` prints, as a JSON-compatible dict.
 
     The behaviour score is the mean over all episodes in the data, including the last one when
-    the data ends mid-episode (as D4RL tables do).
+    the data ends mid-episode (as D4RL tables do). Synthetic data (:data:`SYNTHETIC_KINDS`) gets
+    per-transition reward statistics instead.
     """
+    if is_synthetic(data):
+        return _summarize_synthetic(data)
     returns = data.episode_returns()
     lengths = data.episode_lengths()
     out: dict[str, Any] = {
@@ -53,6 +64,30 @@ def summarize(data: Transitions) -> dict[str, Any]:
                 f"{what}the SAC run stopped at its budget ({steps} steps) before the medium target "
                 f"return {target:.0f}"
             )
+    return out
+
+
+def _summarize_synthetic(data: Transitions) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "source": data.source,
+        "env_id": data.env_id,
+        "kind": data.kind,
+        "transitions": len(data),
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "terminals": int(data.terminals.sum()),
+        "reward_mean": float(data.rewards.mean()),
+        "reward_std": float(data.rewards.std()),
+        "reward_min": float(data.rewards.min()),
+        "reward_max": float(data.rewards.max()),
+    }
+    for key in ("source_dataset", "source_fingerprint", "synther_preset"):
+        if key in data.metadata:
+            out[key] = data.metadata[key]
+    out["note"] = (
+        "synthetic transitions: independent draws of a generator, each stored as a one-step "
+        "episode, so there are no episode returns and no behaviour score"
+    )
     return out
 
 

@@ -38,8 +38,9 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class EDMConfig:
-    """EDM's noise levels, training σ distribution and sampler (defaults: EDM's, with σ_d = 1
-    for standardized data and SynthER's 128 sampling steps)."""
+    """EDM's noise levels, training σ distribution and sampler churn (defaults: EDM's, with
+    σ_d = 1 for standardized data). The number of sampling steps is the caller's: each method
+    sizes it with its network (SynthER: 128)."""
 
     sigma_min: float = 0.002
     """Smallest noise level of the sampler."""
@@ -53,8 +54,6 @@ class EDMConfig:
     """Mean of ln σ in training."""
     p_std: float = 1.2
     """Standard deviation of ln σ in training."""
-    sample_steps: int = 128
-    """N, the sampler's noise levels (N − 1 Heun steps and a final Euler step to σ = 0)."""
     s_churn: float = 80.0
     """Total churn: each step in [S_tmin, S_tmax] raises σ by γ = min(S_churn / N, √2 − 1)."""
     s_tmin: float = 0.05
@@ -130,18 +129,19 @@ def edm_loss(
 def heun_sample(
     denoise: Denoise,
     shape: tuple[int, ...],
+    steps: int,
     config: EDMConfig,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
-    steps: int | None = None,
 ) -> torch.Tensor:
-    """EDM Algorithm 2: Heun's method on the probability-flow ODE with churn, ``shape`` samples.
+    """EDM Algorithm 2: Heun's method on the probability-flow ODE with churn, ``shape`` samples
+    over ``steps`` noise levels (``steps`` − 1 Heun steps and a final Euler step to σ = 0).
 
     At each level σ_i: raise it to σ̂ = σ_i (1 + γ) by adding noise of variance σ̂² − σ_i² (γ > 0
     only inside [S_tmin, S_tmax]); take an Euler step to σ_{i+1} along d = (x − D(x; σ̂)) / σ̂;
     unless σ_{i+1} = 0, correct it with the slope at the new point (the trapezoidal rule).
     """
-    n = config.sample_steps if steps is None else steps
+    n = steps
     sigmas = sigma_steps(n, config.sigma_min, config.sigma_max, config.rho, device)
     gamma_max = min(config.s_churn / n, math.sqrt(2) - 1)
     x = torch.randn(shape, device=device, generator=generator) * sigmas[0]
@@ -198,13 +198,14 @@ class EDM(nn.Module):
     def sample(
         self,
         shape: tuple[int, ...],
+        steps: int,
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        steps: int | None = None,
     ) -> torch.Tensor:
-        """``shape`` samples by :func:`heun_sample` (on the module's device)."""
+        """``shape`` samples by :func:`heun_sample` over ``steps`` noise levels (on the module's
+        device)."""
         device = next(self.parameters()).device
         return heun_sample(
-            lambda x, sigma: self.denoise(x, sigma, cond), shape, self.config, device, generator,
-            steps,
+            lambda x, sigma: self.denoise(x, sigma, cond), shape, steps, self.config, device,
+            generator,
         )  # fmt: skip

@@ -1,16 +1,20 @@
 """Synthetic-data methods plugged into the shared training loop, one file each on a shared base.
 
 - :mod:`adept.methods.base` — the :class:`Method` hook interface (``--method none``: the dataset
-  alone);
-- :mod:`adept.methods.model_based` — Diff+X and ADEPT (``--method diffusion|adept``);
-- :mod:`adept.methods.pretraining` — their cached β fit and world-model pre-training.
+  alone) and the mixed real/synthetic sampler;
+- :mod:`adept.methods.model_based` — Diff+X and ADEPT (``--method diffusion|adept``, options
+  ``--adept.*``);
+- :mod:`adept.methods.pretraining` — their cached β fit and world-model pre-training;
+- :mod:`adept.methods.synther` — SynthER+X (``--method synther``, options ``--synther.*``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from adept.data.buffer import ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.methods.base import Method
+from adept.methods.base import Method, mixed_sample
 from adept.methods.model_based import (
     ADEPTMethod,
     DiffusionMethod,
@@ -25,9 +29,23 @@ from adept.methods.pretraining import (
     pretrain,
     pretrain_key,
 )
+from adept.methods.synther import SynthERConfig, SynthERMethod
 
-METHODS: dict[str, type[DiffusionMethod]] = {"diffusion": DiffusionMethod, "adept": ADEPTMethod}
-"""The synthetic-data methods by ``--method`` name (``none``: :class:`Method` itself)."""
+METHODS: dict[str, type[Method]] = {
+    "none": Method,
+    "diffusion": DiffusionMethod,
+    "adept": ADEPTMethod,
+    "synther": SynthERMethod,
+}
+"""The methods by ``--method`` name; each one's options live in the training config's field
+``METHODS[name].options``, as agents' do under their own names."""
+
+
+def method_options(name: str, config: Any) -> Any:
+    """Method ``name``'s options from a training config (``config.adept``, ``config.synther``,
+    or None for a method without options)."""
+    field = METHODS[name].options
+    return None if field is None else getattr(config, field)
 
 
 def make_method(
@@ -35,14 +53,14 @@ def make_method(
     data: Transitions,
     buffer: ReplayBuffer,
     batch_size: int,
-    config: ModelBasedConfig,
+    config: Any,
     seed: int,
     num_steps: int | None = None,
 ) -> Method:
-    """``none`` (the dataset alone), ``diffusion`` (Diff+X) or ``adept``."""
-    if name == "none":
-        return Method(data, buffer, batch_size)
-    return METHODS[name](data, buffer, batch_size, config, seed, num_steps)
+    """Method ``name`` with its options ``config`` (:func:`method_options`), checked."""
+    cls = METHODS[name]
+    cls.check(config, data)
+    return cls(data, buffer, batch_size, config, seed, num_steps)
 
 
 __all__ = [
@@ -54,9 +72,13 @@ __all__ = [
     "Method",
     "ModelBasedConfig",
     "Refitter",
+    "SynthERConfig",
+    "SynthERMethod",
     "check_config",
     "holdout_mask",
     "make_method",
+    "method_options",
+    "mixed_sample",
     "pretrain",
     "pretrain_key",
 ]

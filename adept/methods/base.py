@@ -11,21 +11,49 @@ from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 
 
+def mixed_sample(
+    real: ReplayBuffer, synthetic: ReplayBuffer, batch_size: int, n_real: int
+) -> Batch:
+    """A batch of ``n_real`` rows from ``real`` and the rest from ``synthetic`` (all real while
+    ``synthetic`` is empty)."""
+    if n_real >= batch_size or len(synthetic) == 0:
+        return real.sample(batch_size)
+    if n_real <= 0:
+        return synthetic.sample(batch_size)
+    return Batch.cat([real.sample(n_real), synthetic.sample(batch_size - n_real)])
+
+
 class Method:
     """How the agent gets its batches, and what happens between agent updates.
 
     The base class trains on the dataset alone (``--method none``). A synthetic-data method
     overrides :meth:`setup` (e.g. pre-train a world model), :meth:`sample` (mix real and
     synthetic data) and :meth:`after_update` (rollouts, model re-fits), and saves whatever it
-    needs to resume in :meth:`state_dict`.
+    needs to resume in :meth:`state_dict`. Its options are a config dataclass held by the
+    training config's field named :attr:`options` (``--adept.*``, ``--synther.*``), passed to
+    the constructor and checked by :meth:`check` before anything is written.
     """
 
     name = "none"
+    options: str | None = None
+    """The field of :class:`adept.train.TrainConfig` holding this method's config (None: none)."""
 
-    def __init__(self, data: Transitions, buffer: ReplayBuffer, batch_size: int):
+    def __init__(
+        self,
+        data: Transitions,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        config: Any = None,
+        seed: int = 0,
+        num_steps: int | None = None,
+    ):
         self.data = data
         self.buffer = buffer
         self.batch_size = batch_size
+
+    @staticmethod
+    def check(config: Any, data: Transitions) -> None:
+        """Refuse a config that cannot work with ``data`` (an :class:`AdeptError`)."""
 
     def setup(self, agent: Agent) -> dict[str, float]:
         """Work before the first agent step; returns metrics to log at step 0."""

@@ -40,7 +40,7 @@ from adept.importance import (
     importance_sampled_update,
     importance_weights,
 )
-from adept.methods.base import Method
+from adept.methods.base import Method, mixed_sample
 from adept.methods.pretraining import holdout_mask, pretrain, pretrain_key
 from adept.nets import Actor
 from adept.rng import seeded
@@ -192,6 +192,7 @@ class DiffusionMethod(Method):
     """Diff+X: a guided diffusion world model trained once; rollouts of the current policy."""
 
     name = "diffusion"
+    options = "adept"
     adapts = False
 
     def __init__(
@@ -239,6 +240,10 @@ class DiffusionMethod(Method):
             except AdeptError:
                 self.truth = None  # env without a settable state: skip the diagnostic
 
+    @staticmethod
+    def check(config: Any, data: Transitions) -> None:
+        check_config(config, data)
+
     def setup(self, agent: Agent) -> dict[str, float]:
         c = self.config
 
@@ -278,14 +283,7 @@ class DiffusionMethod(Method):
         return round(self.batch_size * ratio)
 
     def sample(self, step: int) -> Batch:
-        n_real = self.real_rows(step)
-        if n_real == self.batch_size or len(self.model_buffer) == 0:
-            return self.buffer.sample(self.batch_size)
-        if n_real == 0:
-            return self.model_buffer.sample(self.batch_size)
-        real = self.buffer.sample(n_real)
-        synthetic = self.model_buffer.sample(self.batch_size - n_real)
-        return Batch.cat([real, synthetic])
+        return mixed_sample(self.buffer, self.model_buffer, self.batch_size, self.real_rows(step))
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
         c = self.config

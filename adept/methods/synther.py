@@ -12,17 +12,24 @@ schedule and gradient clipping, and sampled from an EMA of its weights with the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from adept.agents import Agent
+from adept.artifacts import cached, cached_file
 from adept.data.buffer import Batch, ReplayBuffer
+from adept.data.hdf5 import load_hdf5, save_hdf5
 from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.ema import weight_average
+from adept.errors import AdeptError
+from adept.methods.base import Method, mixed_sample
 from adept.nets import Normalizer
 from adept.rng import cuda_indices
 
@@ -84,61 +91,201 @@ class TransitionModel(nn.Module):
         return self.edm.loss(self.encode(batch), generator=generator)
 
     @torch.no_grad()
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, steps: int | None = None
-    ) -> Batch:
-        """``n`` synthetic transitions (Heun sampler, ``steps`` noise levels)."""
-        return self.decode(self.edm.sample((n, self.dim), generator=generator, steps=steps))
+    def sample(self, n: int, steps: int, generator: torch.Generator | None = None) -> Batch:
+        """``n`` synthetic transitions (Heun sampler over ``steps`` noise levels)."""
+        return self.decode(self.edm.sample((n, self.dim), steps, generator=generator))
+
+
+@dataclass(frozen=True)
+class SynthERSizes:
+    """The fields a size preset sets (:data:`PRESETS`)."""
+
+    hidden: int
+    """Width of the residual MLP."""
+    depth: int
+    """Residual blocks."""
+    train_steps: int
+    """Generator training steps."""
+    batch_size: int | None
+    """Training batch; None: SynthER's rule, 256 for datasets under 800k transitions, else 1024."""
+    ema_decay: float
+    """Decay per step of the EMA that is sampled from."""
+    sample_steps: int
+    """Noise levels of the Heun sampler (2N − 1 denoiser calls per sample)."""
+    num_samples: int
+    """Synthetic transitions generated once after training."""
+
+
+PRESETS: dict[str, SynthERSizes] = {
+    # SynthER's released configuration (a GPU's work: hours on a CPU). Its EMA is 0.995 every
+    # 10 steps, ≈ 0.9995 per step.
+    "paper": SynthERSizes(2048, 6, 100_000, None, 0.9995, 128, 5_000_000),
+    # ≲ 10 minutes of training + upsampling a 1M-transition random dataset on 2 CPU cores.
+    "cpu": SynthERSizes(256, 4, 20_000, 256, 0.999, 32, 1_000_000),
+    # seconds: tests and quick checks, not a generator worth training an agent on
+    "smoke": SynthERSizes(32, 1, 200, 64, 0.9, 8, 4_096),
+}
+"""``--synther.preset``: the generator's size, training and upsampling budget."""
+
+LARGE_DATASET = 800_000
+"""SynthER trains with batch 1024 on datasets of at least this many transitions, else 256."""
 
 
 @dataclass(frozen=True)
 class SynthERConfig:
-    """SynthER's generator, its training and the upsampling. The defaults are the paper's sizes
-    (its released configuration: a GPU's work, hours on a CPU)."""
+    """SynthER: its generator, training, upsampling and the agent's data mix.
 
-    hidden: int = 2048
-    """Width of the residual MLP."""
-    depth: int = 6
-    """Residual blocks."""
+    One field, ``preset``, sizes the generator and its budget (:data:`PRESETS`); a size field
+    set here overrides the preset's value for it.
+    """
+
+    preset: Literal["paper", "cpu", "smoke"] = "cpu"
+    """'paper': SynthER's released sizes (width 2048 × 6 blocks, 100k steps, 128 sampling steps,
+    5M samples; for a GPU); 'cpu': sized for ≲ 10 minutes on 2 CPU cores; 'smoke': seconds."""
+    hidden: int | None = None
+    """Width of the residual MLP (None: the preset's)."""
+    depth: int | None = None
+    """Residual blocks (None: the preset's)."""
+    train_steps: int | None = None
+    """Generator training steps (None: the preset's)."""
+    batch_size: int | None = None
+    """Training batch (None: the preset's; 'paper': 256 under 800k transitions, else 1024)."""
+    ema_decay: float | None = None
+    """Decay per step of the EMA sampled from (None: the preset's)."""
+    sample_steps: int | None = None
+    """Noise levels of the Heun sampler (None: the preset's)."""
+    num_samples: int | None = None
+    """Synthetic transitions generated once after training (None: the preset's)."""
     block_layers: int = 2
     """Linear layers per residual block."""
-    train_steps: int = 100_000
-    """Generator training steps."""
-    batch_size: int = 256
-    """Training batch (SynthER: 256 for datasets under 800k transitions, 1024 above)."""
     lr: float = 3e-4
-    """AdamW's learning rate, annealed to 0 by a cosine over ``train_steps``."""
+    """AdamW's learning rate, annealed to 0 by a cosine over the training steps."""
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     """Largest gradient norm."""
-    ema_decay: float = 0.9995
-    """Decay per step of the EMA that is sampled from (SynthER: 0.995 every 10 steps)."""
-    num_samples: int = 5_000_000
-    """Synthetic transitions generated once after training."""
     sample_batch: int = 100_000
     """Transitions sampled per batch while upsampling."""
+    real_ratio: float = 0.0
+    """Share of real transitions in each agent batch; the rest are synthetic. 0: synthetic data
+    only, SynthER's offline setting (the paper); its online setting mixes 0.5."""
+    generator_seed: int | None = None
+    """Seed of the generator's training and sampling; None: the run's seed. A fixed seed makes
+    the runs of a grid share one generator and one synthetic dataset per dataset."""
     edm: EDMConfig = field(default_factory=EDMConfig)
-    """EDM's noise levels and Heun sampler (σ_d = 1 for the standardized transitions; SynthER's
-    128 sampling steps are EDMConfig's default)."""
+    """EDM's noise levels and sampler churn (σ_d = 1 for the standardized transitions)."""
+    cache: bool = True
+    """Keep the trained generator and the synthetic dataset in the artifact cache
+    ($ADEPT_DATA_DIR/artifacts/synther*), shared by every run with the same inputs; without it
+    the generator's weights go into the run's checkpoints and the data is sampled again on
+    resume. Results are identical either way."""
+
+    def sizes(self, num_rows: int) -> SynthERSizes:
+        """The preset's sizes with this config's overrides, for a dataset of ``num_rows``."""
+        preset = PRESETS[self.preset]
+        chosen = {
+            f.name: getattr(self, f.name)
+            if getattr(self, f.name) is not None
+            else getattr(preset, f.name)
+            for f in fields(SynthERSizes)
+        }
+        if chosen["batch_size"] is None:
+            chosen["batch_size"] = 1024 if num_rows >= LARGE_DATASET else 256
+        return SynthERSizes(**chosen)
+
+
+def check_config(config: SynthERConfig, data: Transitions) -> None:
+    """Refuse settings that cannot work, before anything is written."""
+    c = config
+    if not 0.0 <= c.real_ratio <= 1.0:
+        raise AdeptError(f"--synther.real-ratio must be in [0, 1], got {c.real_ratio}")
+    sizes = c.sizes(len(data))
+    for name in ("hidden", "depth", "train_steps", "batch_size", "num_samples"):
+        if getattr(sizes, name) < 1:
+            flag = "--synther." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    for name in ("block_layers", "sample_batch"):
+        if getattr(c, name) < 1:
+            flag = "--synther." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be positive, got {getattr(c, name)}")
+    if sizes.sample_steps < 2:
+        raise AdeptError(
+            f"--synther.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
+        )
+    if not 0.0 <= sizes.ema_decay < 1.0:
+        raise AdeptError(f"--synther.ema-decay must be in [0, 1), got {sizes.ema_decay}")
+    if not c.lr > 0:
+        raise AdeptError(f"--synther.lr must be positive, got {c.lr}")
+
+
+SYNTHER_REVISION = 1
+"""Revision of the generator's training and sampling recipe, part of the cache keys: bump it
+whenever :func:`train_generator` or :func:`upsample` compute something else for the same inputs."""
+
+
+def generator_key(
+    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Everything :func:`train_generator`'s result depends on, and nothing else (no agent, no
+    sampling field): runs that differ only elsewhere share one trained generator."""
+    c, sizes = config, config.sizes(len(data))
+    return {
+        "revision": SYNTHER_REVISION,
+        "data": data.fingerprint(),
+        "hidden": sizes.hidden,
+        "depth": sizes.depth,
+        "block_layers": c.block_layers,
+        "train_steps": sizes.train_steps,
+        "batch_size": sizes.batch_size,
+        "ema_decay": sizes.ema_decay,
+        "lr": c.lr,
+        "weight_decay": c.weight_decay,
+        "grad_clip": c.grad_clip,
+        "edm": {"sigma_data": c.edm.sigma_data, "p_mean": c.edm.p_mean, "p_std": c.edm.p_std},
+        "seed": seed,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+
+
+def samples_key(
+    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Everything the synthetic dataset depends on: the generator's key and the sampling's."""
+    sizes = config.sizes(len(data))
+    return {
+        "generator": generator_key(data, config, seed, device),
+        "num_samples": sizes.num_samples,
+        "sample_steps": sizes.sample_steps,
+        "sample_batch": config.sample_batch,
+        "edm": config.edm,
+    }
+
+
+def build_model(data: Transitions, config: SynthERConfig) -> TransitionModel:
+    """The (untrained) generator of ``config``'s size for ``data``."""
+    sizes = config.sizes(len(data))
+    return TransitionModel(data, sizes.hidden, sizes.depth, config.edm, config.block_layers)
 
 
 def train_generator(
     data: Transitions, config: SynthERConfig, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Train SynthER's generator on ``data``; returns the EMA weights' state dict (``model``, on
-    the CPU) and the last step's ``metrics``. A pure function of its inputs (its own batches and
-    a forked, seeded torch RNG, which leaves the caller's as it was), so a cached result equals
-    a fresh one."""
-    c = config
+    the CPU) and the last step's ``metrics``. A pure function of :func:`generator_key`'s inputs
+    (its own batches and a forked, seeded torch RNG, which leaves the caller's as it was), so a
+    cached result equals a fresh one."""
+    c, sizes = config, config.sizes(len(data))
     with torch.random.fork_rng(devices=cuda_indices(device)):
         torch.manual_seed(seed)
-        model = TransitionModel(data, c.hidden, c.depth, c.edm, c.block_layers).to(device)
-        trainer = GeneratorTrainer(model, c.train_steps, c.lr, c.weight_decay, c.grad_clip)
-        average = weight_average(model, c.ema_decay)
+        model = build_model(data, c).to(device)
+        trainer = GeneratorTrainer(model, sizes.train_steps, c.lr, c.weight_decay, c.grad_clip)
+        average = weight_average(model, sizes.ema_decay)
         sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
+        batch_size = sizes.batch_size
+        assert batch_size is not None, "sizes() resolves SynthER's batch rule"
         metrics: dict[str, torch.Tensor] = {}
-        for _ in range(c.train_steps):
-            metrics = trainer.step(sampler.sample(c.batch_size))
+        for _ in range(sizes.train_steps):
+            metrics = trainer.step(sampler.sample(batch_size))
             average.update_parameters(model)
         state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
     return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
@@ -185,20 +332,20 @@ def upsample(
     model: TransitionModel,
     n: int,
     batch_size: int,
+    steps: int,
     generator: torch.Generator | None = None,
-    steps: int | None = None,
     env_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Transitions:
-    """``n`` synthetic transitions, sampled ``batch_size`` at a time, as a dataset in the
-    project's format (``save_hdf5`` writes it in D4RL layout, so it can be inspected with
-    ``adept data info`` and reused). Synthetic transitions are independent draws, so each is a
-    one-step episode of its own: terminal where the sampled flag says so, else a timeout (a
-    truncation: the agent bootstraps from s′ as usual)."""
+    """``n`` synthetic transitions, sampled ``batch_size`` at a time over ``steps`` noise
+    levels, as a dataset in the project's format (``save_hdf5`` writes it in D4RL layout, so it
+    can be inspected with ``adept data info`` and reused). Synthetic transitions are independent
+    draws, so each is a one-step episode of its own: terminal where the sampled flag says so,
+    else a timeout (a truncation: the agent bootstraps from s′ as usual)."""
     if n < 1 or batch_size < 1:
         raise ValueError(f"upsample needs n ≥ 1 and batch_size ≥ 1, got {n} and {batch_size}")
     parts = [
-        model.sample(min(batch_size, n - start), generator, steps)
+        model.sample(min(batch_size, n - start), steps, generator)
         for start in range(0, n, batch_size)
     ]
     batch = Batch.cat(parts)
@@ -213,3 +360,123 @@ def upsample(
         env_id=env_id,
         metadata={"kind": "synther", **(metadata or {})},
     )
+
+
+def synthesize(
+    data: Transitions,
+    config: SynthERConfig,
+    model_state: dict[str, torch.Tensor],
+    seed: int,
+    device: torch.device,
+) -> Transitions:
+    """The synthetic dataset of a trained generator (``model_state``: :func:`train_generator`'s
+    ``model``): a pure function of :func:`samples_key`'s inputs (a generator of its own, seeded
+    from ``seed``'s sampling stream)."""
+    sizes = config.sizes(len(data))
+    model = build_model(data, config).to(device)
+    model.load_state_dict(model_state)
+    rng = torch.Generator(device=device)
+    rng.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    return upsample(
+        model,
+        sizes.num_samples,
+        config.sample_batch,
+        sizes.sample_steps,
+        rng,
+        env_id=data.env_id,
+        metadata={
+            "source_dataset": data.source or "",
+            "source_fingerprint": data.fingerprint(),
+            "synther_preset": config.preset,
+        },
+    )
+
+
+class SynthERMethod(Method):
+    """SynthER+X: the agent trains on an upsampled synthetic dataset (mixed with real data at
+    ``real_ratio``). Set-up trains the generator and samples the dataset once, both cached."""
+
+    name = "synther"
+    options = "synther"
+
+    def __init__(
+        self,
+        data: Transitions,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        config: SynthERConfig,
+        seed: int = 0,
+        num_steps: int | None = None,
+    ):
+        super().__init__(data, buffer, batch_size)
+        check_config(config, data)
+        self.config = config
+        self.seed = seed
+        self.device = buffer.device
+        self.generator_seed = seed if config.generator_seed is None else config.generator_seed
+        self.n_real = round(batch_size * config.real_ratio)
+        self.model_state: dict[str, torch.Tensor] | None = None  # kept only without the cache
+        self.synthetic: ReplayBuffer | None = None
+        self.path: Path | None = None
+
+    @staticmethod
+    def check(config: Any, data: Transitions) -> None:
+        check_config(config, data)
+
+    def setup(self, agent: Agent) -> dict[str, float]:
+        metrics = self._load_synthetic()
+        assert self.synthetic is not None
+        s = self.synthetic
+        metrics["synther/num_samples"] = float(len(s))
+        metrics["synther/terminal_fraction"] = float(s.terminals[: len(s)].mean())
+        metrics["synther/reward_mean"] = float(s.rewards[: len(s)].mean())
+        return metrics
+
+    def _load_synthetic(
+        self, model_state: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """Train (or load) the generator and sample (or load) the synthetic data into
+        :attr:`synthetic`; returns the generator's last training metrics."""
+        c, data, device, seed = self.config, self.data, self.device, self.generator_seed
+
+        def train() -> dict[str, Any]:
+            return train_generator(data, c, seed, device)
+
+        if c.cache:
+            trained = cached("synther", generator_key(data, c, seed, device), train)
+
+            def write(path: Path) -> None:
+                synthetic = synthesize(data, c, trained["model"], seed, device)
+                save_hdf5(synthetic, path)
+
+            key = samples_key(data, c, seed, device)
+            self.path = cached_file("synther-samples", key, ".hdf5", write)
+            synthetic = load_hdf5(self.path)
+            metrics = trained["metrics"]
+        else:
+            if model_state is None:
+                trained = train()
+                model_state, metrics = trained["model"], trained["metrics"]
+            else:
+                metrics = {}
+            self.model_state = model_state
+            synthetic = synthesize(data, c, model_state, seed, device)
+        self.synthetic = ReplayBuffer.from_transitions(synthetic, self.device, seed=self.seed + 1)
+        return dict(metrics)
+
+    def sample(self, step: int) -> Batch:
+        assert self.synthetic is not None, "setup() or load_state_dict() first"
+        return mixed_sample(self.buffer, self.synthetic, self.batch_size, self.n_real)
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.synthetic is not None
+        state = {**super().state_dict(), "synthetic": self.synthetic.state_dict()}
+        if self.model_state is not None:
+            state["generator"] = self.model_state
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
+        super().load_state_dict(state, agent)
+        self._load_synthetic(state.get("generator"))
+        assert self.synthetic is not None
+        self.synthetic.load_state_dict(state["synthetic"])
