@@ -108,6 +108,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "set": {"adept.pretrain_seed": 0},
     },
+    "synther-table": {
+        # Issue 12's learning table: X vs SynthER+X for IQL and TD3+BC, at the adept-claim
+        # grid's budget and evaluation schedule, one generator (the 'cpu' preset) and one
+        # synthetic dataset per dataset shared by every seed and agent.
+        "datasets": ["hopper-random", "halfcheetah-random", "hopper-medium-replay"],
+        "agents": ["iql", "td3bc"],
+        "methods": ["none", "synther"],
+        "seeds": [0, 1, 2],
+        "num_steps": 50_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+        "set": {"synther.generator_seed": 0},
+    },
     "smoke": {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],

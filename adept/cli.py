@@ -167,11 +167,13 @@ class Bench:
     unfinished ones resume from their checkpoints). The exit status is the number of failed
     cells. Layers, each overriding the one before: --preset, --spec, then the options here."""
 
-    preset: Literal["paper-ablation", "adept-claim", "smoke"] | None = None
+    preset: Literal["paper-ablation", "adept-claim", "synther-table", "smoke"] | None = None
     """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
     BC, on the random and medium-replay datasets, 1M steps, 5 seeds); 'adept-claim' (IQL,
     Diff+IQL, ADEPT+IQL, ADEPT-uniform+IQL, SAC, ADEPT+SAC on the random datasets and
-    hopper-medium-replay, 50k steps, 3 seeds); or 'smoke' (seconds)."""
+    hopper-medium-replay, 50k steps, 3 seeds); 'synther-table' (IQL, SynthER+IQL, TD3+BC,
+    SynthER+TD3+BC on hopper- and halfcheetah-random and hopper-medium-replay, 50k steps, 3
+    seeds); or 'smoke' (seconds)."""
     spec: Path | None = None
     """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
     [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""
@@ -179,7 +181,8 @@ class Bench:
     """Datasets, as adept train takes them: names (hopper-random, hopper-random-n5000),
     .hdf5 paths, minari:<id>."""
     methods: tuple[str, ...] | None = None
-    """Methods, each a variant of its own name: none (X), diffusion (Diff+X), adept (ADEPT+X)."""
+    """Methods, each a variant of its own name: none (X), diffusion (Diff+X), adept (ADEPT+X),
+    synther (SynthER+X)."""
     variant: Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction] = ()
     """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac], e.g.
     adept-h5:method=adept,adept.horizon=5 (several after one flag, or the flag repeated)."""
@@ -303,7 +306,7 @@ class Demo:
     num_steps: int = 10_000
     """Agent gradient steps of each run."""
     pretrain_steps: int = 5_000
-    """ADEPT's world-model pre-training steps (the full default is 20k)."""
+    """ADEPT's world-model pre-training steps (the full default is 40k)."""
     seed: int = 0
     """Seed of both runs."""
     run_dir: Path = Path("runs/demo")

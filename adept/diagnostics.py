@@ -149,6 +149,8 @@ class TransitionError:
     """‖s′ − s′_true‖₂ per checked transition ``[M]``."""
     reward_error: np.ndarray
     """|r − r_true| per checked transition ``[M]``."""
+    terminal_mismatch: np.ndarray
+    """Whether the transition's terminal flag differs from the env's per checked transition."""
     checked: int
     """Transitions checked: those whose s determines the state (:meth:`TrueDynamics.exact`)."""
 
@@ -163,12 +165,14 @@ def transition_error(
     actions: np.ndarray,
     rewards: np.ndarray,
     next_observations: np.ndarray,
+    terminals: np.ndarray,
 ) -> TransitionError:
     """Each transition's s′ and r against one simulator step from s under a — the dynamics error
     of a generator's samples (SynthER reports it for its own). Actions are given to the env as
     they are (MuJoCo clamps the controls to their range; the control cost sees them unclipped)."""
     keep = truth.exact(observations)
-    true_next, true_reward, _ = truth.step(observations[keep], actions[keep])
+    true_next, true_reward, true_terminal = truth.step(observations[keep], actions[keep])
     state = np.linalg.norm(next_observations[keep] - true_next, axis=-1)
     reward = np.abs(rewards[keep] - true_reward)
-    return TransitionError(state, reward, int(keep.sum()))
+    mismatch = terminals[keep].astype(bool) != true_terminal
+    return TransitionError(state, reward, mismatch, int(keep.sum()))

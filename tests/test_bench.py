@@ -116,6 +116,11 @@ def test_presets_resolve():
     assert len(ids) == 6 * (3 + 2 + 2) * 5
     smoke = resolve_spec([("preset", bench.PRESETS["smoke"])])
     assert {c.method for c in smoke.cells()} == {"none", "diffusion", "adept", "synther"}
+    table = resolve_spec([("preset", bench.PRESETS["synther-table"])])
+    cells = table.cells()
+    assert len(cells) == 3 * 2 * 2 * 3 and {c.agent for c in cells} == {"iql", "td3bc"}
+    config = table.cell_config(next(c for c in cells if c.method == "synther"), Path("/r"))
+    assert config.synther.generator_seed == 0 and config.synther.preset == "cpu"
 
 
 @pytest.mark.parametrize(

@@ -82,13 +82,15 @@ def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path
     )
     truth = TrueDynamics(data.env_id)
     arrays = (data.observations, data.actions, data.rewards, data.next_observations)
-    exact = transition_error(truth, *arrays)
+    exact = transition_error(truth, *arrays, data.terminals)
     assert exact.checked == int(truth.exact(data.observations).sum()) > 20
     assert exact.state_error.max() < 1e-3 and exact.reward_error.max() < 1e-3
-    assert exact.share_within(0.01) == 1.0
+    assert exact.share_within(0.01) == 1.0 and not exact.terminal_mismatch.any()
     shifted_next = data.next_observations.copy()
     shifted_next[:, 0] += 0.1  # every s′ off by 0.1 in one dimension
-    shifted = transition_error(truth, *arrays[:2], data.rewards + 0.5, shifted_next)
+    flipped = ~data.terminals
+    shifted = transition_error(truth, *arrays[:2], data.rewards + 0.5, shifted_next, flipped)
     np.testing.assert_allclose(shifted.state_error, 0.1, atol=1e-3)
+    assert shifted.terminal_mismatch.all()
     np.testing.assert_allclose(shifted.reward_error, 0.5, atol=1e-3)
     assert shifted.share_within(0.05) == 0.0 and shifted.share_within(0.2) == 1.0

@@ -121,7 +121,7 @@ PRESETS: dict[str, SynthERSizes] = {
     # 10 steps, ≈ 0.9995 per step.
     "paper": SynthERSizes(2048, 6, 100_000, None, 0.9995, 128, 5_000_000),
     # ≲ 10 minutes of training + upsampling a 1M-transition random dataset on 2 CPU cores.
-    "cpu": SynthERSizes(256, 4, 20_000, 256, 0.999, 32, 1_000_000),
+    "cpu": SynthERSizes(256, 3, 15_000, 256, 0.999, 32, 300_000),
     # seconds: tests and quick checks, not a generator worth training an agent on
     "smoke": SynthERSizes(32, 1, 200, 64, 0.9, 8, 4_096),
 }
