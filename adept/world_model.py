@@ -36,6 +36,7 @@ from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.diffusion.ddpm import DiffusionSchedule
 from adept.diffusion.denoisers import Denoiser, ResidualBlock
+from adept.diffusion.guidance import classifier_free
 from adept.nets import Normalizer, mlp
 from adept.rng import seeded
 
@@ -227,7 +228,7 @@ class DiffusionDynamics(NextStateModel):
                 eps_cond, eps_uncond = self.denoiser.denoise(
                     x.repeat(2, 1), step_emb, cond_emb
                 ).chunk(2)
-                eps = (1 + w) * eps_cond - w * eps_uncond
+                eps = classifier_free(eps_cond, eps_uncond, w)
             else:
                 eps = self.denoiser.denoise(x, step_emb, cond_emb)
             x0 = torch.clamp(sched.predict_x0(x, eps, k), self.x0_low, self.x0_high)

@@ -210,3 +210,34 @@ def test_fourier_features_and_the_noise_level_reaching_the_network():
     x = torch.randn(4, 3)
     low, high = net(x, torch.full((4,), -1.0)), net(x, torch.full((4,), 1.0))
     assert not torch.allclose(low, high), "F sees the noise level, not only c_in·x"
+
+
+def test_gradient_guidance_follows_the_guided_probability_flow():
+    """Guiding the optimal denoiser of N(μ, s²) with log g(x) = −(x − m)² / (2v) on channel 0 makes
+    the probability-flow ODE linear, dx/dσ = σ (x − μ) / (s² + σ²) + λ σ (x − m) / v, whose
+    solution is x(0) = s [x(σ_T) / Φ(σ_T) − ∫₀^{σ_T} b / Φ dσ] with Φ(σ) = √(s² + σ²) e^{λσ²/2v}
+    and b(σ) = −σ μ / (s² + σ²) − λ σ m / v. The Heun sampler must land on it; channel 1, not
+    guided, must come out exactly as without guidance."""
+    from adept.diffusion.guidance import gradient_guided
+
+    lam, m, v, sigma_max, n = 0.5, 2.0, 1.0, 3.0, 256
+    config = EDMConfig(sigma_data=STD, sigma_max=sigma_max, s_churn=0.0)
+    mask = torch.tensor([True, False])
+    guided = gradient_guided(
+        gaussian_denoiser(MU, STD), lambda x: -((x[:, 0] - m) ** 2) / (2 * v), lam, mask
+    )
+    x = heun_sample(guided, (500, 2), n, config, generator=_seeded(4))
+    plain = heun_sample(gaussian_denoiser(MU, STD), (500, 2), n, config, generator=_seeded(4))
+    assert torch.equal(x[:, 1], plain[:, 1]), "an unguided channel is left exactly as it was"
+
+    sigma = torch.linspace(0.0, sigma_max, 200_001, dtype=torch.float64)
+    phi = (STD**2 + sigma**2).sqrt() * torch.exp(lam * sigma**2 / (2 * v))
+    b = -sigma * MU / (STD**2 + sigma**2) - lam * sigma * m / v
+    integral = torch.trapezoid(b / phi, sigma)
+    start = torch.randn((500, 2), generator=_seeded(4), dtype=torch.float32)[:, 0] * sigma_max
+    exact = STD * (start.double() / phi[-1] - integral)
+    error = (x[:, 0].double() - exact).abs().max().item()
+    assert error < 2e-3, error
+    assert (x[:, 0].mean() - plain[:, 0].mean()).item() > 0.1, "pulled toward m = 2"
+    plain_denoiser = gaussian_denoiser(MU, STD)
+    assert gradient_guided(plain_denoiser, lambda x: x.sum(1), 0.0) is plain_denoiser

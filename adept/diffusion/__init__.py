@@ -6,6 +6,8 @@ the world models and the synthetic-data methods are built on.
 - :mod:`adept.diffusion.edm` — EDM's preconditioning, loss and Heun sampler (SynthER);
 - :mod:`adept.diffusion.denoisers` — residual-MLP denoisers: DDPM's over the integer step, EDM's
   over the continuous noise level (:class:`ResidualMLP`);
+- :mod:`adept.diffusion.guidance` — classifier-free guidance and a gradient term on chosen
+  channels (PGD's policy guidance);
 - :mod:`adept.diffusion.ema` — weight averaging (EMA) for sampling.
 """
 
@@ -18,6 +20,7 @@ from adept.diffusion.denoisers import (
     SinusoidalEmbedding,
 )
 from adept.diffusion.edm import EDM, EDMConfig, Preconditioning, edm_loss, heun_sample, sigma_steps
+from adept.diffusion.guidance import classifier_free, gradient_guided
 
 __all__ = [
     "EDM",
@@ -29,8 +32,10 @@ __all__ = [
     "ResidualBlock",
     "ResidualMLP",
     "SinusoidalEmbedding",
+    "classifier_free",
     "cosine_alphas_cumprod",
     "edm_loss",
+    "gradient_guided",
     "heun_sample",
     "sigma_steps",
 ]
