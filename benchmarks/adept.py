@@ -12,8 +12,8 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     same width, depth and target, pre-trained on D; measured under the behaviour policy (β, a BC
     fit) and under a shifted policy (IQL trained on D), before and after ADEPT's IS update toward
     the shifted policy.
-(b) cost: world-model training steps/s, IS-update steps/s, rollout transitions/s, and ADEPT+IQL's
-    wall time relative to IQL alone for the same RL steps.
+(b) speed: world-model training steps/s, IS-update steps/s, rollout transitions/s (a minute);
+    cost: those, and ADEPT+IQL's wall time relative to IQL alone for the same RL steps.
 (c) learning: normalized score (last, best; mean ± std over seeds) at a named budget.
 (d) sweep: ADEPT+IQL with one schedule knob changed at a time from the defaults (real/synthetic
     ratio, horizon, rollout interval, IS steps per round, x₀ target), beside IQL alone.
@@ -45,7 +45,7 @@ from adept.train import TrainConfig, train
 from adept.world_model import WorldModel, WorldModelConfig
 from benchmarks.common import mean_std, print_table, run_parallel, table_row
 
-Part = Literal["accuracy", "cost", "learning", "sweep", "pretrain"]
+Part = Literal["accuracy", "speed", "cost", "learning", "sweep", "pretrain"]
 
 VARIANTS: dict[str, Callable[[ModelBasedConfig], ModelBasedConfig]] = {
     "defaults": lambda c: c,
@@ -152,7 +152,9 @@ def accuracy(args: Args, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def cost(args: Args, dataset: str) -> dict[str, float]:
+def speed(dataset: str) -> dict[str, float]:
+    """The DDPM world model's hot paths: training steps/s (batch 256), IS-update steps/s
+    (batch 1024) and rollout transitions/s (1024 starts × H = 10, with the IQL actor)."""
     torch.manual_seed(0)
     device = torch.device("cpu")
     data = load_dataset(dataset)
@@ -184,6 +186,12 @@ def cost(args: Args, dataset: str) -> dict[str, float]:
         len(rollout(iql, model, start_obs, 10, bounds).transitions) for _ in range(3)
     )
     out["rollout_transitions_per_s"] = n_transitions / (time.perf_counter() - t0)
+    return out
+
+
+def cost(args: Args, dataset: str) -> dict[str, float]:
+    """:func:`speed`, and ADEPT+IQL's wall time against IQL's for the same RL steps."""
+    out = speed(dataset)
 
     # ADEPT+IQL vs IQL for the same RL steps; the world model's set-up is reported apart
     steps = 5000
@@ -377,6 +385,20 @@ def main(args: Args) -> None:
             "10-step +unweighted": "h_step_after_unweighted",
         }
         print_table(columns, rows)
+    if "speed" in args.parts:
+        report["speed"] = {d: speed(d) for d in args.datasets}
+        print("\n(b) speed on CPU (world model: defaults; IS batch 1024; rollouts 1024 × 10)")
+        print(table_row("dataset", "WM train steps/s", "IS steps/s", "rollout transitions/s"))
+        print("|---" * 4 + "|")
+        for d, c in report["speed"].items():
+            print(
+                table_row(
+                    d,
+                    f"{c['world_model_train_steps_per_s']:.0f}",
+                    f"{c['is_update_steps_per_s']:.0f}",
+                    f"{c['rollout_transitions_per_s']:.0f}",
+                )
+            )
     if "cost" in args.parts:
         report["cost"] = {d: cost(args, d) for d in args.datasets}
         print(
