@@ -296,15 +296,49 @@ def report(args: Args, results: dict[str, Any]) -> str:
         )  # fmt: skip
     for key, speeds in results.items():
         if key.startswith("speed|"):
-            rows = [{"preset": p, **v} for p, v in speeds.items()]
+            rows = [
+                {
+                    "preset": p,
+                    **v,
+                    "train": f"{v['train_s']:,.0f}",
+                    "upsample": f"{v['upsample_s']:,.0f}",
+                }
+                for p, v in speeds.items()
+            ]
             text += f"\n\nSpeed on {key.split('|')[1]} ({rows[0]['device']}, " \
                 f"{rows[0]['threads']} threads):\n\n" + format_table(
                 {"preset": "preset", "train steps/s": "train_steps_per_s",
-                 "samples/s": "samples_per_s", "train (s)": "train_s",
-                 "upsample (s)": "upsample_s", "load avg": "load_avg"},
+                 "samples/s": "samples_per_s", "train (s)": "train",
+                 "upsample (s)": "upsample", "batch": "batch_size"},
                 rows,
             )  # fmt: skip
     return text
+
+
+def header(args: Args) -> str:
+    """How the report was made: the commands that make it again."""
+    quality_command = " \\\n    ".join(
+        [
+            "python -m benchmarks.synther --part quality",
+            "--datasets " + " ".join(args.datasets),
+            "--candidates " + " ".join(args.candidates),
+            "--sample-steps " + " ".join(str(n) for n in args.sample_steps),
+            f"--out {args.out} --report {args.report}",
+        ]
+    )
+    speed_command = (
+        f"python -m benchmarks.synther --part speed --datasets hopper-random --out {args.out}"
+    )
+    return (
+        f"```bash\n{quality_command}\n{speed_command}\n```\n\n"
+        "Made on a 2-core CPU. Sample quality: each of "
+        f"{args.quality_samples} generated (s, a, r, s′, terminal) checked against one MuJoCo "
+        "step from s under a (`adept.diagnostics.transition_error`); error in raw state units; "
+        "the italic rows are baselines on real rows (see the module's docstring). 'train (s)' of "
+        "the quality part was measured beside another job (its load average shown); the speed "
+        "table was measured alone, two threads, and its train/upsample seconds are the preset's "
+        "steps and samples over the measured rates. The reading is in README.md beside it."
+    )
 
 
 def main(args: Args) -> None:
@@ -324,7 +358,9 @@ def main(args: Args) -> None:
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.report) as tmp:
-            tmp.write_text(f"# SynthER's generator: speed and sample quality\n\n{text}\n")
+            tmp.write_text(
+                f"# SynthER's generator: speed and sample quality\n\n{header(args)}\n\n{text}\n"
+            )
         print(f"wrote {args.report}")
 
 
