@@ -219,9 +219,10 @@ def speed(args: Args, results: dict[str, Any], path: Path) -> None:
         for _ in range(timed):
             trainer.step(buffer.sample(sizes.batch_size))
         train_rate = timed / (time.perf_counter() - t0)
-        rows = 200 if preset == "paper" else 10_000
+        rows = 200 if preset == "paper" else 4 * sizes.sample_batch
         t0 = time.perf_counter()
-        model.sample(rows, sizes.sample_steps)
+        for start in range(0, rows, sizes.sample_batch):  # as upsample() batches them
+            model.sample(min(sizes.sample_batch, rows - start), sizes.sample_steps)
         sample_rate = rows / (time.perf_counter() - t0)
         train_s = sizes.train_steps / train_rate
         sample_s = sizes.num_samples / sample_rate
