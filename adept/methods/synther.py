@@ -121,11 +121,11 @@ class SynthERSizes:
 
 
 PRESETS: dict[str, SynthERSizes] = {
-    # SynthER's released configuration, a GPU's work: 0.31 training steps/s and 3 samples/s on
-    # 2 CPU cores (88 h and 18 days). Its EMA is 0.995 every 10 steps, ≈ 0.9995 per step.
+    # SynthER's released configuration, a GPU's work: 0.30 training steps/s and 3 samples/s on
+    # 2 CPU cores (94 h and 19 days). Its EMA is 0.995 every 10 steps, ≈ 0.9995 per step.
     "paper": SynthERSizes(2048, 6, 100_000, None, 0.9995, 128, 5_000_000, 100_000),
-    # ≲ 10 minutes on 2 CPU cores for a 1M-transition random dataset: 264 s of training (57
-    # steps/s) and 240 s of upsampling (1,250 samples/s). Its samples against MuJoCo (python -m
+    # ≲ 10 minutes on 2 CPU cores for a 1M-transition random dataset: 240 s of training (62
+    # steps/s) and 209 s of upsampling (1,430 samples/s). Its samples against MuJoCo (python -m
     # benchmarks.synther; docs/results/synther.md): mean ‖s′ − s′_true‖ 0.21 on hopper-random
     # (s′ = s: 1.45), 3.3 on halfcheetah-random (s′ = s: 23.0); 16 / 64 Heun steps give 0.28 /
     # 0.20 and 4.2 / 3.0, and 4 blocks trained 20k steps 0.19 and 2.9 at 1.8× the training.
