@@ -176,3 +176,29 @@ def transition_error(
     reward = np.abs(rewards[keep] - true_reward)
     mismatch = terminals[keep].astype(bool) != true_terminal
     return TransitionError(state, reward, mismatch, int(keep.sum()))
+
+
+def segment_error(
+    truth: TrueDynamics, observations: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Error of generated trajectory segments against the simulator replaying their actions.
+
+    ``observations`` ``[M, L, obs]`` and ``actions`` ``[M, L, act]``: the simulator is set to
+    each segment's first state and driven open loop by its actions; step t compares the
+    segment's s_t with the simulator's. Returns the mean ‖s_t − s_t^true‖₂ at t = 1..L−1 over
+    segments whose simulated episode is still alive (NaN where none is), and how many were alive
+    — the error-along-the-horizon axis on which trajectory diffusion (PGD, DyDiff) is compared
+    with one-step models. Segments whose first state sits at the velocity clip are skipped.
+    """
+    keep = truth.exact(observations[:, 0])
+    obs, act = observations[keep], actions[keep]
+    qpos, qvel = truth.state(obs[:, 0])
+    alive = np.ones(len(obs), dtype=bool)
+    errors, counts = [], []
+    for t in range(obs.shape[1] - 1):
+        qpos, qvel, true_next, _, terminated = truth.step_state(qpos, qvel, act[:, t])
+        err = np.linalg.norm(obs[:, t + 1] - true_next, axis=-1)
+        counts.append(int(alive.sum()))
+        errors.append(float(err[alive].mean()) if alive.any() else float("nan"))
+        alive &= ~terminated
+    return np.asarray(errors), np.asarray(counts)

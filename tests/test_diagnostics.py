@@ -94,3 +94,23 @@ def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path
     assert shifted.terminal_mismatch.all()
     np.testing.assert_allclose(shifted.reward_error, 0.5, atol=1e-3)
     assert shifted.share_within(0.05) == 0.0 and shifted.share_within(0.2) == 1.0
+
+
+def test_segment_error_is_zero_on_recorded_segments_and_grows_with_a_drift(tmp_path):
+    from adept.data.segments import gather_segments, segment_starts
+    from adept.diagnostics import segment_error
+
+    data = load_hdf5(
+        make_dataset("hopper-random", tmp_path / "d.hdf5", num_steps=2000, seed=0, progress=False)
+    )
+    starts = segment_starts(data, length=8, stride=4, short="drop")
+    seg = gather_segments(data, starts, 8)
+    truth = TrueDynamics(data.env_id)
+    errors, alive = segment_error(truth, seg.observations, seg.actions)
+    assert errors.shape == (7,) and alive[0] == truth.exact(seg.observations[:, 0]).sum() > 5
+    assert np.nanmax(errors) < 1e-3, "the recorded segments are the simulator's own trajectories"
+    drifted = seg.observations.copy()
+    drifted[:, 3:, 0] += 0.1 * np.arange(1, 6)  # off by 0.1, 0.2, ... from step 3 on
+    errors, _ = segment_error(truth, drifted, seg.actions)
+    np.testing.assert_allclose(errors[:2], 0.0, atol=1e-3)
+    np.testing.assert_allclose(errors[2:], 0.1 * np.arange(1, 6), atol=1e-3)
