@@ -241,3 +241,37 @@ def test_gradient_guidance_follows_the_guided_probability_flow():
     assert (x[:, 0].mean() - plain[:, 0].mean()).item() > 0.1, "pulled toward m = 2"
     plain_denoiser = gaussian_denoiser(MU, STD)
     assert gradient_guided(plain_denoiser, lambda x: x.sum(1), 0.0) is plain_denoiser
+
+
+def test_pgd_schedule_is_strongest_early_and_off_at_the_last_step():
+    from adept.diffusion.guidance import guidance_schedule
+
+    lam = guidance_schedule(8, coeff=2.0, cosine_coeff=0.3)
+    expected = [2.0 * (1 - i / 8 + 0.3 * math.sin(math.pi * (i + 1) / 8)) for i in range(7)]
+    torch.testing.assert_close(lam[:7], torch.tensor(expected, dtype=torch.float32))
+    assert lam[-1].item() == 0.0
+
+
+def test_policy_nudge_raises_log_pi_on_the_action_channel_only():
+    """Data [s, a] ~ N(μ, std²) per dimension; a toy policy π(a | s) = N(a; s + 2, 0.5²). Zero
+    guidance must leave the sampler exactly as it is; guidance must raise log π of the sampled
+    actions and leave the state channel bit for bit."""
+    from adept.diffusion.guidance import guidance_schedule, policy_nudge
+
+    def log_pi(x):
+        s, a = x[:, 0], x[:, 1]
+        return -((a - s - 2.0) ** 2) / (2 * 0.5**2)
+
+    mask = torch.tensor([False, True])
+    config = EDMConfig(sigma_data=STD, s_churn=0.0)
+    denoise, n = gaussian_denoiser(MU, STD), 64
+    plain = heun_sample(denoise, (4000, 2), n, config, generator=_seeded(5))
+    off = policy_nudge(log_pi, mask, guidance_schedule(n, coeff=0.0))
+    unguided = heun_sample(denoise, (4000, 2), n, config, generator=_seeded(5), nudge=off)
+    assert torch.equal(unguided, plain), "guidance 0 is the unguided sampler"
+    on = policy_nudge(log_pi, mask, guidance_schedule(n, coeff=0.05))
+    guided = heun_sample(denoise, (4000, 2), n, config, generator=_seeded(5), nudge=on)
+    assert torch.equal(guided[:, 0], plain[:, 0]), "the states are not guided"
+    gain = (log_pi(guided) - log_pi(plain)).mean().item()
+    assert gain > 5.0, gain  # measured: mean log π −10.0 unguided → −0.16 guided
+    assert torch.isfinite(guided).all()

@@ -34,6 +34,8 @@ from torch import nn
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """D(x, σ) → x̂₀: ``x`` ``[B, *dims]``, ``sigma`` ``[B]``."""
+Nudge = Callable[[torch.Tensor, int], torch.Tensor]
+"""(x, step index i) → a term added to the sample x before sampler step i."""
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,12 @@ def heun_sample(
     config: EDMConfig,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
+    nudge: Nudge | None = None,
 ) -> torch.Tensor:
     """EDM Algorithm 2: Heun's method on the probability-flow ODE with churn, ``shape`` samples
     over ``steps`` noise levels (``steps`` − 1 Heun steps and a final Euler step to σ = 0).
+    ``nudge(x, i)``, when given, is added to the sample before step i (before its churn):
+    Policy-Guided Diffusion's guidance step (:func:`adept.diffusion.guidance.policy_nudge`).
 
     At each level σ_i: raise it to σ̂ = σ_i (1 + γ) by adding noise of variance σ̂² − σ_i² (γ > 0
     only inside [S_tmin, S_tmax]); take an Euler step to σ_{i+1} along d = (x − D(x; σ̂)) / σ̂;
@@ -147,6 +152,8 @@ def heun_sample(
     x = torch.randn(shape, device=device, generator=generator) * sigmas[0]
     batch = shape[0]
     for i in range(n):
+        if nudge is not None:
+            x = x + nudge(x, i)
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         gamma = gamma_max if config.s_tmin <= sigma <= config.s_tmax else 0.0
         sigma_hat = sigma * (1 + gamma)
@@ -201,11 +208,12 @@ class EDM(nn.Module):
         steps: int,
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        nudge: Nudge | None = None,
     ) -> torch.Tensor:
         """``shape`` samples by :func:`heun_sample` over ``steps`` noise levels (on the module's
         device)."""
         device = next(self.parameters()).device
         return heun_sample(
             lambda x, sigma: self.denoise(x, sigma, cond), shape, steps, self.config, device,
-            generator,
+            generator, nudge,
         )  # fmt: skip

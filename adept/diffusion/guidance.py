@@ -10,6 +10,10 @@
 
   with m the channel mask — Policy-Guided Diffusion's policy guidance, g = π(a | s) on the action
   channels of a trajectory. The gradient is taken with autograd inside the (no-grad) sampler.
+- :func:`policy_nudge` — Policy-Guided Diffusion's own form of that guidance, as its released
+  code applies it: before each sampler step i, the noisy sample's action channels move by
+  λ_i ∇_a log π(a | s), with s and a read from the (noisy) sample itself and λ_i from
+  :func:`guidance_schedule`, 0 at the last step; passed to the sampler as its ``nudge``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from adept.diffusion.edm import Denoise
+from adept.diffusion.edm import Denoise, Nudge
 
 
 def classifier_free(
@@ -50,3 +54,38 @@ def gradient_guided(
         return denoise(x, sigma) + scale * sigma.view(shape) ** 2 * grad
 
     return guided
+
+
+def guidance_schedule(steps: int, coeff: float, cosine_coeff: float = 0.3) -> torch.Tensor:
+    """PGD's coefficients λ_i = coeff (1 − i/N + c sin(π (i + 1)/N)) for sampler steps
+    i = 0..N−1, with λ_{N−1} = 0: strongest early (high noise), off at the last step. ``[N]``."""
+    i = torch.arange(steps, dtype=torch.float64)
+    lam = coeff * (1 - i / steps + cosine_coeff * torch.sin(torch.pi * (i + 1) / steps))
+    lam[-1] = 0.0
+    return lam.float()
+
+
+def policy_nudge(
+    log_density: Callable[[torch.Tensor], torch.Tensor],
+    channels: torch.Tensor,
+    schedule: torch.Tensor,
+    normalize: bool = False,
+) -> Nudge:
+    """The sampler's ``nudge``: λ_i · mask ⊙ ∇_x log_density(x) (``log_density``: ``[B, *dims]
+    -> [B]``, e.g. log π of a segment's actions given its states, both read from x); with
+    ``normalize`` the gradient of each sample is scaled to unit norm over the channels."""
+
+    def nudge(x: torch.Tensor, i: int) -> torch.Tensor:
+        lam = float(schedule[i])
+        if lam == 0.0:
+            return torch.zeros_like(x)
+        with torch.enable_grad():
+            point = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(log_density(point).sum(), point)
+        grad = grad * channels.to(grad.dtype)
+        if normalize:
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-8)
+            grad = grad / norm.view((-1,) + (1,) * (grad.dim() - 1))
+        return lam * grad
+
+    return nudge
