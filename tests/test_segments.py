@@ -31,18 +31,19 @@ def three_episodes() -> Transitions:
 def test_windows_follow_the_stride_inside_episodes_and_end_on_every_terminal():
     data = three_episodes()
     # A: 0, 4 on the stride, 6 ends on its terminal; B: 10; C: 15, and 18 ends on its terminal
-    assert segment_starts(data, length=4, stride=4).tolist() == [0, 4, 6, 10, 15, 18]
-    assert segment_starts(data, length=4, stride=1).tolist() == [
-        *range(0, 7),
-        *range(10, 12),
-        *range(15, 19),
-    ]
+    drop = segment_starts(data, length=4, stride=4, short="drop")
+    assert drop.tolist() == [0, 4, 6, 10, 15, 18]
+    # padded: the terminal windows end one row later, on the absorbing state after the terminal
+    assert segment_starts(data, length=4, stride=4).tolist() == [0, 4, 7, 10, 15, 19]
+    every = [*range(0, 8), *range(10, 12), *range(15, 20)]
+    assert segment_starts(data, length=4, stride=1).tolist() == every
 
 
 def test_short_episodes_are_dropped_or_padded():
     data = three_episodes()
     assert segment_starts(data, length=8, stride=4, short="drop").tolist() == [0, 2]
-    assert segment_starts(data, length=8, stride=4, short="pad").tolist() == [0, 2, 10, 15]
+    # C is padded after its terminal; B, cut short by a timeout, is dropped: nothing follows it
+    assert segment_starts(data, length=8, stride=4, short="pad").tolist() == [0, 3, 15]
     assert segment_starts(data, length=30, short="drop").size == 0
     with pytest.raises(ValueError, match="stride ≥ 1"):
         segment_starts(data, length=4, stride=0)

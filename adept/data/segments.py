@@ -5,12 +5,15 @@ transitions. A window never crosses an episode's end — the row after a termina
 belongs to another episode. Which windows:
 
 - from each episode's first transition every ``stride`` rows, as long as the window fits;
-- plus the window that ends on the episode's last transition, when the episode ends in a
-  terminal, so that every terminal is seen by the model (PGD adds these too);
-- episodes shorter than L: ``short = "drop"`` skips them (PGD's rule), ``short = "pad"`` keeps one
-  window from their first row, padded after the end (DyDiff pads too). On the random locomotion
-  datasets this is the difference between using every episode and 15 % of them: hopper-random's
-  median episode has 19 transitions.
+- plus, when the episode ends in a terminal, the window that holds it so every terminal is seen by
+  the model: PGD's ending on it (``short = "drop"``), or, with padding, the one ending one row
+  after it on the absorbing state — so that a model reading each row's next state from the row
+  after it (PGD's segments) keeps the terminal transition itself;
+- episodes shorter than L: ``short = "drop"`` skips them (PGD's rule); ``short = "pad"`` keeps one
+  window from the first row of each that ends in a terminal, padded after it (DyDiff pads too).
+  On the random locomotion datasets this is the difference between using every episode and 15 %
+  of them: hopper-random's median episode has 19 transitions, and all but one end in a terminal.
+  Short episodes cut by a timeout are dropped either way: nothing is known of what follows them.
 
 Padding continues the episode's end as an absorbing state: the observation and next observation
 are the last real next observation, the action and reward are 0, and the terminal flag repeats the
@@ -39,12 +42,12 @@ def segment_starts(
     for first, last in zip(data.episode_starts, data.episode_ends, strict=True):
         size = int(last - first + 1)
         if size < length:
-            if short == "pad":
+            if short == "pad" and data.terminals[last]:
                 starts.append(np.array([first]))
             continue
         grid = np.arange(first, last - length + 2, stride)
         if data.terminals[last]:
-            grid = np.union1d(grid, [last - length + 1])
+            grid = np.union1d(grid, [last - length + (2 if short == "pad" else 1)])
         starts.append(grid)
     if not starts:
         return np.zeros(0, dtype=np.int64)

@@ -1,0 +1,135 @@
+"""Policy-Guided Diffusion (Jackson et al. 2024): a diffusion model of whole trajectory segments
+whose sampling is guided toward the current policy, regenerating the agent's synthetic data.
+
+First part (issue 13): the segment model and the way back from segments to transitions.
+
+A segment is L consecutive rows [s, a, r, terminal] of one episode (:mod:`adept.data.segments`,
+short episodes padded as an absorbing state). Actions enter through arctanh(clip(a, ±0.999)), so
+the model works on an unbounded scale and tanh brings samples back into the action box, as PGD
+does; then every channel (the terminal flag too) is standardized with the dataset's per-channel
+mean and standard deviation. The network is the temporal U-Net (:mod:`adept.diffusion.unet`)
+under EDM. A generated segment of L rows gives L − 1 transitions, each row's next state being the
+next row's state; rows after the first terminal (the absorbing padding the model learnt) are
+dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from adept.data.segments import Segments
+from adept.data.transitions import Transitions
+from adept.diffusion.edm import EDM, EDMConfig
+from adept.diffusion.unet import TemporalUNet, UNetSize
+from adept.nets import Normalizer
+
+ACTION_CLIP = 0.999
+"""Actions are clipped to ±this before arctanh (arctanh(±1) is infinite)."""
+TERMINAL_THRESHOLD = 0.5
+"""A generated terminal channel above this reads as a terminal row."""
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    """Segments as tensors ``[B, L, ...]``: the rows a segment model generates."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminals: torch.Tensor
+
+    @staticmethod
+    def of(segments: Segments, device: torch.device | str = "cpu") -> SegmentRows:
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+        return SegmentRows(
+            tensor(segments.observations),
+            tensor(segments.actions),
+            tensor(segments.rewards),
+            tensor(segments.terminals),
+        )
+
+
+class SegmentModel(nn.Module):
+    """p_θ(segment): EDM over standardized rows [s, arctanh(a), r, terminal] of ``data``."""
+
+    def __init__(
+        self,
+        data: Transitions,
+        size: UNetSize,
+        edm: EDMConfig | None = None,
+        groups: int = 8,
+    ):
+        super().__init__()
+        self.obs_dim, self.act_dim = data.obs_dim, data.act_dim
+        self.channels = data.obs_dim + data.act_dim + 2
+        rows = self._flatten(
+            torch.as_tensor(data.observations),
+            torch.as_tensor(data.actions),
+            torch.as_tensor(data.rewards),
+            torch.as_tensor(data.terminals, dtype=torch.float32),
+        )  # [N, C]
+        std = rows.std(0)
+        std[std < 1e-6] = 1.0  # a constant channel (no terminals in the data) stays as it is
+        self.normalizer = Normalizer(rows.mean(0), std, eps=1e-6)
+        unet = TemporalUNet(self.channels, size.dim, size.mults, size.kernel, groups)
+        self.edm = EDM(unet, edm or EDMConfig())
+
+    def _flatten(
+        self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, term: torch.Tensor
+    ) -> torch.Tensor:
+        squashed = torch.atanh(act.float().clamp(-ACTION_CLIP, ACTION_CLIP))
+        return torch.cat([obs.float(), squashed, rew.float()[..., None], term[..., None]], -1)
+
+    def encode(self, rows: SegmentRows) -> torch.Tensor:
+        """Standardized segments ``[B, L, C]``."""
+        flat = self._flatten(rows.observations, rows.actions, rows.rewards, rows.terminals)
+        return self.normalizer(flat)
+
+    def decode(self, x: torch.Tensor) -> SegmentRows:
+        """Rows from standardized segments: actions through tanh, the flag thresholded."""
+        raw = x * self.normalizer.std + self.normalizer.mean
+        o, a = self.obs_dim, self.act_dim
+        return SegmentRows(
+            observations=raw[..., :o],
+            actions=torch.tanh(raw[..., o : o + a]),
+            rewards=raw[..., o + a],
+            terminals=(raw[..., o + a + 1] > TERMINAL_THRESHOLD).float(),
+        )
+
+    def loss(self, rows: SegmentRows, generator: torch.Generator | None = None) -> torch.Tensor:
+        """EDM's weighted denoising loss per segment, ``[B]``."""
+        return self.edm.loss(self.encode(rows), generator=generator)
+
+
+def unstack(rows: SegmentRows, env_id: str | None = None) -> Transitions:
+    """The transitions of generated segments: (s_t, a_t, r_t, s_{t+1}, terminal_t) for
+    t = 0..L−2, up to and including each segment's first terminal row. Each segment is an
+    episode of its own, ending in its terminal or else in a timeout (the agent bootstraps)."""
+    obs = rows.observations.detach().cpu().numpy()
+    act = rows.actions.detach().cpu().numpy()
+    rew = rows.rewards.detach().cpu().numpy()
+    term = rows.terminals.detach().cpu().numpy() > 0.5
+    steps = obs.shape[1] - 1
+    if steps < 1:
+        raise ValueError("a segment needs at least 2 rows to give a transition")
+    term = term[:, :steps]
+    # keep t while no terminal came before it: t ≤ first terminal (or every t without one)
+    before: np.ndarray = np.cumsum(term, axis=1) - term
+    keep: np.ndarray = before == 0  # [B, L − 1]
+    ends = keep & (term | (np.arange(steps) == steps - 1)[None])
+    return Transitions(
+        observations=obs[:, :steps][keep],
+        actions=act[:, :steps][keep],
+        rewards=rew[:, :steps][keep],
+        next_observations=obs[:, 1:][keep],
+        terminals=term[keep],
+        timeouts=(ends & ~term)[keep],
+        env_id=env_id,
+        metadata={"kind": "pgd"},
+    )
