@@ -40,9 +40,9 @@ from adept.data import ReplayBuffer, load_dataset
 from adept.data.buffer import resolve_device
 from adept.data.transitions import Transitions
 from adept.diagnostics import TransitionError, TrueDynamics, transition_error
+from adept.diffusion.training import DiffusionTrainer
 from adept.methods.synther import (
     PRESETS,
-    GeneratorTrainer,
     SynthERConfig,
     build_model,
     generator_key,
@@ -210,7 +210,7 @@ def speed(args: Args, results: dict[str, Any], path: Path) -> None:
         sizes = config.sizes(len(data))
         torch.manual_seed(0)
         model = build_model(data, config).to(device)
-        trainer = GeneratorTrainer(model, sizes.train_steps)
+        trainer = DiffusionTrainer(model, sizes.train_steps, prefix="synther")
         assert sizes.batch_size is not None
         timed = 10 if preset == "paper" else 100
         for _ in range(3):

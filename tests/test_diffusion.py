@@ -1,6 +1,7 @@
 """The RL-free diffusion core against closed forms: DDPM's cosine schedule and posterior, EDM
 (Karras et al. 2022)."""
 
+import itertools
 import math
 
 import numpy as np
@@ -275,3 +276,22 @@ def test_policy_nudge_raises_log_pi_on_the_action_channel_only():
     gain = (log_pi(guided) - log_pi(plain)).mean().item()
     assert gain > 5.0, gain  # measured: mean log π −10.0 unguided → −0.16 guided
     assert torch.isfinite(guided).all()
+
+
+def test_trainer_warms_up_then_anneals_to_zero():
+    from adept.diffusion.training import DiffusionTrainer
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def loss(self, batch):
+            return ((self.w - batch) ** 2).sum(-1)
+
+    trainer = DiffusionTrainer(Quadratic(), num_steps=20, lr=1.0, warmup=4, prefix="toy")
+    lrs = [trainer.step(torch.zeros(2, 3))["toy/lr"].item() for _ in range(20)]
+    # the lr reported after step k is the next step's: 0.1 + 0.9 k/4 during the warm-up
+    assert lrs[:3] == pytest.approx([0.325, 0.55, 0.775])
+    assert lrs[3] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:])), "cosine: non-increasing"

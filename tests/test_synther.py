@@ -7,7 +7,8 @@ import torch
 from adept.data.buffer import Batch
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDMConfig
-from adept.methods.synther import GeneratorTrainer, TransitionModel
+from adept.diffusion.training import DiffusionTrainer
+from adept.methods.synther import TransitionModel
 from tests.test_methods import config as methods_config
 from tests.test_methods import rows, train_interrupted_then_resumed
 
@@ -59,7 +60,7 @@ def test_training_teaches_the_generator_the_dynamics():
     data = linear_system()
     model = TransitionModel(data, hidden=64, depth=2)
     untrained = dynamics_error(model.sample(2000, 24, torch.Generator().manual_seed(1)))
-    trainer = GeneratorTrainer(model, num_steps=800, lr=2e-3)
+    trainer = DiffusionTrainer(model, num_steps=800, lr=2e-3, prefix="synther")
     batches = Batch.of(data)
     g = torch.Generator().manual_seed(2)
     for _ in range(800):
@@ -76,7 +77,7 @@ def test_training_teaches_the_generator_the_dynamics():
 def test_gradients_are_clipped_to_the_configured_norm():
     data = linear_system(n=512)
     model = TransitionModel(data, hidden=16, depth=1)
-    trainer = GeneratorTrainer(model, num_steps=10, grad_clip=1e-3)
+    trainer = DiffusionTrainer(model, num_steps=10, grad_clip=1e-3, prefix="synther")
     out = trainer.step(Batch.of(data))
     assert out["synther/grad_norm"].item() > 1e-3, "the norm before clipping is reported"
     grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -11,7 +11,6 @@ schedule and gradient clipping, and sampled from an EMA of its weights with the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.ema import weight_average
+from adept.diffusion.training import DiffusionTrainer
 from adept.errors import AdeptError
 from adept.methods.base import Method, mixed_sample
 from adept.nets import Normalizer
@@ -284,7 +284,9 @@ def train_generator(
     with torch.random.fork_rng(devices=cuda_indices(device)):
         torch.manual_seed(seed)
         model = build_model(data, c).to(device)
-        trainer = GeneratorTrainer(model, sizes.train_steps, c.lr, c.weight_decay, c.grad_clip)
+        trainer = DiffusionTrainer(
+            model, sizes.train_steps, c.lr, c.weight_decay, c.grad_clip, prefix="synther"
+        )
         average = weight_average(model, sizes.ema_decay)
         sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
         batch_size = sizes.batch_size
@@ -295,42 +297,6 @@ def train_generator(
             average.update_parameters(model)
         state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
     return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
-
-
-class GeneratorTrainer:
-    """AdamW (β = (0.9, 0.99), as SynthER) on :meth:`TransitionModel.loss` with the learning
-    rate annealed by a cosine from ``lr`` to 0 over ``num_steps``, the gradient's norm clipped
-    at ``grad_clip``."""
-
-    def __init__(
-        self,
-        model: TransitionModel,
-        num_steps: int,
-        lr: float = 3e-4,
-        weight_decay: float = 0.0,
-        grad_clip: float = 1.0,
-    ):
-        self.model = model
-        self.grad_clip = grad_clip
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99)
-        )
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / num_steps, 1)))
-        )
-
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss = self.model.loss(batch).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.schedule.step()
-        return {
-            "synther/loss": loss.detach(),
-            "synther/grad_norm": grad_norm.detach(),
-            "synther/lr": torch.tensor(self.schedule.get_last_lr()[0]),
-        }
 
 
 @torch.no_grad()

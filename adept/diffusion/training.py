@@ -1,0 +1,63 @@
+"""Training a diffusion model: the optimizer, learning-rate schedule and gradient clipping shared
+by the generators of the synthetic-data methods (SynthER's transitions, PGD's segments)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class DiffusionModel(Protocol):
+    """Anything with parameters and a per-sample training loss of a batch."""
+
+    def parameters(self) -> Any: ...
+
+    def loss(self, batch: Any) -> torch.Tensor: ...
+
+
+class DiffusionTrainer:
+    """AdamW (β = (0.9, 0.99), as SynthER) on ``model.loss(batch).mean()``, the learning rate
+    warmed up linearly over ``warmup`` steps from ``lr / 10`` (none by default) and then annealed
+    by a cosine to 0 at ``num_steps``, the gradient's norm clipped at ``grad_clip``. Metrics are
+    named ``<prefix>/loss``, ``/grad_norm`` and ``/lr``."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        num_steps: int,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        warmup: int = 0,
+        prefix: str = "diffusion",
+    ):
+        self.model = model
+        self.grad_clip = grad_clip
+        self.prefix = prefix
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99)
+        )
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return 0.1 + 0.9 * step / warmup
+            progress = min((step - warmup) / max(num_steps - warmup, 1), 1.0)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        loss = self.model.loss(batch).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        return {
+            f"{self.prefix}/loss": loss.detach(),
+            f"{self.prefix}/grad_norm": grad_norm.detach(),
+            f"{self.prefix}/lr": torch.tensor(self.schedule.get_last_lr()[0]),
+        }
