@@ -109,6 +109,19 @@ def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
         upsample(model, 0, 32, 4)
 
 
+def trained_purely(train):
+    """``train()``'s result, after checking that it leaves torch's RNG as it was and that a
+    second call returns the same weights."""
+    torch.manual_seed(123)
+    rng = torch.get_rng_state()
+    first = train()
+    assert torch.equal(torch.get_rng_state(), rng), "the caller's RNG is left as it was"
+    again = train()
+    for name, value in first["model"].items():
+        assert torch.equal(value, again["model"][name]), name
+    return first
+
+
 def test_train_generator_is_pure_and_returns_the_average():
     from dataclasses import replace
 
@@ -117,13 +130,7 @@ def test_train_generator_is_pure_and_returns_the_average():
     data = linear_system(n=512)
     small = SynthERConfig(hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2, ema_decay=0.9)
     cpu = torch.device("cpu")
-    torch.manual_seed(123)
-    rng = torch.get_rng_state()
-    first = train_generator(data, small, seed=0, device=cpu)
-    assert torch.equal(torch.get_rng_state(), rng), "the caller's RNG is left as it was"
-    again = train_generator(data, small, seed=0, device=cpu)
-    for name, value in first["model"].items():
-        assert torch.equal(value, again["model"][name]), name
+    first = trained_purely(lambda: train_generator(data, small, seed=0, device=cpu))
     assert np.isfinite(first["metrics"]["synther/loss"])
     # the weights returned are the EMA's: with a decay near 1 they stay at the initial weights
     torch.manual_seed(0)
