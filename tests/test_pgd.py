@@ -1,5 +1,7 @@
 """Policy-Guided Diffusion, first part: the segment model's rows and the way back to transitions."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -110,7 +112,9 @@ def test_training_is_pure_and_teaches_the_model_the_dynamics():
         model = SegmentModel(data, small, groups=4)
         if state is not None:
             model.load_state_dict(state)
-        x = model.edm.sample((256, 8, model.channels), 16, torch.Generator().manual_seed(1))
+        x = model.edm.sample(
+            (256, 8, model.channels), 16, generator=torch.Generator().manual_seed(1)
+        )
         rows = model.decode(x)
         step = rows.observations[:, 1:] - rows.observations[:, :-1] - rows.actions[:, :-1] / 2
         return step.norm(dim=-1).mean().item()
@@ -118,3 +122,52 @@ def test_training_is_pure_and_teaches_the_model_the_dynamics():
     untrained, learnt = error(None), error(trained["model"])
     # measured: 0.21 after 400 steps, 2.55 untrained
     assert learnt < 0.3 * untrained, (learnt, untrained)
+
+
+class Toward(torch.nn.Module):
+    """A toy stochastic policy π(a | s) = N(a; 0.5, 0.2²) for every s."""
+
+    def log_prob(self, obs, act):
+        from adept.nets import gaussian_log_prob
+
+        return gaussian_log_prob(act, torch.full_like(act, 0.5), torch.full_like(act, 0.2).log())
+
+
+def test_guidance_raises_log_pi_and_zero_guidance_is_the_unguided_sampler():
+    from adept.methods.pgd import generate
+
+    data = integrator()
+    torch.manual_seed(0)
+    model = SegmentModel(data, UNetSize(8, (1, 2), 3), groups=2)
+    for p in model.edm.net.out.parameters():  # an untrained but non-trivial denoiser
+        torch.nn.init.normal_(p, std=0.05)
+    actor = Toward()
+
+    def run(coeff):
+        rows = generate(model, actor, 64, 8, 12, coeff, generator=torch.Generator().manual_seed(2))
+        return rows, actor.log_prob(None, rows.actions.flatten(0, 1)).mean().item()
+
+    plain = model.decode(
+        model.edm.sample((64, 8, model.channels), 12, generator=torch.Generator().manual_seed(2))
+    )
+    zero, _ = run(0.0)
+    assert torch.equal(zero.actions, plain.actions) and torch.equal(
+        zero.observations, plain.observations
+    )
+    _, log_pi_plain = run(0.0)
+    _, log_pi_guided = run(0.05)
+    # measured: mean log π of the actions −13.9 unguided, −5.6 guided
+    assert log_pi_guided > log_pi_plain + 1.0, (log_pi_plain, log_pi_guided)
+
+
+def test_a_deterministic_actor_guides_as_a_unit_gaussian():
+    from adept.methods.pgd import guidance_log_prob
+    from adept.nets import DeterministicActor, Normalizer
+
+    torch.manual_seed(0)
+    actor = DeterministicActor(2, 2, Normalizer.identity(2), hidden=8, depth=1, noise=0.1)
+    obs, act = torch.randn(5, 2), torch.rand(5, 2) * 2 - 1
+    mean = actor(obs)
+    expected = (-0.5 * (act - mean) ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(guidance_log_prob(actor, obs, act), expected)
+    assert not torch.allclose(actor.log_prob(obs, act), expected), "its own density is σ = 0.1"

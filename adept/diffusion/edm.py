@@ -206,6 +206,7 @@ class EDM(nn.Module):
         self,
         shape: tuple[int, ...],
         steps: int,
+        *,
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         nudge: Nudge | None = None,

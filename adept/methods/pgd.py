@@ -26,9 +26,10 @@ from adept.data.segments import Segments, gather_segments, segment_starts
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.ema import weight_average
+from adept.diffusion.guidance import guidance_schedule, policy_nudge
 from adept.diffusion.training import DiffusionTrainer
 from adept.diffusion.unet import TemporalUNet, UNetSize
-from adept.nets import Normalizer
+from adept.nets import Actor, DeterministicActor, Normalizer, gaussian_log_prob
 from adept.rng import cuda_indices
 
 ACTION_CLIP = 0.999
@@ -182,3 +183,50 @@ def train_segment_model(
             average.update_parameters(model)
         state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
     return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
+
+
+def guidance_log_prob(actor: Actor, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """log π(a | s) as PGD guides with it: the actor's own density, except that a deterministic
+    actor (TD3+BC) becomes N(μ(s), I) — its exploration noise would make the gradient 1/σ² times
+    steeper. ``[batch]``."""
+    if isinstance(actor, DeterministicActor):
+        mean = actor(obs)
+        return gaussian_log_prob(act, mean, torch.zeros_like(mean))
+    return actor.log_prob(obs, act)
+
+
+@torch.no_grad()
+def generate(
+    model: SegmentModel,
+    actor: Actor | None,
+    num_segments: int,
+    length: int,
+    steps: int,
+    coeff: float = 0.0,
+    cosine_coeff: float = 0.3,
+    normalize: bool = False,
+    generator: torch.Generator | None = None,
+) -> SegmentRows:
+    """``num_segments`` segments of ``length`` rows from the Heun sampler over ``steps`` noise
+    levels, guided toward ``actor`` with PGD's coefficients λ_i (:func:`guidance_schedule`) on
+    the action channels — s and a read from the noisy sample itself; ``coeff = 0`` (or no actor)
+    is unguided diffusion, PGD's own baseline. The convolutional network generates any length,
+    not only the one it was trained on (PGD trains on 32 rows and generates 129)."""
+    shape = (num_segments, length, model.channels)
+    nudge = None
+    if actor is not None and coeff != 0.0:
+        o, a = model.obs_dim, model.act_dim
+        channels = torch.zeros(
+            model.channels, dtype=torch.bool, device=model.normalizer.mean.device
+        )
+        channels[o : o + a] = True
+
+        def log_density(x: torch.Tensor) -> torch.Tensor:
+            rows = model.decode(x)
+            obs = rows.observations.flatten(0, 1)
+            act = rows.actions.flatten(0, 1).clamp(-ACTION_CLIP, ACTION_CLIP)
+            return guidance_log_prob(actor, obs, act).view(num_segments, length).sum(1)
+
+        schedule = guidance_schedule(steps, coeff, cosine_coeff)
+        nudge = policy_nudge(log_density, channels, schedule, normalize)
+    return model.decode(model.edm.sample(shape, steps, generator=generator, nudge=nudge))
