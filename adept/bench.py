@@ -1050,7 +1050,7 @@ def prepare(spec: GridSpec, options: BenchOptions) -> tuple[BenchRoot, GridSpec]
 def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, Any]]:
     """Make the datasets, build and check every cell's config, before anything is written."""
     from adept.data.registry import dataset_label, load_dataset
-    from adept.methods import METHODS, method_options
+    from adept.methods import check_method
 
     labels: dict[str, str] = {}
     for dataset in spec.datasets:
@@ -1074,7 +1074,7 @@ def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, A
             )
         datasets[dataset] = data
     for cell, config in cells:
-        METHODS[config.method].check(method_options(config.method, config), datasets[cell.dataset])
+        check_method(config, datasets[cell.dataset])
         check_cell_dir(cell, config)
     return cells
 

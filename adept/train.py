@@ -35,10 +35,10 @@ from adept.data.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import (
-    METHODS,
     Method,
     ModelBasedConfig,
     SynthERConfig,
+    check_method,
     make_method,
     method_options,
 )
@@ -243,8 +243,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if data.env_id is None:
         raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
     env_id = data.env_id
-    options = method_options(config.method, config)
-    METHODS[config.method].check(options, data)  # before the run directory is written
+    check_method(config, data)  # before the run directory is written
     run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
     device = resolve_device(config.device)
 
@@ -257,7 +256,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         data,
         buffer,
         config.batch_size,
-        options,
+        method_options(config.method, config),
         config.seed,
         config.num_steps,
     )

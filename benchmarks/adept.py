@@ -189,6 +189,15 @@ def speed(dataset: str) -> dict[str, float]:
     return out
 
 
+SPEED_COLUMNS = ("WM train steps/s", "IS steps/s", "rollout transitions/s")
+
+
+def speed_cells(figures: dict[str, float]) -> list[str]:
+    """:func:`speed`'s figures as the cells under :data:`SPEED_COLUMNS`."""
+    keys = ("world_model_train_steps_per_s", "is_update_steps_per_s", "rollout_transitions_per_s")
+    return [f"{figures[k]:.0f}" for k in keys]
+
+
 def cost(args: Args, dataset: str) -> dict[str, float]:
     """:func:`speed`, and ADEPT+IQL's wall time against IQL's for the same RL steps."""
     out = speed(dataset)
@@ -388,17 +397,10 @@ def main(args: Args) -> None:
     if "speed" in args.parts:
         report["speed"] = {d: speed(d) for d in args.datasets}
         print("\n(b) speed on CPU (world model: defaults; IS batch 1024; rollouts 1024 × 10)")
-        print(table_row("dataset", "WM train steps/s", "IS steps/s", "rollout transitions/s"))
-        print("|---" * 4 + "|")
+        print(table_row("dataset", *SPEED_COLUMNS))
+        print("|---" * (1 + len(SPEED_COLUMNS)) + "|")
         for d, c in report["speed"].items():
-            print(
-                table_row(
-                    d,
-                    f"{c['world_model_train_steps_per_s']:.0f}",
-                    f"{c['is_update_steps_per_s']:.0f}",
-                    f"{c['rollout_transitions_per_s']:.0f}",
-                )
-            )
+            print(table_row(d, *speed_cells(c)))
     if "cost" in args.parts:
         report["cost"] = {d: cost(args, d) for d in args.datasets}
         print(
@@ -407,9 +409,7 @@ def main(args: Args) -> None:
         print(
             table_row(
                 "dataset",
-                "WM train steps/s",
-                "IS steps/s",
-                "rollout transitions/s",
+                *SPEED_COLUMNS,
                 "IQL wall (s)",
                 "ADEPT+IQL wall (s)",
                 "of which set-up (s)",
@@ -422,9 +422,7 @@ def main(args: Args) -> None:
             print(
                 table_row(
                     d,
-                    f"{c['world_model_train_steps_per_s']:.0f}",
-                    f"{c['is_update_steps_per_s']:.0f}",
-                    f"{c['rollout_transitions_per_s']:.0f}",
+                    *speed_cells(c),
                     f"{c['iql_wall_s']:.0f}",
                     f"{c['adept_iql_wall_s']:.0f}",
                     f"{c['adept_setup_s']:.0f}",

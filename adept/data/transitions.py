@@ -9,6 +9,7 @@ apart everywhere. ``next_observations`` is always the state the environment retu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -162,9 +163,11 @@ class Transitions:
         kind = self.metadata.get("kind")
         return None if kind is None else str(kind)
 
-    @property
+    @functools.cached_property
     def episode_ends(self) -> np.ndarray:
-        """Index of the last transition of each episode (terminal, timeout, or end of data)."""
+        """Index of the last transition of each episode (terminal, timeout, or end of data).
+        Computed once: a dataset is not changed after construction (trajectory segments look
+        it up on every batch)."""
         ends = self.terminals | self.timeouts
         ends = ends.copy()
         ends[-1] = True

@@ -32,6 +32,19 @@ def classifier_free(
     return (1 + weight) * eps_cond - weight * eps_uncond
 
 
+def masked_gradient(
+    log_density: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    channels: torch.Tensor | None,
+) -> torch.Tensor:
+    """∇_x Σ_b log_density(x)_b on ``channels`` (a bool mask; None: all), 0 elsewhere — taken
+    with autograd even inside the samplers' ``no_grad``."""
+    with torch.enable_grad():
+        point = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_density(point).sum(), point)
+    return grad if channels is None else grad * channels.to(grad.dtype)
+
+
 def gradient_guided(
     denoise: Denoise,
     log_density: Callable[[torch.Tensor], torch.Tensor],
@@ -45,11 +58,7 @@ def gradient_guided(
         return denoise
 
     def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            point = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(log_density(point).sum(), point)
-        if channels is not None:
-            grad = grad * channels.to(grad.dtype)
+        grad = masked_gradient(log_density, x, channels)
         shape = (-1,) + (1,) * (x.dim() - 1)
         return denoise(x, sigma) + scale * sigma.view(shape) ** 2 * grad
 
@@ -79,10 +88,7 @@ def policy_nudge(
         lam = float(schedule[i])
         if lam == 0.0:
             return torch.zeros_like(x)
-        with torch.enable_grad():
-            point = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(log_density(point).sum(), point)
-        grad = grad * channels.to(grad.dtype)
+        grad = masked_gradient(log_density, x, channels)
         if normalize:
             norm = grad.flatten(1).norm(dim=1).clamp_min(1e-8)
             grad = grad / norm.view((-1,) + (1,) * (grad.dim() - 1))

@@ -48,6 +48,12 @@ def method_options(name: str, config: Any) -> Any:
     return None if field is None else getattr(config, field)
 
 
+def check_method(config: Any, data: Transitions) -> None:
+    """Check a training config's method options against ``data`` (an :class:`AdeptError`
+    when they cannot work), before anything is written: ``adept train`` and ``adept bench``."""
+    METHODS[config.method].check(method_options(config.method, config), data)
+
+
 def make_method(
     name: str,
     data: Transitions,
@@ -57,10 +63,9 @@ def make_method(
     seed: int,
     num_steps: int | None = None,
 ) -> Method:
-    """Method ``name`` with its options ``config`` (:func:`method_options`), checked."""
-    cls = METHODS[name]
-    cls.check(config, data)
-    return cls(data, buffer, batch_size, config, seed, num_steps)
+    """Method ``name`` with its options ``config`` (:func:`method_options`); its constructor
+    checks them."""
+    return METHODS[name](data, buffer, batch_size, config, seed, num_steps)
 
 
 __all__ = [
@@ -75,6 +80,7 @@ __all__ = [
     "SynthERConfig",
     "SynthERMethod",
     "check_config",
+    "check_method",
     "holdout_mask",
     "make_method",
     "method_options",

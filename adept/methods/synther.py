@@ -254,12 +254,13 @@ def generator_key(
 
 
 def samples_key(
-    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+    generator: dict[str, Any], data: Transitions, config: SynthERConfig
 ) -> dict[str, Any]:
-    """Everything the synthetic dataset depends on: the generator's key and the sampling's."""
+    """Everything the synthetic dataset depends on: the generator's key (:func:`generator_key`)
+    and the sampling's."""
     sizes = config.sizes(len(data))
     return {
-        "generator": generator_key(data, config, seed, device),
+        "generator": generator,
         "num_samples": sizes.num_samples,
         "sample_steps": sizes.sample_steps,
         "sample_batch": sizes.sample_batch,
@@ -389,7 +390,6 @@ class SynthERMethod(Method):
         self.n_real = round(batch_size * config.real_ratio)
         self.model_state: dict[str, torch.Tensor] | None = None  # kept only without the cache
         self.synthetic: ReplayBuffer | None = None
-        self.path: Path | None = None
 
     @staticmethod
     def check(config: Any, data: Transitions) -> None:
@@ -415,15 +415,15 @@ class SynthERMethod(Method):
             return train_generator(data, c, seed, device)
 
         if c.cache:
-            trained = cached("synther", generator_key(data, c, seed, device), train)
+            key = generator_key(data, c, seed, device)
+            trained = cached("synther", key, train)
 
             def write(path: Path) -> None:
                 synthetic = synthesize(data, c, trained["model"], seed, device)
                 save_hdf5(synthetic, path)
 
-            key = samples_key(data, c, seed, device)
-            self.path = cached_file("synther-samples", key, ".hdf5", write)
-            synthetic = load_hdf5(self.path)
+            path = cached_file("synther-samples", samples_key(key, data, c), ".hdf5", write)
+            synthetic = load_hdf5(path)
             metrics = trained["metrics"]
         else:
             if model_state is None:
