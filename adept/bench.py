@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],
         "agents": ["iql"],
-        "methods": ["none", "diffusion", "adept", "synther"],
+        "methods": ["none", "diffusion", "adept", "synther", "pgd", "dydiff"],
         "seeds": [0, 1],
         "num_steps": 200,
         "eval_every": 100,
@@ -148,6 +148,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "adept.true_error_starts": 32,
             "adept.world_model.hidden": 64,
             "synther.preset": "smoke",
+            "pgd.preset": "smoke",
+            "dydiff.preset": "smoke",
+            "dydiff.one_step_steps": 100,
         },
     },
 }

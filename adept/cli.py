@@ -182,7 +182,7 @@ class Bench:
     .hdf5 paths, minari:<id>."""
     methods: tuple[str, ...] | None = None
     """Methods, each a variant of its own name: none (X), diffusion (Diff+X), adept (ADEPT+X),
-    synther (SynthER+X)."""
+    synther (SynthER+X), pgd (PGD+X), dydiff (DyDiff+X)."""
     variant: Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction] = ()
     """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac], e.g.
     adept-h5:method=adept,adept.horizon=5 (several after one flag, or the flag repeated)."""

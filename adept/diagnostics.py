@@ -42,6 +42,17 @@ class TrueDynamics:
                 f"{env_id} does not observe [qpos[1:], qvel]; its simulator cannot be set to s"
             )
 
+    @staticmethod
+    def of(env_id: str | None, wanted: bool = True) -> TrueDynamics | None:
+        """The simulator of ``env_id`` for a diagnostic, or None when it is not ``wanted``, the
+        data names no env, or the env's state cannot be set from an observation."""
+        if not wanted or env_id is None:
+            return None
+        try:
+            return TrueDynamics(env_id)
+        except AdeptError:
+            return None
+
     def exact(self, obs: np.ndarray) -> np.ndarray:
         """Which observations determine the state (no velocity at the clip), ``[N]`` bool."""
         return (np.abs(obs[:, self.nq - 1 :]) < self.velocity_clip).all(axis=1)

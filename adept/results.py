@@ -55,6 +55,8 @@ VARIANT_PREFIXES = {
     "adept": "ADEPT+",
     "adept-uniform": "ADEPT-uniform+",
     "synther": "SynthER+",
+    "pgd": "PGD+",
+    "dydiff": "DyDiff+",
 }
 STATES = ("queued", "running", "failed")
 GAMMA = 100.0

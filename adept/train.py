@@ -35,8 +35,10 @@ from adept.data.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import (
+    DyDiffConfig,
     Method,
     ModelBasedConfig,
+    PGDConfig,
     SynthERConfig,
     check_method,
     make_method,
@@ -54,10 +56,12 @@ class TrainConfig:
     """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
     agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
     """The offline RL agent."""
-    method: Literal["none", "diffusion", "adept", "synther"] = "none"
+    method: Literal["none", "diffusion", "adept", "synther", "pgd", "dydiff"] = "none"
     """'none': the dataset alone (X); 'diffusion': Diff+X (world model trained once, rollouts of
     the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates);
-    'synther': SynthER+X (an upsampled synthetic dataset from a diffusion model of transitions)."""
+    'synther': SynthER+X (an upsampled synthetic dataset from a diffusion model of transitions);
+    'pgd': PGD+X (trajectory segments generated with the current policy's guidance);
+    'dydiff': DyDiff+X (policy rollouts refined by a trajectory diffusion model)."""
     num_steps: int = 100_000
     """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
     seed: int = 0
@@ -92,6 +96,10 @@ class TrainConfig:
     """World model and schedule of --method diffusion|adept."""
     synther: SynthERConfig = field(default_factory=SynthERConfig)
     """Generator, upsampling and data mix of --method synther."""
+    pgd: PGDConfig = field(default_factory=PGDConfig)
+    """Segment model, policy guidance, regeneration and data mix of --method pgd."""
+    dydiff: DyDiffConfig = field(default_factory=DyDiffConfig)
+    """Trajectory and one-step models, policy injection, filter and data mix of --method dydiff."""
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
@@ -131,6 +139,8 @@ RESUMABLE_FIELDS = (
     "run_dir",
     "adept.cache",
     "synther.cache",
+    "pgd.cache",
+    "dydiff.cache",
 )
 
 

@@ -1,14 +1,16 @@
-"""Helpers shared by the benchmark scripts: parallel training runs and table formatting."""
+"""Helpers shared by the benchmark scripts: parallel training runs, table formatting, results."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from adept.runs import atomic_write_json
 from adept.train import TrainConfig, train
 
 
@@ -42,3 +44,9 @@ def format_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
 
 def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
     print(format_table(columns, rows))
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    """Write a benchmark's results.json atomically (a resumable benchmark's state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, results)

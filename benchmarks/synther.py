@@ -48,8 +48,7 @@ from adept.methods.synther import (
     generator_key,
     train_generator,
 )
-from adept.runs import atomic_write_json
-from benchmarks.common import format_table
+from benchmarks.common import format_table, save_results
 
 
 def _candidate(hidden: int, depth: int, train_steps: int, ema_decay: float = 0.999) -> dict:
@@ -159,7 +158,7 @@ def quality(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     device = resolve_device(args.device)
     if f"{dataset}|baselines" not in results:
         results[f"{dataset}|baselines"] = baselines(data, truth, args)
-        save(path, results)
+        save_results(path, results)
     for candidate in args.candidates:
         key = f"{dataset}|{candidate}"
         entry = results.get(key, {"dataset": dataset, "candidate": candidate, "steps": {}})
@@ -196,7 +195,7 @@ def quality(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             }
             print(f"{dataset} {candidate} N={steps}: {entry['steps'][str(steps)]}", flush=True)
         results[key] = entry
-        save(path, results)
+        save_results(path, results)
 
 
 def speed(args: Args, results: dict[str, Any], path: Path) -> None:
@@ -238,12 +237,7 @@ def speed(args: Args, results: dict[str, Any], path: Path) -> None:
         }
         print(f"{preset}: {out[preset]}", flush=True)
     results[f"speed|{args.datasets[0]}"] = out
-    save(path, results)
-
-
-def save(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, results)
+    save_results(path, results)
 
 
 def report(args: Args, results: dict[str, Any]) -> str:

@@ -52,9 +52,8 @@ from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
 from adept.importance import BehaviorModel
 from adept.methods import ModelBasedConfig, Refitter, holdout_mask, pretrain, pretrain_key
-from adept.runs import atomic_write_json
 from adept.world_model import WorldModel, WorldModelConfig
-from benchmarks.common import format_table
+from benchmarks.common import format_table, save_results
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
 
@@ -146,24 +145,19 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_results(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, results)
-
-
-def iql_policy(data: Transitions, args: Args, device: torch.device) -> IQL:
-    """π: IQL trained ``policy_steps`` on D (cached in the artifact store)."""
-    spec = AgentSpec.from_data(data, args.policy_steps, device)
+def iql_policy(data: Transitions, steps: int, seed: int, device: torch.device) -> IQL:
+    """π: IQL trained ``steps`` on D (cached in the artifact store; other benchmarks share it)."""
+    spec = AgentSpec.from_data(data, steps, device)
 
     def make() -> dict[str, Any]:
-        torch.manual_seed(args.seed)
-        buffer = ReplayBuffer.from_transitions(data, device=device, seed=args.seed)
+        torch.manual_seed(seed)
+        buffer = ReplayBuffer.from_transitions(data, device=device, seed=seed)
         agent = IQL(spec)
-        for _ in range(args.policy_steps):
+        for _ in range(steps):
             agent.update(buffer.sample(256))
         return {"agent": agent.state_dict()}
 
-    key = {"data": data.fingerprint(), "steps": args.policy_steps, "seed": args.seed}
+    key = {"data": data.fingerprint(), "steps": steps, "seed": seed}
     agent = IQL(spec)
     agent.load_state_dict(cached("bench-iql-policy", key, make)["agent"])
     return agent
@@ -183,7 +177,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     data = load_dataset(dataset)
     assert data.env_id is not None
     truth = TrueDynamics(data.env_id)
-    pi = iql_policy(data, args, device)
+    pi = iql_policy(data, args.policy_steps, args.seed, device)
     train_rows = ~holdout_mask(len(data), base_config(args).holdout_fraction, args.seed)
     g = np.random.default_rng([args.seed, 7])
     pick = g.choice(np.flatnonzero(train_rows), args.starts, replace=False)

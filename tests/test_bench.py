@@ -115,7 +115,8 @@ def test_presets_resolve():
     assert "hopper-random/none/bc/seed0" in ids and "hopper-random/adept/bc/seed0" not in ids
     assert len(ids) == 6 * (3 + 2 + 2) * 5
     smoke = resolve_spec([("preset", bench.PRESETS["smoke"])])
-    assert {c.method for c in smoke.cells()} == {"none", "diffusion", "adept", "synther"}
+    methods = {"none", "diffusion", "adept", "synther", "pgd", "dydiff"}
+    assert {c.method for c in smoke.cells()} == methods
     table = resolve_spec([("preset", bench.PRESETS["synther-table"])])
     cells = table.cells()
     assert len(cells) == 3 * 2 * 2 * 3 and {c.agent for c in cells} == {"iql", "td3bc"}
@@ -131,7 +132,7 @@ def test_presets_resolve():
         ({"set": {"adept.horizon": "ten"}}, "adept.horizon='ten': expected an integer"),
         ({"set": {"agent": "sac"}}, "use --agents"),
         ({"agents": ["iql", "cql"]}, "unknown agent 'cql'"),
-        ({"methods": ["dydiff"]}, "unknown method 'dydiff'"),
+        ({"methods": ["mopo"]}, "unknown method 'mopo'"),
         ({"variants": {"v": {"agents": ["iql"]}}}, "variant 'v' needs a method"),
         ({"seeds": [0, 0]}, "distinct"),
         ({"num_steps": 0}, "--num-steps must be positive"),
@@ -195,7 +196,7 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
     first = run_bench("--preset", "smoke", "--root", str(root), "--workers", "2")
     assert first.returncode == 0, first.stderr
     cells = state(root)["cells"]
-    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 8
+    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 12
     smoke = bench.PRESETS["smoke"]["datasets"][0]
     adept_dir = root / smoke / "adept" / "iql" / "seed0"
     assert {"config.json", "metrics.csv", "checkpoint.pt", "summary.json"} <= {
@@ -215,7 +216,7 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
     mtime = (adept_dir / "summary.json").stat().st_mtime_ns
 
     again = run_bench("--preset", "smoke", "--root", str(root))
-    assert again.returncode == 0 and "8 already were" in again.stdout
+    assert again.returncode == 0 and "12 already were" in again.stdout
     assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime, "finished cells are skipped"
     assert all(r["attempts"] == 1 for r in state(root)["cells"].values())
 
@@ -227,20 +228,21 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
 
     extended = run_bench("--preset", "smoke", "--root", str(root), "--seeds", "2", "--extend")
     assert extended.returncode == 0, extended.stderr
-    assert "8 already were" in extended.stdout
+    assert "12 already were" in extended.stdout
     after = state(root)
-    assert after["spec"]["seeds"] == [0, 1, 2] and len(after["cells"]) == 12
+    assert after["spec"]["seeds"] == [0, 1, 2] and len(after["cells"]) == 18
     assert all(r["state"] == "done" for r in after["cells"].values())
     assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime
     resumed = run_bench("--root", str(root))
-    assert resumed.returncode == 0 and "12 already were" in resumed.stdout, "--root alone resumes"
+    assert resumed.returncode == 0 and "18 already were" in resumed.stdout, "--root alone resumes"
 
     report = subprocess.run(
         [sys.executable, "-m", "adept", "report", str(root)], capture_output=True, text=True
     )
     assert report.returncode == 0, report.stderr
     results = (root / "report" / "results.md").read_text()
-    assert "ADEPT+IQL" in results and "SynthER+IQL" in results
+    for label in ("ADEPT+IQL", "SynthER+IQL", "PGD+IQL", "DyDiff+IQL"):
+        assert label in results, label
 
 
 def test_a_failed_cell_never_stops_the_grid(tmp_path):
@@ -375,7 +377,7 @@ def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
     cells = state(root)["cells"]
-    assert len(cells) == 8 and {r["state"] for r in cells.values()} == {"done"}
+    assert len(cells) == 12 and {r["state"] for r in cells.values()} == {"done"}
     assert cells[f"{smoke}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
     assert cells[f"{smoke}/adept/iql/seed1"]["attempts"] == 1
     log = (root / "logs" / f"{smoke}__none__iql__seed0.log").read_text()

@@ -70,6 +70,38 @@ def train_interrupted_then_resumed(config: TrainConfig, at: int, monkeypatch) ->
     train(config)
 
 
+def refuses_before_writing(config: TrainConfig, option: dict, message: str) -> None:
+    """``config`` with ``option`` set in its method's options fails with ``message``, and no
+    run directory is left behind."""
+    from adept.methods import METHODS
+
+    field = METHODS[config.method].options
+    assert field is not None
+    config = replace(config, **{field: replace(getattr(config, field), **option)})
+    with pytest.raises(AdeptError, match=message):
+        train(config)
+    assert config.run_dir is not None and not config.run_dir.exists()
+
+
+def real_share(batch, data, column: str = "observations") -> int:
+    """How many rows of ``batch`` are the dataset's own (their ``column`` found in ``data``)."""
+    real = {row.tobytes() for row in getattr(data, column)}
+    return sum(row.tobytes() in real for row in getattr(batch, column).numpy())
+
+
+def resumes_exactly(make, tmp_path, monkeypatch, checkpoint_key: str, cache: bool) -> None:
+    """A run of ``make(name)`` killed at step 13 and resumed equals an uninterrupted one (logs
+    and actor); ``checkpoint_key`` is in the method's checkpoint exactly when the cache is off."""
+    train(make("full"))
+    train_interrupted_then_resumed(make("part"), 13, monkeypatch)
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    for key, value in a["agent"]["actor"].items():
+        assert torch.equal(value, b["agent"]["actor"][key]), key
+    assert (checkpoint_key in a["method"]) == (not cache), "without the cache, in the checkpoint"
+
+
 def rows(run_dir):
     with (run_dir / "metrics.csv").open() as f:
         return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]

@@ -1,4 +1,5 @@
-"""Policy-Guided Diffusion, first part: the segment model's rows and the way back to transitions."""
+"""Policy-Guided Diffusion: the segment model's rows, the way back to transitions, training,
+guidance, and ``--method pgd`` in the training loop."""
 
 import math
 
@@ -15,12 +16,18 @@ TINY = UNetSize(8, (1, 2), 3)
 
 
 @pytest.fixture(scope="module")
-def hopper(tmp_path_factory):
+def hopper_path(tmp_path_factory) -> str:
     from adept.data.generate import make_dataset
-    from adept.data.hdf5 import load_hdf5
 
     path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
-    return load_hdf5(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
+    return str(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
+
+
+@pytest.fixture(scope="module")
+def hopper(hopper_path):
+    from adept.data.hdf5 import load_hdf5
+
+    return load_hdf5(hopper_path)
 
 
 def test_rows_are_standardized_with_actions_through_arctanh(hopper):
@@ -171,3 +178,154 @@ def test_a_deterministic_actor_guides_as_a_unit_gaussian():
     expected = (-0.5 * (act - mean) ** 2 - 0.5 * math.log(2 * math.pi)).sum(-1)
     torch.testing.assert_close(guidance_log_prob(actor, obs, act), expected)
     assert not torch.allclose(actor.log_prob(obs, act), expected), "its own density is σ = 0.1"
+
+
+# --- the method: presets, options, regeneration, the cache, resume -----------------------------
+
+
+def run_config(dataset, run_dir, **kw):
+    from adept.methods.pgd import PGDConfig
+    from tests.test_methods import config as methods_config
+
+    # 16 segments of 9 rows (≤ 128 transitions) at steps 0 and 5 of a 10-step run
+    smoke = PGDConfig(preset="smoke", num_segments=16, segment_length=9, regenerate_every=5)
+    return methods_config(dataset, run_dir, **{"method": "pgd", "pgd": smoke, **kw})
+
+
+def test_presets_size_the_model_and_fields_override_them():
+    from adept.methods.pgd import PRESETS, PGDConfig
+
+    assert PGDConfig().sizes() == PRESETS["cpu"], "'cpu' is the default preset"
+    paper = PGDConfig(preset="paper")
+    assert (paper.sizes().network, paper.sizes().segment_length) == ("pgd", 129)
+    assert paper.training().size.dim == 1024 and paper.sizes().num_segments == 8192
+    mine = PGDConfig(preset="paper", network="cpu", sample_steps=16).sizes()
+    assert (mine.network, mine.sample_steps, mine.regenerate_every) == ("cpu", 16, 10_000)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"real_ratio": -0.1}, "--pgd.real-ratio must be in"),
+        ({"segment_length": 1}, "--pgd.segment-length must be at least 2"),
+        ({"sample_steps": 1}, "--pgd.sample-steps must be at least 2"),
+        ({"regenerate_every": 0}, "--pgd.regenerate-every must be positive"),
+        ({"guidance": -1.0}, "--pgd.guidance must be ≥ 0"),
+        ({"ema_decay": 1.0}, "--pgd.ema-decay must be in"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, option, message):
+    from tests.test_methods import refuses_before_writing
+
+    refuses_before_writing(run_config(hopper_path, tmp_path / "run"), option, message)
+
+
+@pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
+def test_pgd_trains_every_agent_and_regenerates_on_schedule(hopper_path, tmp_path, agent):
+    from adept.train import train
+    from tests.test_methods import rows
+
+    summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
+    assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
+    logged = rows(tmp_path / "run")
+    generated = [int(r["step"]) for r in logged if r.get("pgd/transitions")]
+    assert generated == [0, 5], "at set-up and every 5 steps, not at the run's last step"
+    first = logged[0]
+    assert np.isfinite(float(first["pgd/loss"])), "the model's training metrics at step 0"
+    assert 0 < float(first["pgd/transitions"]) <= 16 * 8
+    assert np.isfinite(float(first["pgd/log_pi"])) and float(first["pgd/true_error"]) > 0
+
+
+def _method(dataset: str, real_ratio: float = 0.25, batch_size: int = 32, **kw):
+    from dataclasses import replace
+
+    from adept.agents import IQL, AgentSpec, IQLConfig
+    from adept.data.buffer import ReplayBuffer
+    from adept.data.registry import load_dataset
+    from adept.methods import make_method
+
+    data = load_dataset(dataset)
+    config = replace(run_config(dataset, None).pgd, real_ratio=real_ratio, **kw)
+    buffer = ReplayBuffer.from_transitions(data, device="cpu", seed=0)
+    method = make_method("pgd", data, buffer, batch_size, config, seed=0, num_steps=100)
+    torch.manual_seed(0)
+    agent = IQL(AgentSpec.from_data(data, 100, torch.device("cpu")), IQLConfig(hidden=16))
+    method.setup(agent)
+    return data, method, agent
+
+
+@pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
+def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio):
+    from tests.test_methods import real_share
+
+    data, method, _ = _method(hopper_path, real_ratio)
+    batch = method.sample(0)
+    assert len(batch) == 32
+    assert real_share(batch, data) == round(32 * real_ratio), "exactly the share, not merely some"
+
+
+def test_regeneration_replaces_the_synthetic_data_with_the_current_policys(hopper_path):
+    """Each regeneration empties the buffer and refills it with segments of the actor as it is
+    now: guided toward a moved actor, the new actions are likelier under it than the old."""
+    from adept.methods.pgd import guidance_log_prob
+
+    _, method, agent = _method(hopper_path, guidance=20.0)
+    s = method.synthetic
+    before = s.actions[: len(s)].clone()
+    with torch.no_grad():  # move the actor's mean far from where it was, and narrow it
+        agent.actor.net[-1].bias.add_(1.5)
+        agent.actor.log_std.fill_(math.log(0.2))
+    metrics = method.after_update(4, agent)  # step 5 of a 100-step run: a regeneration
+    after = method.synthetic
+    assert len(after) == int(metrics["pgd/transitions"]), "replaced, not appended"
+    old_rows = {row.tobytes() for row in before.numpy()}
+    assert not any(row.tobytes() in old_rows for row in after.actions[: len(after)].numpy())
+    obs = after.observations[: len(after)]
+    with torch.no_grad():
+        new = guidance_log_prob(agent.actor, obs, after.actions[: len(after)].clamp(-0.999, 0.999))
+        old = guidance_log_prob(agent.actor, obs[: len(before)], before[: len(obs)])
+    # measured: mean log π −33 for the new actions, −63 for the old, under the moved actor
+    assert new.mean() > old.mean() + 10.0, (new.mean(), old.mean())
+
+
+def test_the_segment_model_is_cached_and_shared(hopper_path, tmp_path, monkeypatch):
+    import adept.methods.pgd as pgd
+    from adept.train import train
+
+    train(run_config(hopper_path, tmp_path / "iql"))
+    assert len(list((tmp_path / "adept-data" / "artifacts" / "pgd").glob("*.pt"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached segment model should have been reused")
+
+    monkeypatch.setattr(pgd, "train_segment_model", fail)
+    train(run_config(hopper_path, tmp_path / "td3bc", agent="td3bc"))
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
+    from dataclasses import replace
+
+    from tests.test_methods import resumes_exactly
+
+    def make(name):
+        config = run_config(hopper_path, tmp_path / name, num_steps=20, eval_every=20)
+        return replace(config, pgd=replace(config.pgd, real_ratio=0.5, cache=cache))
+
+    resumes_exactly(make, tmp_path, monkeypatch, "model", cache)
+
+
+def test_the_true_error_diagnostic_leaves_the_run_as_it_is(hopper_path, tmp_path):
+    from dataclasses import replace
+
+    from adept.runs import load_checkpoint
+    from adept.train import train
+
+    config = run_config(hopper_path, tmp_path / "on")
+    train(config)
+    train(
+        replace(config, run_dir=tmp_path / "off", pgd=replace(config.pgd, true_error_transitions=0))
+    )
+    a = load_checkpoint(tmp_path / "on" / "checkpoint.pt")["agent"]["actor"]
+    b = load_checkpoint(tmp_path / "off" / "checkpoint.pt")["agent"]["actor"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

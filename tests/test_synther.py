@@ -10,7 +10,6 @@ from adept.diffusion.edm import EDMConfig
 from adept.diffusion.training import DiffusionTrainer
 from adept.methods.synther import TransitionModel
 from tests.test_methods import config as methods_config
-from tests.test_methods import rows, train_interrupted_then_resumed
 
 
 def linear_system(n: int = 4000, seed: int = 0) -> Transitions:
@@ -182,16 +181,9 @@ def test_presets_size_the_generator_and_fields_override_them():
     ],
 )
 def test_bad_options_fail_before_anything_is_written(hopper, tmp_path, option, message):
-    from dataclasses import replace
+    from tests.test_methods import refuses_before_writing
 
-    from adept.errors import AdeptError
-    from adept.train import train
-
-    config = run_config(hopper, tmp_path / "run")
-    config = replace(config, synther=replace(config.synther, **option))
-    with pytest.raises(AdeptError, match=message):
-        train(config)
-    assert not (tmp_path / "run").exists()
+    refuses_before_writing(run_config(hopper, tmp_path / "run"), option, message)
 
 
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
@@ -226,12 +218,12 @@ def _method(dataset: str, real_ratio: float, batch_size: int = 32):
 
 @pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
 def test_batches_hold_the_configured_share_of_real_rows(hopper, real_ratio):
+    from tests.test_methods import real_share
+
     data, method = _method(hopper, real_ratio)
-    real = {row.tobytes() for row in data.observations}
     batch = method.sample(0)
-    is_real = [row.tobytes() in real for row in batch.observations.numpy()]
     assert len(batch) == 32
-    assert sum(is_real) == round(32 * real_ratio), "exactly the share, not merely some"
+    assert real_share(batch, data) == round(32 * real_ratio), "exactly the share, not merely some"
 
 
 def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, monkeypatch):
@@ -262,18 +254,10 @@ def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, mo
 def test_resume_is_exact(hopper, tmp_path, monkeypatch, cache):
     from dataclasses import replace
 
-    from adept.runs import load_checkpoint
-    from adept.train import train
+    from tests.test_methods import resumes_exactly
 
     def make(name):
         config = run_config(hopper, tmp_path / name, num_steps=20, eval_every=20)
         return replace(config, synther=replace(config.synther, real_ratio=0.5, cache=cache))
 
-    train(make("full"))
-    train_interrupted_then_resumed(make("part"), 13, monkeypatch)
-    assert rows(tmp_path / "part") == rows(tmp_path / "full")
-    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
-    for key, value in a["agent"]["actor"].items():
-        assert torch.equal(value, b["agent"]["actor"][key]), key
-    assert ("generator" in a["method"]) == (not cache), "without the cache, in the checkpoint"
+    resumes_exactly(make, tmp_path, monkeypatch, "generator", cache)

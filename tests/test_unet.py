@@ -50,6 +50,26 @@ def test_deterministic_and_every_input_reaches_the_output():
         a(x, c)
 
 
+def test_a_per_row_condition_reaches_its_own_rows():
+    """``cond_channels``: a condition per row (DyDiff's actions), read beside x_in; the output
+        keeps x_in's channels, and changing one row's condition moves the outputs around that row
+    most (convolutions are local in time)."""
+    torch.manual_seed(3)
+    net = TemporalUNet(channels=3, dim=8, mults=(1, 2), groups=2, cond_channels=2).eval()
+    _randomize_head(net)
+    x, c, cond = torch.randn(2, 12, 3), torch.randn(2), torch.randn(2, 12, 2)
+    out = net(x, c, cond)
+    assert out.shape == (2, 12, 3)
+    moved = cond.clone()
+    moved[:, 7] += 5.0
+    delta = (net(x, c, moved) - out).abs().sum(-1)  # [B, L]
+    assert ((delta.argmax(dim=1) - 7).abs() <= 2).all() and (delta[:, 0] < delta[:, 7]).all()
+    with pytest.raises(ValueError, match="conditional"):
+        net(x, c)
+    with pytest.raises(ValueError, match=r"per sequence .* or per row"):
+        TemporalUNet(channels=3, cond_dim=2, cond_channels=2)
+
+
 def test_named_sizes_build():
     for name in ("cpu", "dydiff"):  # 'pgd' (1024 wide) builds too, but takes seconds
         size = UNET_SIZES[name]

@@ -32,6 +32,8 @@ class UNetSize:
 
 
 UNET_SIZES: dict[str, UNetSize] = {
+    # seconds: tests and quick checks
+    "smoke": UNetSize(8, (1, 2), 3),
     # ≈ 0.3M parameters: trains at CPU speed on segments of a few dozen rows
     "cpu": UNetSize(32, (1, 2, 4), 5),
     # DyDiff's released network (Decision-Diffuser-style TemporalUnet: 128, (1, 4, 8), kernel 5)
@@ -84,8 +86,10 @@ class LevelBlocks(nn.Module):
 
 class TemporalUNet(nn.Module):
     """F(x_in, c_noise, cond) over sequences for :class:`adept.diffusion.edm.EDM`: ``x_in``
-    ``[B, L, channels]``, ``c_noise`` ``[B]``, ``cond`` ``[B, cond_dim]`` (or None when
-    ``cond_dim`` is 0) → ``[B, L, channels]``."""
+    ``[B, L, channels]``, ``c_noise`` ``[B]`` → ``[B, L, channels]``. The optional condition is
+    either one vector per sequence, ``cond`` ``[B, cond_dim]``, added to the noise embedding,
+    or one per row, ``cond`` ``[B, L, cond_channels]``, read beside ``x_in`` by the first
+    convolution (DyDiff's action sequence); None when neither is set."""
 
     def __init__(
         self,
@@ -95,10 +99,14 @@ class TemporalUNet(nn.Module):
         kernel: int = 5,
         groups: int = 8,
         cond_dim: int = 0,
+        cond_channels: int = 0,
     ):
         super().__init__()
         if not mults:
             raise ValueError("the U-Net needs at least one level (mults)")
+        if cond_dim and cond_channels:
+            raise ValueError("a condition per sequence (cond_dim) or per row (cond_channels)")
+        self.cond_channels = cond_channels
         self.levels = len(mults)
         emb_dim = 4 * dim
         self.noise = nn.Sequential(
@@ -110,7 +118,7 @@ class TemporalUNet(nn.Module):
             else None
         )
         widths = [dim * m for m in mults]
-        self.inp = nn.Conv1d(channels, widths[0], kernel, padding=kernel // 2)
+        self.inp = nn.Conv1d(channels + cond_channels, widths[0], kernel, padding=kernel // 2)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         previous = widths[0]
@@ -145,11 +153,14 @@ class TemporalUNet(nn.Module):
         self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         emb = self.noise(c_noise)
+        if (self.cond is not None or self.cond_channels) and cond is None:
+            raise ValueError("this network is conditional: pass cond")
         if self.cond is not None:
-            if cond is None:
-                raise ValueError("this network is conditional: pass cond")
             emb = emb + self.cond(cond)
-        length = x.shape[1]
+        elif self.cond_channels:
+            assert cond is not None
+            x = torch.cat([x, cond], dim=-1)
+        length = x.shape[1]  # the output has x_in's channels, not the condition's
         multiple = 2 ** (self.levels - 1)
         padded = -length % multiple
         h = x.transpose(1, 2)  # [B, C, L]: convolutions run along time

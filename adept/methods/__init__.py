@@ -5,7 +5,10 @@
 - :mod:`adept.methods.model_based` — Diff+X and ADEPT (``--method diffusion|adept``, options
   ``--adept.*``);
 - :mod:`adept.methods.pretraining` — their cached β fit and world-model pre-training;
-- :mod:`adept.methods.synther` — SynthER+X (``--method synther``, options ``--synther.*``).
+- :mod:`adept.methods.synther` — SynthER+X (``--method synther``, options ``--synther.*``);
+- :mod:`adept.methods.pgd` — Policy-Guided Diffusion + X (``--method pgd``, options ``--pgd.*``);
+- :mod:`adept.methods.dydiff` — DyDiff + X (``--method dydiff``, options ``--dydiff.*``);
+- :mod:`adept.methods.trajectories` — what PGD and DyDiff share: segments as tensors, training.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from adept.data.buffer import ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.methods.base import Method, mixed_sample
+from adept.methods.dydiff import DyDiffConfig, DyDiffMethod
 from adept.methods.model_based import (
     ADEPTMethod,
     DiffusionMethod,
@@ -22,6 +26,7 @@ from adept.methods.model_based import (
     Refitter,
     check_config,
 )
+from adept.methods.pgd import PGDConfig, PGDMethod
 from adept.methods.pretraining import (
     PRETRAIN_REVISION,
     HeldOutSelector,
@@ -36,6 +41,8 @@ METHODS: dict[str, type[Method]] = {
     "diffusion": DiffusionMethod,
     "adept": ADEPTMethod,
     "synther": SynthERMethod,
+    "pgd": PGDMethod,
+    "dydiff": DyDiffMethod,
 }
 """The methods by ``--method`` name; each one's options live in the training config's field
 ``METHODS[name].options``, as agents' do under their own names."""
@@ -73,9 +80,13 @@ __all__ = [
     "PRETRAIN_REVISION",
     "ADEPTMethod",
     "DiffusionMethod",
+    "DyDiffConfig",
+    "DyDiffMethod",
     "HeldOutSelector",
     "Method",
     "ModelBasedConfig",
+    "PGDConfig",
+    "PGDMethod",
     "Refitter",
     "SynthERConfig",
     "SynthERMethod",

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import torch
 
 from adept.agents import Agent
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
+
+T = TypeVar("T")
+
+
+def with_overrides(preset: T, config: Any) -> T:
+    """A size preset (a frozen dataclass) with each of its fields that ``config`` sets (not
+    None) replaced by ``config``'s value: the ``--<method>.preset`` rule of SynthER, PGD and
+    DyDiff."""
+    chosen = {
+        f.name: getattr(preset, f.name)
+        if getattr(config, f.name) is None
+        else getattr(config, f.name)
+        for f in fields(preset)  # type: ignore[arg-type]
+    }
+    return type(preset)(**chosen)
 
 
 def mixed_sample(

@@ -233,12 +233,7 @@ class DiffusionMethod(Method):
         self.behavior: BehaviorModel | None = None
         self.refitter: Refitter | None = None
         self.previous_actor: Actor | None = None
-        self.truth: TrueDynamics | None = None
-        if c.true_error_every and data.env_id is not None:
-            try:
-                self.truth = TrueDynamics(data.env_id)
-            except AdeptError:
-                self.truth = None  # env without a settable state: skip the diagnostic
+        self.truth = TrueDynamics.of(data.env_id, wanted=bool(c.true_error_every))
 
     @staticmethod
     def check(config: Any, data: Transitions) -> None:

@@ -1,7 +1,12 @@
 """Policy-Guided Diffusion (Jackson et al. 2024): a diffusion model of whole trajectory segments
 whose sampling is guided toward the current policy, regenerating the agent's synthetic data.
 
-First part (issue 13): the segment model and the way back from segments to transitions.
+``--method pgd`` (:class:`PGDMethod`, options ``--pgd.*``, :class:`PGDConfig`): set-up trains the
+segment model once on the dataset (cached, shared by every run with the same inputs); then at
+step 0 and every ``regenerate_every`` agent steps the synthetic data is replaced by segments
+sampled with the current actor's guidance, cut into transitions; each agent batch mixes
+``real_ratio`` real transitions with synthetic ones (PGD: 16 real + 240 synthetic of 256).
+Guidance 0 is unguided diffusion, the paper's own baseline.
 
 A segment is L consecutive rows [s, a, r, terminal] of one episode (:mod:`adept.data.segments`,
 short episodes padded as an absorbing state). Actions enter through arctanh(clip(a, ±0.999)), so
@@ -15,49 +20,36 @@ dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from adept.data.segments import Segments, gather_segments, segment_starts
+from adept.agents import Agent
+from adept.artifacts import cached
+from adept.data.buffer import Batch, ReplayBuffer
+from adept.data.segments import segment_starts
 from adept.data.transitions import Transitions
+from adept.diagnostics import TrueDynamics, transition_error
 from adept.diffusion.edm import EDM, EDMConfig
-from adept.diffusion.ema import weight_average
 from adept.diffusion.guidance import guidance_schedule, policy_nudge
-from adept.diffusion.training import DiffusionTrainer
-from adept.diffusion.unet import TemporalUNet, UNetSize
+from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
+from adept.errors import AdeptError
+from adept.methods.base import Method, mixed_sample, with_overrides
+from adept.methods.trajectories import (
+    SegmentRows,
+    SegmentTraining,
+    train_on_segments,
+    training_key,
+)
 from adept.nets import Actor, DeterministicActor, Normalizer, gaussian_log_prob
-from adept.rng import cuda_indices
 
 ACTION_CLIP = 0.999
 """Actions are clipped to ±this before arctanh (arctanh(±1) is infinite)."""
 TERMINAL_THRESHOLD = 0.5
 """A generated terminal channel above this reads as a terminal row."""
-
-
-@dataclass(frozen=True)
-class SegmentRows:
-    """Segments as tensors ``[B, L, ...]``: the rows a segment model generates."""
-
-    observations: torch.Tensor
-    actions: torch.Tensor
-    rewards: torch.Tensor
-    terminals: torch.Tensor
-
-    @staticmethod
-    def of(segments: Segments, device: torch.device | str = "cpu") -> SegmentRows:
-        def tensor(x: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(x, dtype=torch.float32, device=device)
-
-        return SegmentRows(
-            tensor(segments.observations),
-            tensor(segments.actions),
-            tensor(segments.rewards),
-            tensor(segments.terminals),
-        )
 
 
 class SegmentModel(nn.Module):
@@ -140,49 +132,21 @@ def unstack(rows: SegmentRows, env_id: str | None = None) -> Transitions:
     )
 
 
-@dataclass(frozen=True)
-class SegmentTraining:
-    """How a segment model is trained (PGD's released code: L = 32, stride 8, batch 32, Adam at
-    2e-3 warmed up over 10 % of training then cosine, EMA ≈ 0.9995 per step)."""
-
-    size: UNetSize
-    length: int = 32
-    stride: int = 8
-    steps: int = 10_000
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup_fraction: float = 0.1
-    ema_decay: float = 0.9995
-    groups: int = 8
-    edm: EDMConfig = field(default_factory=EDMConfig)
-
-
 def train_segment_model(
-    data: Transitions, training: SegmentTraining, seed: int, device: torch.device
+    data: Transitions,
+    training: SegmentTraining,
+    seed: int,
+    device: torch.device,
+    snapshots: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Train a :class:`SegmentModel` on ``data``'s padded segments; returns the EMA weights'
-    state dict (``model``, on the CPU) and the last step's ``metrics``. A pure function of its
-    inputs (segments drawn by a seeded numpy generator, the torch RNG forked and seeded), so a
-    cached result equals a fresh one and the caller's RNG is left as it was."""
-    t = training
-    starts = segment_starts(data, t.length, t.stride, short="pad")
-    if len(starts) == 0:
-        raise ValueError(f"no segment of {t.length} rows fits in the data; use a shorter length")
-    pick = np.random.default_rng([seed, 3])
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        torch.manual_seed(seed)
-        model = SegmentModel(data, t.size, t.edm, t.groups).to(device)
-        trainer = DiffusionTrainer(
-            model, t.steps, t.lr, warmup=round(t.warmup_fraction * t.steps), prefix="pgd"
-        )
-        average = weight_average(model, t.ema_decay)
-        metrics: dict[str, torch.Tensor] = {}
-        for _ in range(t.steps):
-            batch = gather_segments(data, pick.choice(starts, t.batch_size), t.length)
-            metrics = trainer.step(SegmentRows.of(batch, device))
-            average.update_parameters(model)
-        state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
-    return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
+    """Train a :class:`SegmentModel` on ``data``'s padded segments
+    (:func:`adept.methods.trajectories.train_on_segments`: the EMA weights, the last metrics,
+    optional snapshots; a pure function of its inputs)."""
+
+    def build() -> SegmentModel:
+        return SegmentModel(data, training.size, training.edm, training.groups)
+
+    return train_on_segments(build, data, training, seed, device, snapshots, prefix="pgd")
 
 
 def guidance_log_prob(actor: Actor, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -230,3 +194,316 @@ def generate(
         schedule = guidance_schedule(steps, coeff, cosine_coeff)
         nudge = policy_nudge(log_density, channels, schedule, normalize)
     return model.decode(model.edm.sample(shape, steps, generator=generator, nudge=nudge))
+
+
+@dataclass(frozen=True)
+class PGDSizes:
+    """The fields a size preset sets (:data:`PRESETS`)."""
+
+    network: Literal["smoke", "cpu", "dydiff", "pgd"]
+    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`)."""
+    train_steps: int
+    """Segment-model training steps."""
+    batch_size: int
+    """Segments per training batch."""
+    ema_decay: float
+    """Decay per step of the EMA that is sampled from."""
+    sample_steps: int
+    """Noise levels of the Heun sampler (2N − 1 denoiser calls per segment)."""
+    num_segments: int
+    """Segments generated at each regeneration."""
+    segment_length: int
+    """Rows per generated segment (length − 1 transitions each)."""
+    regenerate_every: int
+    """Agent steps between regenerations of the synthetic data."""
+    sample_batch: int
+    """Segments sampled per batch while generating."""
+
+
+PRESETS: dict[str, PGDSizes] = {
+    # PGD's released configuration, a GPU's work: U-Net 1024 × (1, 2, 4), 256 Heun steps, 8192
+    # segments of 129 rows (≈ 1M transitions) every 10k agent steps. Its training runs 10k
+    # epochs over the segments (≈ 40M steps on a 1M-row dataset); 1M steps here.
+    "paper": PGDSizes("pgd", 1_000_000, 32, 0.9995, 256, 8192, 129, 10_000, 256),
+    # ≈ 10 minutes of training on 2 CPU cores (12.9 steps/s at batch 32; generation ≈ 1,500
+    # transitions/s unguided, 1,100 guided). Its unguided segments on hopper-random (python -m
+    # benchmarks.trajectories): one-step ‖s′ − s′_true‖ 0.73 after 8k steps (1k 4.0, 2k 1.9, 4k
+    # 0.86; s′ = s: 1.33); a weak model next to SynthER's 0.21, still improving with training.
+    "cpu": PGDSizes("cpu", 8_000, 32, 0.999, 32, 1024, 33, 5_000, 256),
+    # seconds: tests and quick checks, not a model worth training an agent on
+    "smoke": PGDSizes("smoke", 100, 16, 0.9, 4, 32, 9, 100, 32),
+}
+"""``--pgd.preset``: the segment model's size, training and generation budget."""
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """Policy-Guided Diffusion: the segment model, its guidance and the agent's data mix.
+
+    One field, ``preset``, sizes the model and its budget (:data:`PRESETS`); a size field set
+    here overrides the preset's value for it.
+    """
+
+    preset: Literal["paper", "cpu", "smoke"] = "cpu"
+    """'paper': PGD's released sizes (U-Net 1024 wide, 256 sampling steps, 8192 segments of 129
+    rows every 10k steps; for a GPU); 'cpu': sized for ≲ 10 minutes of training on 2 CPU cores;
+    'smoke': seconds."""
+    network: Literal["smoke", "cpu", "dydiff", "pgd"] | None = None
+    """The temporal U-Net's size (None: the preset's)."""
+    train_steps: int | None = None
+    """Segment-model training steps (None: the preset's)."""
+    batch_size: int | None = None
+    """Segments per training batch (None: the preset's)."""
+    ema_decay: float | None = None
+    """Decay per step of the EMA sampled from (None: the preset's)."""
+    sample_steps: int | None = None
+    """Noise levels of the Heun sampler (None: the preset's)."""
+    num_segments: int | None = None
+    """Segments generated at each regeneration (None: the preset's)."""
+    segment_length: int | None = None
+    """Rows per generated segment (None: the preset's). The network is convolutional, so it
+    generates segments longer than the ones it trained on (PGD: trains on 32, generates 129)."""
+    regenerate_every: int | None = None
+    """Agent steps between regenerations (None: the preset's)."""
+    sample_batch: int | None = None
+    """Segments sampled per batch while generating (None: the preset's)."""
+    train_length: int = 32
+    """Rows per training segment (PGD: 32)."""
+    train_stride: int = 8
+    """Rows between the starts of training segments of one episode (PGD: 8)."""
+    lr: float = 2e-3
+    """AdamW's learning rate (PGD: 2e-3), warmed up then annealed to 0 by a cosine."""
+    warmup_fraction: float = 0.1
+    """Share of training steps warming the learning rate up from lr/10."""
+    guidance: float = 1.0
+    """λ, the policy-guidance coefficient: before each sampler step the noisy sample's actions
+    move by λ_i ∇_a log π(a | s) (λ_i: PGD's schedule, off at the last step). 0: unguided
+    diffusion, PGD's own baseline."""
+    guidance_cosine: float = 0.3
+    """Amplitude of the sine bump of PGD's λ_i schedule."""
+    guidance_normalize: bool = False
+    """Scale each segment's guidance gradient to unit norm (PGD's option)."""
+    real_ratio: float = 0.0625
+    """Share of real transitions in each agent batch (PGD: 16 of 256); the rest synthetic."""
+    generator_seed: int | None = None
+    """Seed of the segment model's training; None: the run's seed. A fixed seed makes a grid's
+    runs share one model per dataset (generation still follows each run's own policy)."""
+    true_error_transitions: int = 2048
+    """At each regeneration, check up to this many generated transitions against one simulator
+    step (logged as pgd/true_error; 0: never). A diagnostic only: it draws no randomness."""
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    """EDM's noise levels and sampler churn (σ_d = 1 for the standardized rows)."""
+    cache: bool = True
+    """Keep the trained segment model in the artifact cache ($ADEPT_DATA_DIR/artifacts/pgd),
+    shared by every run with the same inputs; without it the weights go into the run's
+    checkpoints. Results are identical either way."""
+
+    def sizes(self) -> PGDSizes:
+        """The preset's sizes with this config's overrides."""
+        return with_overrides(PRESETS[self.preset], self)
+
+    def training(self) -> SegmentTraining:
+        """How the segment model is trained (:func:`train_segment_model`'s input)."""
+        sizes = self.sizes()
+        return SegmentTraining(
+            size=UNET_SIZES[sizes.network],
+            length=self.train_length,
+            stride=self.train_stride,
+            steps=sizes.train_steps,
+            batch_size=sizes.batch_size,
+            lr=self.lr,
+            warmup_fraction=self.warmup_fraction,
+            ema_decay=sizes.ema_decay,
+            edm=self.edm,
+        )
+
+
+def check_config(config: PGDConfig, data: Transitions) -> None:
+    """Refuse settings that cannot work, before anything is written."""
+    c, sizes = config, config.sizes()
+    if not 0.0 <= c.real_ratio <= 1.0:
+        raise AdeptError(f"--pgd.real-ratio must be in [0, 1], got {c.real_ratio}")
+    positive = ("train_steps", "batch_size", "num_segments", "regenerate_every", "sample_batch")
+    for name in positive:
+        if getattr(sizes, name) < 1:
+            flag = "--pgd." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    if sizes.segment_length < 2:
+        raise AdeptError(
+            f"--pgd.segment-length must be at least 2 rows, got {sizes.segment_length}"
+        )
+    if sizes.sample_steps < 2:
+        raise AdeptError(
+            f"--pgd.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
+        )
+    if not 0.0 < sizes.ema_decay < 1.0:
+        raise AdeptError(f"--pgd.ema-decay must be in (0, 1), got {sizes.ema_decay}")
+    if not c.lr > 0:
+        raise AdeptError(f"--pgd.lr must be positive, got {c.lr}")
+    if not 0.0 <= c.warmup_fraction < 1.0:
+        raise AdeptError(f"--pgd.warmup-fraction must be in [0, 1), got {c.warmup_fraction}")
+    if c.guidance < 0:
+        raise AdeptError(f"--pgd.guidance must be ≥ 0 (0: unguided), got {c.guidance}")
+    if c.train_length < 2 or c.train_stride < 1:
+        raise AdeptError(
+            "--pgd.train-length must be at least 2 and --pgd.train-stride positive, got "
+            f"{c.train_length} and {c.train_stride}"
+        )
+    if len(segment_starts(data, c.train_length, c.train_stride, short="pad")) == 0:
+        raise AdeptError(
+            f"no training segment of {c.train_length} rows fits in {data.source or 'the data'} "
+            "(episodes too short and none ends in a terminal); lower --pgd.train-length"
+        )
+
+
+PGD_REVISION = 1
+"""Revision of the segment model's training recipe, part of the cache key: bump it whenever
+:func:`train_segment_model` computes something else for the same inputs."""
+
+
+def model_key(
+    data: Transitions, config: PGDConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Everything :func:`train_segment_model`'s result depends on, and nothing else (no agent,
+    no generation field): runs that differ only elsewhere share one trained model."""
+    return training_key(data, config.training(), PGD_REVISION, seed, device)
+
+
+class PGDMethod(Method):
+    """PGD+X: the agent trains on segments generated with its own policy's guidance, replaced
+    every ``regenerate_every`` steps, mixed with real data at ``real_ratio``."""
+
+    name = "pgd"
+    options = "pgd"
+
+    def __init__(
+        self,
+        data: Transitions,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        config: PGDConfig,
+        seed: int = 0,
+        num_steps: int | None = None,
+    ):
+        super().__init__(data, buffer, batch_size)
+        check_config(config, data)
+        self.config = config
+        self.sizes = config.sizes()
+        self.seed = seed
+        self.device = buffer.device
+        self.model_seed = seed if config.generator_seed is None else config.generator_seed
+        self.n_real = round(batch_size * config.real_ratio)
+        self.num_steps = num_steps
+        self.model = SegmentModel(
+            data, UNET_SIZES[self.sizes.network], config.edm, config.training().groups
+        ).to(self.device)
+        self.model.requires_grad_(False)
+        self.model_state: dict[str, torch.Tensor] | None = None  # kept only without the cache
+        capacity = self.sizes.num_segments * (self.sizes.segment_length - 1)
+        self.synthetic = ReplayBuffer(
+            capacity, data.obs_dim, data.act_dim, device=self.device, seed=seed + 1
+        )
+        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_transitions))
+
+    @staticmethod
+    def check(config: Any, data: Transitions) -> None:
+        check_config(config, data)
+
+    def _load_model(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """Train (or load) the segment model; returns its last training metrics."""
+        c, data, device, seed = self.config, self.data, self.device, self.model_seed
+
+        def train() -> dict[str, Any]:
+            return train_segment_model(data, c.training(), seed, device)
+
+        metrics: dict[str, float] = {}
+        if c.cache:
+            trained = cached("pgd", model_key(data, c, seed, device), train)
+            model_state, metrics = trained["model"], trained["metrics"]
+        elif model_state is None:
+            trained = train()
+            model_state, metrics = trained["model"], trained["metrics"]
+            self.model_state = model_state
+        else:
+            self.model_state = model_state
+        self.model.load_state_dict(model_state)
+        return dict(metrics)
+
+    def setup(self, agent: Agent) -> dict[str, float]:
+        metrics = self._load_model()
+        metrics.update({k: float(v) for k, v in self._regenerate(0, agent).items()})
+        return metrics
+
+    def _regenerate(self, round_: int, agent: Agent) -> dict[str, torch.Tensor]:
+        """Replace the synthetic data with segments guided toward ``agent``'s actor now."""
+        sizes, c = self.sizes, self.config
+        rng = torch.Generator(device=self.device)
+        rng.manual_seed(int(np.random.SeedSequence([self.seed, 5, round_]).generate_state(1)[0]))
+        parts = []
+        for start in range(0, sizes.num_segments, sizes.sample_batch):
+            n = min(sizes.sample_batch, sizes.num_segments - start)
+            parts.append(
+                generate(
+                    self.model,
+                    agent.actor,
+                    n,
+                    sizes.segment_length,
+                    sizes.sample_steps,
+                    c.guidance,
+                    c.guidance_cosine,
+                    c.guidance_normalize,
+                    rng,
+                )
+            )
+        rows = SegmentRows(
+            *(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(SegmentRows))
+        )
+        new = unstack(rows, self.data.env_id)
+        self.synthetic.clear()
+        self.synthetic.add(Batch.of(new, self.device))
+        obs = torch.as_tensor(new.observations, device=self.device)
+        act = torch.as_tensor(new.actions, device=self.device).clamp(-ACTION_CLIP, ACTION_CLIP)
+        with torch.no_grad():
+            log_pi = guidance_log_prob(agent.actor, obs, act)
+        metrics = {
+            "pgd/transitions": torch.tensor(float(len(new))),
+            "pgd/terminal_fraction": torch.tensor(float(new.terminals.mean())),
+            "pgd/reward_mean": torch.tensor(float(new.rewards.mean())),
+            "pgd/log_pi": log_pi.mean().cpu(),
+        }
+        if self.truth is not None:
+            n = min(c.true_error_transitions, len(new))
+            err = transition_error(
+                self.truth,
+                new.observations[:n],
+                new.actions[:n],
+                new.rewards[:n],
+                new.next_observations[:n],
+                new.terminals[:n],
+            )
+            if err.checked:
+                metrics["pgd/true_error"] = torch.tensor(float(err.state_error.mean()))
+                metrics["pgd/true_reward_error"] = torch.tensor(float(err.reward_error.mean()))
+        return metrics
+
+    def sample(self, step: int) -> Batch:
+        return mixed_sample(self.buffer, self.synthetic, self.batch_size, self.n_real)
+
+    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        done = step + 1
+        if done % self.sizes.regenerate_every != 0:
+            return {}
+        if self.num_steps is not None and done >= self.num_steps:
+            return {}  # no agent step would train on it
+        return self._regenerate(done // self.sizes.regenerate_every, agent)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), "synthetic": self.synthetic.state_dict(include_data=True)}
+        if self.model_state is not None:
+            state["model"] = self.model_state
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
+        super().load_state_dict(state, agent)
+        self._load_model(state.get("model"))
+        self.synthetic.load_state_dict(state["synthetic"])

@@ -11,7 +11,7 @@ schedule and gradient clipping, and sampled from an EMA of its weights with the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.ema import weight_average
 from adept.diffusion.training import DiffusionTrainer
 from adept.errors import AdeptError
-from adept.methods.base import Method, mixed_sample
+from adept.methods.base import Method, mixed_sample, with_overrides
 from adept.nets import Normalizer
 from adept.rng import cuda_indices
 
@@ -189,16 +189,10 @@ class SynthERConfig:
 
     def sizes(self, num_rows: int) -> SynthERSizes:
         """The preset's sizes with this config's overrides, for a dataset of ``num_rows``."""
-        preset = PRESETS[self.preset]
-        chosen = {
-            f.name: getattr(self, f.name)
-            if getattr(self, f.name) is not None
-            else getattr(preset, f.name)
-            for f in fields(SynthERSizes)
-        }
-        if chosen["batch_size"] is None:
-            chosen["batch_size"] = 1024 if num_rows >= LARGE_DATASET else 256
-        return SynthERSizes(**chosen)
+        sizes = with_overrides(PRESETS[self.preset], self)
+        if sizes.batch_size is None:
+            sizes = replace(sizes, batch_size=1024 if num_rows >= LARGE_DATASET else 256)
+        return sizes
 
 
 def check_config(config: SynthERConfig, data: Transitions) -> None:

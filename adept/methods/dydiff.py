@@ -1,0 +1,599 @@
+"""DyDiff (Zhao et al. 2024, "Long-Horizon Rollout via Dynamics Diffusion"): a diffusion model of
+state sequences given their actions, used as a long-horizon dynamics model for the current
+policy's rollouts.
+
+``--method dydiff`` (:class:`DyDiffMethod`, options ``--dydiff.*``, :class:`DyDiffConfig`). Set-up
+trains two models on the dataset, both cached and shared by every run with the same inputs:
+
+- the trajectory model p_θ(s_{0:L−1} | s_0, a_{0:L−1}) (:class:`StateTrajectoryModel`): EDM over
+  standardized state sequences of L rows, each row conditioned on its action and on the first
+  state (condition channels beside the states, :class:`adept.diffusion.unet.TemporalUNet`'s
+  ``cond_channels``); the first row of a sample is set to s_0 exactly;
+- a one-step model with reward and terminal heads: the library's world model with the MOPO-style
+  Gaussian ensemble (7 members, 5 elites, 4 × 200, as DyDiff's), pre-trained by
+  :func:`adept.methods.pretrain` (its terminal head is the learnt terminal classifier: no env's
+  termination rule is hand-coded).
+
+Every ``rollout_every`` agent steps (policy injection, DyDiff's Algorithm 1):
+
+    s_0 ~ D;  a_t = π(s_t), s_{t+1} ~ one-step model      (the initial trajectory, t < L − 1)
+    repeat iterative_times:
+        s′ ~ p_θ(· | s_0, a);  s ← (s′ + s) / 2;  a ← π(s)  (the policy re-queried)
+    r_t, done_t from the reward and terminal heads on (s_t, a_t, s_{t+1}); cut at the first done
+
+then the ``keep_fraction`` of trajectories with the highest predicted return ('top', DyDiff's
+hardmax filter; or drawn with probabilities softmax(z / T) of the standardized returns, its
+softmax filter) go into the model buffer, and agent batches mix ``real_ratio`` real rows
+(DyDiff: 0.6) with model rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from adept.agents import Agent
+from adept.artifacts import cached
+from adept.data.buffer import Batch, ReplayBuffer
+from adept.data.transitions import Transitions
+from adept.diagnostics import TrueDynamics, segment_error
+from adept.diffusion.edm import EDM, EDMConfig
+from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
+from adept.errors import AdeptError
+from adept.methods.base import Method, mixed_sample, with_overrides
+from adept.methods.model_based import ModelBasedConfig
+from adept.methods.pretraining import pretrain, pretrain_key
+from adept.methods.trajectories import (
+    SegmentRows,
+    SegmentTraining,
+    train_on_segments,
+    training_key,
+)
+from adept.nets import Normalizer
+from adept.rollout import StateBounds
+from adept.world_model import WorldModel, WorldModelConfig
+
+
+class StateTrajectoryModel(nn.Module):
+    """p_θ(s_{0:L−1} | s_0, a_{0:L−1}): EDM over standardized state sequences; each row's
+    condition is [a_t, standardized s_0]."""
+
+    def __init__(
+        self, data: Transitions, size: UNetSize, edm: EDMConfig | None = None, groups: int = 8
+    ):
+        super().__init__()
+        self.obs_dim, self.act_dim = data.obs_dim, data.act_dim
+        obs = torch.as_tensor(data.observations, dtype=torch.float32)
+        std = obs.std(0)
+        std[std < 1e-6] = 1.0
+        self.normalizer = Normalizer(obs.mean(0), std, eps=1e-6)
+        net = TemporalUNet(
+            self.obs_dim,
+            size.dim,
+            size.mults,
+            size.kernel,
+            groups,
+            cond_channels=self.act_dim + self.obs_dim,
+        )
+        self.edm = EDM(net, edm or EDMConfig())
+
+    def condition(self, first: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``[B, L, act + obs]``: each row's action beside the standardized first state."""
+        start = self.normalizer(first)[:, None].expand(-1, actions.shape[1], -1)
+        return torch.cat([actions, start], dim=-1)
+
+    def loss(self, rows: SegmentRows, generator: torch.Generator | None = None) -> torch.Tensor:
+        """EDM's weighted denoising loss of the states given s_0 and the actions, ``[B]``."""
+        obs = rows.observations
+        cond = self.condition(obs[:, 0], rows.actions)
+        return self.edm.loss(self.normalizer(obs), cond, generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        first: torch.Tensor,
+        actions: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """States ``[B, L, obs]`` for first states ``[B, obs]`` and actions ``[B, L, act]``,
+        by the Heun sampler over ``steps`` noise levels; row 0 is ``first`` itself."""
+        b, length = actions.shape[:2]
+        x = self.edm.sample(
+            (b, length, self.obs_dim),
+            steps,
+            cond=self.condition(first, actions),
+            generator=generator,
+        )
+        states = x * self.normalizer.std + self.normalizer.mean
+        states[:, 0] = first
+        return states
+
+
+@dataclass(frozen=True)
+class DyDiffSizes:
+    """The fields a size preset sets (:data:`PRESETS`)."""
+
+    network: Literal["smoke", "cpu", "dydiff", "pgd"]
+    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`)."""
+    length: int
+    """Rows of a trajectory, for training and rollouts (length − 1 imagined transitions)."""
+    train_steps: int
+    """Trajectory-model training steps."""
+    batch_size: int
+    """Trajectories per training batch."""
+    ema_decay: float
+    """Decay per step of the EMA that is sampled from."""
+    sample_steps: int
+    """Noise levels of the Heun sampler."""
+    rollout_batch: int
+    """Start states per rollout round."""
+    rollout_every: int
+    """Agent steps between rollout rounds."""
+    model_buffer_size: int
+    """Capacity of the model buffer (a ring: old rounds are overwritten)."""
+
+
+PRESETS: dict[str, DyDiffSizes] = {
+    # DyDiff's released configuration, a GPU's work: U-Net 128 × (1, 4, 8), trajectories of 100
+    # rows, trained at batch 8 for 3,000 kimg (375k steps, EDM's EMA half-life of 500 kimg), 34
+    # sampling steps, 2048 starts every 500 agent steps, a 2M-row model buffer
+    "paper": DyDiffSizes("dydiff", 100, 375_000, 8, 0.99999, 34, 2048, 500, 2_000_000),
+    # ≈ 10 minutes of training on 2 CPU cores (the PGD cpu preset's network and steps; python
+    # -m benchmarks.trajectories measures it)
+    "cpu": DyDiffSizes("cpu", 32, 8_000, 32, 0.999, 16, 512, 2_500, 100_000),
+    # seconds: tests and quick checks, not a model worth training an agent on
+    "smoke": DyDiffSizes("smoke", 8, 100, 16, 0.9, 4, 32, 5, 10_000),
+}
+"""``--dydiff.preset``: the trajectory model's size, training and rollout budget."""
+
+DYDIFF_EDM = EDMConfig(s_churn=60.0, s_tmin=0.37, s_tmax=52.24, s_noise=1.002)
+"""DyDiff's sampler churn (its released configuration; σ_d = 1 for standardized states)."""
+
+
+@dataclass(frozen=True)
+class DyDiffConfig:
+    """DyDiff: the trajectory model, the one-step model, policy injection and the data mix.
+
+    One field, ``preset``, sizes the trajectory model and the rollouts (:data:`PRESETS`); a size
+    field set here overrides the preset's value for it.
+    """
+
+    preset: Literal["paper", "cpu", "smoke"] = "cpu"
+    """'paper': DyDiff's released sizes (U-Net 128 × (1, 4, 8), 100-row trajectories, 375k
+    steps, 2048 starts every 500 steps; for a GPU); 'cpu': sized for ≲ 10 minutes of training
+    on 2 CPU cores; 'smoke': seconds."""
+    network: Literal["smoke", "cpu", "dydiff", "pgd"] | None = None
+    """The temporal U-Net's size (None: the preset's)."""
+    length: int | None = None
+    """Rows per trajectory (None: the preset's)."""
+    train_steps: int | None = None
+    """Trajectory-model training steps (None: the preset's)."""
+    batch_size: int | None = None
+    """Trajectories per training batch (None: the preset's)."""
+    ema_decay: float | None = None
+    """Decay per step of the EMA sampled from (None: the preset's)."""
+    sample_steps: int | None = None
+    """Noise levels of the Heun sampler (None: the preset's)."""
+    rollout_batch: int | None = None
+    """Start states per rollout round (None: the preset's)."""
+    rollout_every: int | None = None
+    """Agent steps between rollout rounds (None: the preset's)."""
+    model_buffer_size: int | None = None
+    """Capacity of the model buffer (None: the preset's)."""
+    train_stride: int = 1
+    """Rows between the starts of training trajectories of one episode (DyDiff: 1)."""
+    lr: float = 2e-3
+    """AdamW's learning rate of the trajectory model, warmed up then annealed by a cosine."""
+    warmup_fraction: float = 0.1
+    """Share of training steps warming the learning rate up from lr/10."""
+    iterative_times: int = 2
+    """Rounds of (diffuse the states given the actions, average with the previous states,
+    re-query the policy) after the one-step model's initial trajectory (DyDiff: 2); 0 keeps the
+    one-step model's trajectory."""
+    keep: Literal["top", "softmax"] = "top"
+    """Which trajectories enter the model buffer: the ``keep_fraction`` with the highest
+    predicted return (DyDiff's hardmax filter), or that many drawn without replacement with
+    probabilities softmax(z / ``temperature``) of the standardized returns z (its softmax)."""
+    keep_fraction: float = 0.6
+    """Share of each round's trajectories kept (DyDiff: 0.6)."""
+    temperature: float = 0.05
+    """Temperature of the softmax filter."""
+    real_ratio: float = 0.6
+    """Share of real transitions in each agent batch (DyDiff: 0.6); the rest from the model
+    buffer."""
+    clip_generated: bool = True
+    """Clip generated states and rewards to the dataset's per-dimension range (as ADEPT's
+    rollouts)."""
+    one_step: WorldModelConfig = field(
+        default_factory=lambda: WorldModelConfig(dynamics="ensemble", hidden=200, depth=4, lr=1e-3)
+    )
+    """The one-step model of the initial trajectory, whose reward and terminal heads label the
+    rollouts (DyDiff: a 7-member Gaussian ensemble of 4 × 200, 5 elites)."""
+    one_step_steps: int = 20_000
+    """Most pre-training steps of the one-step model (held-out early stopping ends it sooner)."""
+    one_step_patience: int = 5
+    """Stop the one-step model's pre-training after this many held-out checks (every 1000
+    steps) without a 1 % improvement (MBPO's rule)."""
+    generator_seed: int | None = None
+    """Seed of both models' training; None: the run's seed. A fixed seed makes a grid's runs
+    share the models of a dataset (rollouts still follow each run's own policy)."""
+    true_error_starts: int = 256
+    """At each round, replay up to this many kept trajectories' actions in MuJoCo from their
+    first state and log the open-loop state error (dydiff/true_error_*; 0: never). A diagnostic
+    only: it draws no randomness."""
+    edm: EDMConfig = field(default_factory=lambda: DYDIFF_EDM)
+    """EDM's noise levels and sampler churn (DyDiff's churn 60 inside σ ∈ [0.37, 52.2])."""
+    cache: bool = True
+    """Keep both trained models in the artifact cache ($ADEPT_DATA_DIR/artifacts/dydiff and
+    .../pretrain), shared by every run with the same inputs; without it their weights go into
+    the run's checkpoints. Results are identical either way."""
+
+    def sizes(self) -> DyDiffSizes:
+        """The preset's sizes with this config's overrides."""
+        return with_overrides(PRESETS[self.preset], self)
+
+    def training(self) -> SegmentTraining:
+        """How the trajectory model is trained."""
+        sizes = self.sizes()
+        return SegmentTraining(
+            size=UNET_SIZES[sizes.network],
+            length=sizes.length,
+            stride=self.train_stride,
+            steps=sizes.train_steps,
+            batch_size=sizes.batch_size,
+            lr=self.lr,
+            warmup_fraction=self.warmup_fraction,
+            ema_decay=sizes.ema_decay,
+            edm=self.edm,
+        )
+
+    def one_step_config(self) -> ModelBasedConfig:
+        """The one-step model's pre-training, as :func:`adept.methods.pretrain` takes it (the
+        world-model benchmark's 'ensemble' recipe: no EMA, held-out checks every 1000 steps;
+        no β fit, which DyDiff does not use)."""
+        return replace(
+            ModelBasedConfig(),
+            world_model=self.one_step,
+            pretrain_steps=self.one_step_steps,
+            ema_decay=0.0,
+            select_every=1000,
+            select_patience=self.one_step_patience,
+            behavior_steps=0,
+            cache=self.cache,
+        )
+
+
+def check_config(config: DyDiffConfig, data: Transitions) -> None:
+    """Refuse settings that cannot work, before anything is written."""
+    c, sizes = config, config.sizes()
+    for name in ("real_ratio", "keep_fraction"):
+        value = getattr(c, name)
+        if not 0.0 <= value <= 1.0:
+            raise AdeptError(f"--dydiff.{name.replace('_', '-')} must be in [0, 1], got {value}")
+    positive = (
+        "train_steps", "batch_size", "rollout_batch", "rollout_every", "model_buffer_size"
+    )  # fmt: skip
+    for name in positive:
+        if getattr(sizes, name) < 1:
+            flag = "--dydiff." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    if sizes.length < 2:
+        raise AdeptError(f"--dydiff.length must be at least 2 rows, got {sizes.length}")
+    if sizes.sample_steps < 2:
+        raise AdeptError(
+            f"--dydiff.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
+        )
+    if not 0.0 < sizes.ema_decay < 1.0:
+        raise AdeptError(f"--dydiff.ema-decay must be in (0, 1), got {sizes.ema_decay}")
+    if c.iterative_times < 0:
+        raise AdeptError(f"--dydiff.iterative-times must be ≥ 0, got {c.iterative_times}")
+    if not c.temperature > 0:
+        raise AdeptError(f"--dydiff.temperature must be positive, got {c.temperature}")
+    if c.one_step.dynamics != "ensemble" and c.one_step.dynamics != "gaussian":
+        raise AdeptError(
+            "--dydiff.one-step.dynamics must be 'ensemble' or 'gaussian' (a one-step model "
+            f"that is quick to roll out), got {c.one_step.dynamics!r}"
+        )
+    if not c.lr > 0 or c.train_stride < 1 or c.one_step_steps < 1:
+        raise AdeptError(
+            "--dydiff.lr, --dydiff.train-stride and --dydiff.one-step-steps must be positive"
+        )
+
+
+DYDIFF_REVISION = 1
+"""Revision of the trajectory model's training recipe, part of its cache key."""
+
+
+def model_key(
+    data: Transitions, config: DyDiffConfig, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Everything the trained trajectory model depends on, and nothing else."""
+    return training_key(data, config.training(), DYDIFF_REVISION, seed, device)
+
+
+def train_trajectory_model(
+    data: Transitions,
+    training: SegmentTraining,
+    seed: int,
+    device: torch.device,
+    snapshots: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """Train a :class:`StateTrajectoryModel` on ``data``'s padded trajectories
+    (:func:`adept.methods.trajectories.train_on_segments`)."""
+
+    def build() -> StateTrajectoryModel:
+        return StateTrajectoryModel(data, training.size, training.edm, training.groups)
+
+    return train_on_segments(build, data, training, seed, device, snapshots, prefix="dydiff")
+
+
+@dataclass(frozen=True)
+class Imagined:
+    """One round's trajectories ``[N, L, ...]``: states, the actions taken in them, and the
+    reward and terminal labels of each row's transition (the last row has none)."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    """``[N, L − 1]``"""
+    terminals: torch.Tensor
+    """``[N, L − 1]`` bool"""
+    change: torch.Tensor
+    """Mean ‖s_new − s_old‖ per state of the last injection round (0 without one), ``[]``."""
+
+    def alive(self) -> torch.Tensor:
+        """``[N, L − 1]`` bool: transitions up to and including each trajectory's first
+        terminal."""
+        t = self.terminals.long()
+        return (torch.cumsum(t, dim=1) - t) == 0
+
+    def returns(self) -> torch.Tensor:
+        """Predicted return of each trajectory up to its first terminal, ``[N]``."""
+        return (self.rewards * self.alive()).sum(dim=1)
+
+
+@torch.no_grad()
+def imagine(
+    agent: Agent,
+    trajectory_model: StateTrajectoryModel | None,
+    world_model: WorldModel,
+    starts: torch.Tensor,
+    length: int,
+    sample_steps: int,
+    iterative_times: int,
+    bounds: StateBounds | None = None,
+) -> Imagined:
+    """DyDiff's policy injection from ``starts`` ``[N, obs]`` (module docstring). With
+    ``iterative_times = 0`` (no ``trajectory_model`` needed) it is the plain rollout of the
+    policy in ``world_model``, labelled the same way."""
+    if iterative_times and trajectory_model is None:
+        raise ValueError("policy injection needs a trajectory model")
+
+    def clip(states: torch.Tensor) -> torch.Tensor:
+        if bounds is None:
+            return states
+        return torch.maximum(torch.minimum(states, bounds.state_high), bounds.state_low)
+
+    def act(states: torch.Tensor) -> torch.Tensor:
+        flat = agent.sample_actions(states.flatten(0, 1))
+        return flat.view(*states.shape[:2], -1)
+
+    rows = [starts]
+    for _ in range(length - 1):
+        s = rows[-1]
+        rows.append(clip(world_model.dynamics.sample(s, agent.sample_actions(s))))
+    states = torch.stack(rows, dim=1)  # [N, L, obs]
+    actions = act(states)
+    change = torch.zeros((), device=starts.device)
+    for _ in range(iterative_times):
+        assert trajectory_model is not None
+        diffused = clip(trajectory_model.sample(starts, actions, sample_steps))
+        averaged = (diffused + states) / 2
+        change = (averaged - states)[:, 1:].norm(dim=-1).mean()
+        states = averaged
+        actions = act(states)
+    obs, nxt = states[:, :-1].flatten(0, 1), states[:, 1:].flatten(0, 1)
+    reward, logit = world_model.reward(obs, actions[:, :-1].flatten(0, 1), nxt)
+    if bounds is not None:
+        reward = reward.clamp(bounds.reward_low, bounds.reward_high)
+    n, steps = starts.shape[0], length - 1
+    return Imagined(states, actions, reward.view(n, steps), (logit > 0).view(n, steps), change)
+
+
+def select(
+    returns: torch.Tensor,
+    fraction: float,
+    rule: Literal["top", "softmax"],
+    temperature: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Indices of the kept trajectories: the ``round(fraction · N)`` highest ``returns``
+    ('top'), or that many drawn without replacement with probabilities softmax(z / T) of the
+    standardized returns ('softmax'); sorted."""
+    n = len(returns)
+    k = min(max(round(fraction * n), 0), n)
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long, device=returns.device)
+    if rule == "top":
+        kept = torch.topk(returns, k).indices
+    else:
+        z = (returns - returns.mean()) / returns.std().clamp_min(1e-8) if n > 1 else returns * 0
+        # draws without replacement ∝ softmax(z / T) by the Gumbel-top-k trick, in log space:
+        # exp(z / T) underflows at DyDiff's T = 0.05 where the top-k of these keys does not
+        u = torch.rand(n, generator=generator, device=returns.device).clamp(1e-12, 1 - 1e-7)
+        kept = torch.topk(z / temperature - torch.log(-torch.log(u)), k).indices
+    return torch.sort(kept).values
+
+
+def to_batch(imagined: Imagined, kept: torch.Tensor) -> Batch:
+    """The kept trajectories' transitions up to each first terminal; a trajectory that
+    reaches its last row alive ends there in a timeout."""
+    alive = imagined.alive()[kept]  # [K, L − 1]
+    obs = imagined.observations[kept]
+    terminals = imagined.terminals[kept]
+    last = torch.zeros_like(alive)
+    last[:, -1] = True
+    timeouts = last & ~terminals
+    return Batch(
+        observations=obs[:, :-1][alive],
+        actions=imagined.actions[kept][:, :-1][alive],
+        rewards=imagined.rewards[kept][alive],
+        next_observations=obs[:, 1:][alive],
+        terminals=terminals[alive].float(),
+        timeouts=timeouts[alive].float(),
+    )
+
+
+class DyDiffMethod(Method):
+    """DyDiff+X: every ``rollout_every`` steps the current policy is rolled out by policy
+    injection into the trajectory model, and the best share of the trajectories is added to the
+    model buffer, mixed with real data at ``real_ratio``."""
+
+    name = "dydiff"
+    options = "dydiff"
+
+    def __init__(
+        self,
+        data: Transitions,
+        buffer: ReplayBuffer,
+        batch_size: int,
+        config: DyDiffConfig,
+        seed: int = 0,
+        num_steps: int | None = None,
+    ):
+        super().__init__(data, buffer, batch_size)
+        check_config(config, data)
+        self.config = config
+        self.sizes = config.sizes()
+        self.seed = seed
+        self.num_steps = num_steps
+        self.device = buffer.device
+        self.model_seed = seed if config.generator_seed is None else config.generator_seed
+        self.n_real = round(batch_size * config.real_ratio)
+        training = config.training()
+        self.trajectory_model = StateTrajectoryModel(
+            data, training.size, training.edm, training.groups
+        ).to(self.device)
+        self.trajectory_model.requires_grad_(False)
+        self.world_model = WorldModel(data, config.one_step, self.device)
+        self.world_model.requires_grad_(False)
+        self.bounds = StateBounds(data.stats(), self.device) if config.clip_generated else None
+        self.model_buffer = ReplayBuffer(
+            self.sizes.model_buffer_size,
+            data.obs_dim,
+            data.act_dim,
+            device=self.device,
+            seed=seed + 3,
+        )
+        self.start_states = torch.as_tensor(data.observations, device=self.device)
+        self.weights: dict[str, Any] | None = None  # both models, kept only without the cache
+        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_starts))
+
+    @staticmethod
+    def check(config: Any, data: Transitions) -> None:
+        check_config(config, data)
+
+    def _load_models(self, weights: dict[str, Any] | None = None) -> dict[str, float]:
+        """Train (or load) the trajectory model and the one-step model; returns their last
+        training metrics."""
+        c, data, device, seed = self.config, self.data, self.device, self.model_seed
+        one_step = c.one_step_config()
+
+        def train_trajectories() -> dict[str, Any]:
+            return train_trajectory_model(data, c.training(), seed, device)
+
+        def train_one_step() -> dict[str, Any]:
+            return pretrain(data, one_step, seed, device)
+
+        metrics: dict[str, float] = {}
+        if c.cache:
+            trajectories = cached("dydiff", model_key(data, c, seed, device), train_trajectories)
+            world = cached("pretrain", pretrain_key(data, one_step, seed, device), train_one_step)
+        elif weights is None:
+            trajectories, world = train_trajectories(), train_one_step()
+            self.weights = {"trajectory_model": trajectories["model"], "one_step": world}
+        else:
+            trajectories, world = (
+                {"model": weights["trajectory_model"], "metrics": {}},
+                weights["one_step"],
+            )
+            self.weights = weights
+        self.trajectory_model.load_state_dict(trajectories["model"])
+        self.world_model.load_state_dict_all(world["world_model"])
+        metrics.update(trajectories["metrics"])
+        metrics.update(
+            {f"one_step/{k.split('/')[-1]}": float(v) for k, v in world["metrics"].items()}
+        )
+        return metrics
+
+    def setup(self, agent: Agent) -> dict[str, float]:
+        metrics = self._load_models()
+        metrics.update({k: float(v) for k, v in self._rollouts(agent).items()})
+        return metrics
+
+    def _rollouts(self, agent: Agent) -> dict[str, torch.Tensor]:
+        """One round: imagine from dataset states, keep the best share, add it to the buffer."""
+        sizes, c = self.sizes, self.config
+        pick = torch.randint(len(self.start_states), (sizes.rollout_batch,), device=self.device)
+        imagined = imagine(
+            agent,
+            self.trajectory_model,
+            self.world_model,
+            self.start_states[pick],
+            sizes.length,
+            sizes.sample_steps,
+            c.iterative_times,
+            self.bounds,
+        )
+        returns = imagined.returns()
+        kept = select(returns, c.keep_fraction, c.keep, c.temperature)
+        batch = to_batch(imagined, kept)
+        if len(batch):
+            self.model_buffer.add(batch)
+        lengths = imagined.alive().sum(dim=1).float()
+        metrics = {
+            "dydiff/return_all": returns.mean(),
+            "dydiff/return_kept": returns[kept].mean() if len(kept) else returns.new_zeros(()),
+            "dydiff/length": lengths.mean(),
+            "dydiff/injection_change": imagined.change,
+            "dydiff/buffer_size": torch.tensor(float(len(self.model_buffer))),
+        }
+        if self.truth is not None and len(kept):
+            n = min(c.true_error_starts, len(kept))
+            obs = imagined.observations[kept[:n]].cpu().numpy()
+            act = imagined.actions[kept[:n]].cpu().numpy()
+            along, _ = segment_error(self.truth, obs, act)
+            for t in (1, 5, 10):
+                if t <= len(along) and np.isfinite(along[t - 1]):
+                    metrics[f"dydiff/true_error_{t}"] = torch.tensor(float(along[t - 1]))
+        return metrics
+
+    def sample(self, step: int) -> Batch:
+        return mixed_sample(self.buffer, self.model_buffer, self.batch_size, self.n_real)
+
+    def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        done = step + 1
+        if done % self.sizes.rollout_every != 0:
+            return {}
+        if self.num_steps is not None and done >= self.num_steps:
+            return {}  # no agent step would train on it
+        return self._rollouts(agent)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            **super().state_dict(),
+            "model_buffer": self.model_buffer.state_dict(include_data=True),
+        }
+        if self.weights is not None:
+            state["models"] = self.weights
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
+        super().load_state_dict(state, agent)
+        self._load_models(state.get("models"))
+        self.model_buffer.load_state_dict(state["model_buffer"])

@@ -1,0 +1,142 @@
+"""What the trajectory-diffusion methods share (Policy-Guided Diffusion, DyDiff): segments of a
+dataset as tensors, and training a diffusion model on them.
+
+Both train an EDM over windows of L consecutive rows of one episode
+(:mod:`adept.data.segments`, padded as an absorbing state after a terminal) with the shared
+:class:`adept.diffusion.training.DiffusionTrainer` and an EMA of the weights; they differ in what
+the model generates (PGD: whole rows [s, a, r, terminal]; DyDiff: the states, given the actions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adept.data.segments import Segments, gather_segments, segment_starts
+from adept.data.transitions import Transitions
+from adept.diffusion.edm import EDMConfig
+from adept.diffusion.ema import weight_average
+from adept.diffusion.training import DiffusionTrainer
+from adept.diffusion.unet import UNetSize
+from adept.rng import cuda_indices
+
+
+@dataclass(frozen=True)
+class SegmentRows:
+    """Segments as tensors ``[B, L, ...]``: the rows a segment model generates."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    terminals: torch.Tensor
+
+    @staticmethod
+    def of(segments: Segments, device: torch.device | str = "cpu") -> SegmentRows:
+        def tensor(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+        return SegmentRows(
+            tensor(segments.observations),
+            tensor(segments.actions),
+            tensor(segments.rewards),
+            tensor(segments.terminals),
+        )
+
+
+@dataclass(frozen=True)
+class SegmentTraining:
+    """How a segment model is trained (defaults: PGD's released code, L = 32, stride 8, batch
+    32, Adam at 2e-3 warmed up over 10 % of training then cosine, EMA ≈ 0.9995 per step)."""
+
+    size: UNetSize
+    length: int = 32
+    stride: int = 8
+    steps: int = 10_000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_fraction: float = 0.1
+    ema_decay: float = 0.9995
+    groups: int = 8
+    edm: EDMConfig = field(default_factory=EDMConfig)
+
+
+def train_on_segments(
+    build: Callable[[], nn.Module],
+    data: Transitions,
+    training: SegmentTraining,
+    seed: int,
+    device: torch.device,
+    snapshots: tuple[int, ...] = (),
+    prefix: str = "segments",
+) -> dict[str, Any]:
+    """Train the model ``build()`` makes (anything whose ``loss`` takes :class:`SegmentRows`)
+    on ``data``'s padded segments; returns the EMA weights' state dict (``model``, on the CPU),
+    the last step's ``metrics`` (named ``<prefix>/...``) and, under ``snapshots``, the EMA
+    weights after each of those step counts (to measure a training curve in one run). A pure
+    function of its inputs (segments drawn by a seeded numpy generator, the model built and
+    trained under a forked, seeded torch RNG), so a cached result equals a fresh one and the
+    caller's RNG is left as it was."""
+    t = training
+    starts = segment_starts(data, t.length, t.stride, short="pad")
+    if len(starts) == 0:
+        raise ValueError(f"no segment of {t.length} rows fits in the data; use a shorter length")
+    pick = np.random.default_rng([seed, 3])
+    with torch.random.fork_rng(devices=cuda_indices(device)):
+        torch.manual_seed(seed)
+        model: Any = build().to(device)  # an nn.Module whose loss takes SegmentRows
+        trainer = DiffusionTrainer(
+            model, t.steps, t.lr, warmup=round(t.warmup_fraction * t.steps), prefix=prefix
+        )
+        average = weight_average(model, t.ema_decay)
+        metrics: dict[str, torch.Tensor] = {}
+        taken: dict[int, dict[str, torch.Tensor]] = {}
+
+        def weights() -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in average.module.state_dict().items()}
+
+        for step in range(1, t.steps + 1):
+            batch = gather_segments(data, pick.choice(starts, t.batch_size), t.length)
+            metrics = trainer.step(SegmentRows.of(batch, device))
+            average.update_parameters(model)
+            if step in snapshots:
+                taken[step] = weights()
+        state = weights()
+    result = {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
+    if snapshots:
+        result["snapshots"] = taken
+    return result
+
+
+def training_key(
+    data: Transitions,
+    training: SegmentTraining,
+    revision: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything :func:`train_on_segments`' result depends on for a model of ``training``'s
+    size (and a method's recipe ``revision``), and nothing else: the cache key of a trained
+    trajectory model, shared by runs that differ only elsewhere."""
+    t, e = training, training.edm
+    return {
+        "revision": revision,
+        "data": data.fingerprint(),
+        "size": {"dim": t.size.dim, "mults": list(t.size.mults), "kernel": t.size.kernel},
+        "groups": t.groups,
+        "length": t.length,
+        "stride": t.stride,
+        "steps": t.steps,
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "warmup_fraction": t.warmup_fraction,
+        "ema_decay": t.ema_decay,
+        "edm": {"sigma_data": e.sigma_data, "p_mean": e.p_mean, "p_std": e.p_std},
+        "seed": seed,
+        "device": device.type,
+        "torch": torch.__version__,
+    }

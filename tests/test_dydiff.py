@@ -1,0 +1,273 @@
+"""DyDiff: the action-conditioned trajectory model, policy injection, the return filter, and
+``--method dydiff`` in the training loop."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from adept.diffusion.unet import UNetSize
+from adept.methods.dydiff import (
+    Imagined,
+    StateTrajectoryModel,
+    imagine,
+    select,
+    to_batch,
+)
+from adept.methods.trajectories import SegmentRows, SegmentTraining
+from tests.test_pgd import integrator
+
+TINY = UNetSize(8, (1, 2), 3)
+
+
+def test_samples_start_at_the_given_state_and_follow_the_actions_after_training():
+    """On s′ = s + a/2, sampled states given (s_0, a) follow the dynamics of those actions far
+    better than the untrained model's; row 0 is s_0 exactly; training is pure."""
+    from adept.methods.dydiff import train_trajectory_model
+    from tests.test_synther import trained_purely
+
+    data = integrator()
+    small = UNetSize(16, (1, 2), 3)
+    training = SegmentTraining(
+        small, length=8, stride=2, steps=400, batch_size=64, ema_decay=0.95, groups=4
+    )
+    cpu = torch.device("cpu")
+    trained = trained_purely(lambda: train_trajectory_model(data, training, seed=0, device=cpu))
+    g = torch.Generator().manual_seed(1)
+    first = torch.randn(256, 2, generator=g)
+    actions = torch.rand(256, 8, 2, generator=g) * 1.8 - 0.9
+
+    def error(state):
+        torch.manual_seed(0)
+        model = StateTrajectoryModel(data, small, groups=4)
+        if state is not None:
+            model.load_state_dict(state)
+        states = model.sample(first, actions, 16, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(states[:, 0], first), "row 0 is the given first state"
+        step = states[:, 1:] - states[:, :-1] - actions[:, :-1] / 2
+        return step.norm(dim=-1).mean().item()
+
+    untrained, learnt = error(None), error(trained["model"])
+    # measured: 0.14 after 400 steps, 1.36 untrained
+    assert learnt < 0.3 * untrained, (learnt, untrained)
+
+
+def test_the_loss_is_conditional_on_the_actions():
+    data = integrator()
+    torch.manual_seed(0)
+    model = StateTrajectoryModel(data, TINY, groups=2)
+    for p in model.edm.net.out.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    obs = torch.randn(4, 8, 2)
+    act = torch.rand(4, 8, 2)
+    rows = SegmentRows(obs, act, torch.zeros(4, 8), torch.zeros(4, 8))
+    moved = replace(rows, actions=act + 1.0)
+
+    def loss(r):
+        return model.loss(r, generator=torch.Generator().manual_seed(0))
+
+    assert loss(rows).shape == (4,)
+    assert not torch.allclose(loss(rows), loss(moved)), "the actions reach the denoiser"
+
+
+class Stub:
+    """Deterministic stand-ins: a policy a = tanh(s₀) on the first channel, a one-step model
+    s′ = s + 1, a trajectory model returning s_0 + 10 t, and a reward head r = s′₀ with a
+    terminal where s′₀ > 25."""
+
+    class Dynamics:
+        def sample(self, obs, act):
+            return obs + 1.0
+
+    def __init__(self):
+        self.dynamics = self.Dynamics()
+        self.queried: list[torch.Tensor] = []
+
+    def sample_actions(self, obs, deterministic=False):
+        self.queried.append(obs.clone())
+        return torch.tanh(obs[:, :1])
+
+    def reward(self, obs, act, nxt):
+        return nxt[:, 0], (nxt[:, 0] > 25).float() * 2 - 1
+
+    def trajectories(self):
+        outer = self
+
+        class Model:
+            def sample(self, first, actions, steps):
+                outer.seen_actions = actions.clone()
+                t = torch.arange(actions.shape[1], dtype=torch.float32)
+                return first[:, None] + 10 * t[None, :, None]
+
+        return Model()
+
+
+def test_policy_injection_averages_the_diffused_states_and_requeries_the_policy():
+    stub = Stub()
+    starts = torch.tensor([[0.0, 0.0], [-30.0, 0.0]])
+    plain = imagine(stub, stub.trajectories(), stub, starts, 4, 2, 0)  # type: ignore[arg-type]
+    t = torch.arange(4, dtype=torch.float32)[None, :, None]
+    torch.testing.assert_close(plain.observations, starts[:, None] + t)  # s_t = s_0 + t
+    once = imagine(stub, stub.trajectories(), stub, starts, 4, 2, 1)  # type: ignore[arg-type]
+    # one injection: (s_0 + 10 t + s_0 + t) / 2 = s_0 + 5.5 t
+    torch.testing.assert_close(once.observations, starts[:, None] + 5.5 * t)
+    torch.testing.assert_close(once.actions, torch.tanh(once.observations[..., :1]))
+    torch.testing.assert_close(stub.queried[-1], once.observations.flatten(0, 1))
+    torch.testing.assert_close(stub.seen_actions, torch.tanh((starts[:, None] + t)[..., :1]))
+    twice = imagine(stub, stub.trajectories(), stub, starts, 4, 2, 2)  # type: ignore[arg-type]
+    torch.testing.assert_close(twice.observations, starts[:, None] + 7.75 * t)
+    # rewards r_t = s_{t+1,0}; the first trajectory ends at its first s′₀ > 25 (t = 2: 23.25 → 31)
+    torch.testing.assert_close(twice.rewards[0], torch.tensor([7.75, 15.5, 23.25]))
+    assert twice.terminals[0].tolist() == [False, False, False]
+    far = imagine(stub, stub.trajectories(), stub, starts + 10, 4, 2, 2)  # type: ignore[arg-type]
+    assert far.terminals[0].tolist() == [False, True, True]
+    assert far.alive()[0].tolist() == [True, True, False], "up to the first terminal"
+    assert far.returns()[0].item() == pytest.approx(17.75 + 25.5)
+
+
+def _imagined(returns, terminal_at=None):
+    n = len(returns)
+    obs = torch.arange(n, dtype=torch.float32)[:, None, None].expand(n, 4, 1).clone()
+    rewards = torch.tensor(returns, dtype=torch.float32)[:, None].expand(n, 3) / 3
+    terminals = torch.zeros(n, 3, dtype=torch.bool)
+    if terminal_at is not None:
+        terminals[0, terminal_at] = True
+    return Imagined(obs, torch.zeros(n, 4, 1), rewards, terminals, torch.zeros(()))
+
+
+def test_the_filter_keeps_the_best_share():
+    returns = torch.tensor([3.0, -1.0, 9.0, 0.0, 5.0])
+    assert select(returns, 0.6, "top", 0.05).tolist() == [0, 2, 4]
+    assert select(returns, 0.0, "top", 0.05).tolist() == []
+    assert select(returns, 1.0, "top", 0.05).tolist() == [0, 1, 2, 3, 4]
+    g = torch.Generator().manual_seed(0)
+    # a low temperature is the hard filter; a high one keeps low returns too
+    assert select(returns, 0.6, "softmax", 0.01, g).tolist() == [0, 2, 4]
+    drawn = [tuple(select(returns, 0.4, "softmax", 100.0, g).tolist()) for _ in range(200)]
+    assert any(1 in d or 3 in d for d in drawn)
+
+
+def test_kept_trajectories_become_transitions_up_to_the_first_terminal():
+    imagined = _imagined([3.0, 6.0], terminal_at=1)
+    batch = to_batch(imagined, torch.tensor([0, 1]))
+    # trajectory 0: 2 transitions, the second terminal; trajectory 1: 3, a timeout at the end
+    assert len(batch) == 5
+    assert batch.terminals.tolist() == [0, 1, 0, 0, 0]
+    assert batch.timeouts.tolist() == [0, 0, 0, 0, 1]
+    assert batch.observations[:, 0].tolist() == [0, 0, 1, 1, 1]
+
+
+# --- the method: presets, options, rollouts, the cache, resume ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def hopper_path(tmp_path_factory) -> str:
+    from adept.data.generate import make_dataset
+
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    return str(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
+
+
+def run_config(dataset, run_dir, **kw):
+    from adept.methods.dydiff import DyDiffConfig
+    from tests.test_methods import config as methods_config
+
+    # 16 starts of 8 rows at steps 0 and 5 of a 10-step run; a one-step model of 50 steps
+    smoke = DyDiffConfig(preset="smoke", rollout_batch=16, one_step_steps=50)
+    return methods_config(dataset, run_dir, **{"method": "dydiff", "dydiff": smoke, **kw})
+
+
+def test_presets_size_the_model_and_fields_override_them():
+    from adept.methods.dydiff import PRESETS, DyDiffConfig
+
+    assert DyDiffConfig().sizes() == PRESETS["cpu"], "'cpu' is the default preset"
+    paper = DyDiffConfig(preset="paper")
+    assert paper.training().size.dim == 128 and paper.sizes().length == 100
+    mine = DyDiffConfig(preset="paper", network="cpu", rollout_batch=64).sizes()
+    assert (mine.network, mine.rollout_batch, mine.sample_steps) == ("cpu", 64, 34)
+    assert paper.one_step_config().world_model.dynamics == "ensemble"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"real_ratio": 1.1}, "--dydiff.real-ratio must be in"),
+        ({"keep_fraction": -0.5}, "--dydiff.keep-fraction must be in"),
+        ({"length": 1}, "--dydiff.length must be at least 2"),
+        ({"rollout_every": 0}, "--dydiff.rollout-every must be positive"),
+        ({"iterative_times": -1}, "--dydiff.iterative-times must be ≥ 0"),
+        ({"temperature": 0.0}, "--dydiff.temperature must be positive"),
+    ],
+)
+def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, option, message):
+    from tests.test_methods import refuses_before_writing
+
+    refuses_before_writing(run_config(hopper_path, tmp_path / "run"), option, message)
+
+
+@pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
+def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_path, agent):
+    from adept.train import train
+    from tests.test_methods import rows
+
+    summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
+    assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
+    logged = rows(tmp_path / "run")
+    rounds = [int(r["step"]) for r in logged if r.get("dydiff/buffer_size")]
+    assert rounds == [0, 5], "at set-up and every 5 steps, not at the run's last step"
+    first = logged[0]
+    assert np.isfinite(float(first["dydiff/loss"])) and "one_step/heldout_loss" in first
+    kept = round(0.6 * 16)  # ≤ 7 transitions each
+    assert 0 < float(first["dydiff/buffer_size"]) <= kept * 7
+    assert float(first["dydiff/return_kept"]) >= float(first["dydiff/return_all"])
+    assert float(first["dydiff/true_error_1"]) > 0
+
+
+@pytest.mark.parametrize("real_ratio", [0.0, 0.6, 1.0])
+def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio):
+    from adept.agents import IQL, AgentSpec, IQLConfig
+    from adept.data.buffer import ReplayBuffer
+    from adept.data.registry import load_dataset
+    from adept.methods import make_method
+    from tests.test_methods import real_share
+
+    data = load_dataset(hopper_path)
+    config = replace(run_config(hopper_path, None).dydiff, real_ratio=real_ratio)
+    buffer = ReplayBuffer.from_transitions(data, device="cpu", seed=0)
+    method = make_method("dydiff", data, buffer, 32, config, seed=0, num_steps=100)
+    torch.manual_seed(0)
+    method.setup(IQL(AgentSpec.from_data(data, 100, torch.device("cpu")), IQLConfig(hidden=16)))
+    batch = method.sample(0)
+    assert len(batch) == 32
+    # imagined trajectories start at real states: count the real next states
+    expected = round(32 * real_ratio)
+    assert real_share(batch, data, "next_observations") == expected, "exactly the share"
+
+
+def test_both_models_are_cached_and_shared(hopper_path, tmp_path, monkeypatch):
+    import adept.methods.dydiff as dydiff
+    from adept.train import train
+
+    train(run_config(hopper_path, tmp_path / "iql"))
+    artifacts = tmp_path / "adept-data" / "artifacts"
+    assert len(list((artifacts / "dydiff").glob("*.pt"))) == 1
+    assert len(list((artifacts / "pretrain").glob("*.pt"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cached models should have been reused")
+
+    monkeypatch.setattr(dydiff, "train_trajectory_model", fail)
+    monkeypatch.setattr(dydiff, "pretrain", fail)
+    train(run_config(hopper_path, tmp_path / "td3bc", agent="td3bc"))
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
+    from tests.test_methods import resumes_exactly
+
+    def make(name):
+        config = run_config(hopper_path, tmp_path / name, num_steps=20, eval_every=20)
+        return replace(config, dydiff=replace(config.dydiff, cache=cache))
+
+    resumes_exactly(make, tmp_path, monkeypatch, "models", cache)
