@@ -121,6 +121,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "set": {"synther.generator_seed": 0},
     },
+    "trajectory-table": {
+        # Issue 13's learning table: X vs PGD+X and DyDiff+X for IQL and TD3+BC (DyDiff's own
+        # agent), at the adept-claim grid's budget and evaluation schedule (its IQL and
+        # ADEPT+IQL cells are the ADEPT rows), one trained model per dataset shared by every
+        # seed and agent.
+        "datasets": ["hopper-random", "halfcheetah-random", "hopper-medium-replay"],
+        "agents": ["iql", "td3bc"],
+        "methods": ["none", "pgd", "dydiff"],
+        "seeds": [0, 1, 2],
+        "num_steps": 50_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+        "set": {"pgd.generator_seed": 0, "dydiff.generator_seed": 0},
+    },
     "smoke": {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],

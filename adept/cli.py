@@ -167,13 +167,17 @@ class Bench:
     unfinished ones resume from their checkpoints). The exit status is the number of failed
     cells. Layers, each overriding the one before: --preset, --spec, then the options here."""
 
-    preset: Literal["paper-ablation", "adept-claim", "synther-table", "smoke"] | None = None
+    preset: (
+        Literal["paper-ablation", "adept-claim", "synther-table", "trajectory-table", "smoke"]
+        | None
+    ) = None
     """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
     BC, on the random and medium-replay datasets, 1M steps, 5 seeds); 'adept-claim' (IQL,
     Diff+IQL, ADEPT+IQL, ADEPT-uniform+IQL, SAC, ADEPT+SAC on the random datasets and
     hopper-medium-replay, 50k steps, 3 seeds); 'synther-table' (IQL, SynthER+IQL, TD3+BC,
     SynthER+TD3+BC on hopper- and halfcheetah-random and hopper-medium-replay, 50k steps, 3
-    seeds); or 'smoke' (seconds)."""
+    seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and DyDiff+ each, same datasets and budget);
+    or 'smoke' (seconds)."""
     spec: Path | None = None
     """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
     [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""

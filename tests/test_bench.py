@@ -122,6 +122,11 @@ def test_presets_resolve():
     assert len(cells) == 3 * 2 * 2 * 3 and {c.agent for c in cells} == {"iql", "td3bc"}
     config = table.cell_config(next(c for c in cells if c.method == "synther"), Path("/r"))
     assert config.synther.generator_seed == 0 and config.synther.preset == "cpu"
+    table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])
+    cells = table.cells()
+    assert len(cells) == 3 * 3 * 2 * 3 and {c.method for c in cells} == {"none", "pgd", "dydiff"}
+    config = table.cell_config(next(c for c in cells if c.method == "dydiff"), Path("/r"))
+    assert config.dydiff.generator_seed == 0 and config.pgd.generator_seed == 0
 
 
 @pytest.mark.parametrize(
