@@ -489,7 +489,7 @@ def report(args: Args, results: dict[str, Any]) -> str:
             for step, values in (entry or {}).get("snapshots", {}).items():
                 row = {"dataset": dataset, "candidate": candidate, "step": step, **values}
                 rows.append(_fmt(row, columns))
-    text = "Unguided segments along training:\n\n"
+    text = "Models along training:\n\n"
     text += format_table(columns, rows) if rows else "No quality results yet."
     costs = []
     for dataset in args.datasets:
@@ -542,6 +542,26 @@ def report(args: Args, results: dict[str, Any]) -> str:
     return text
 
 
+def header(args: Args) -> str:
+    """How the report was made: the commands that make it again, and how to read it."""
+    sets = f"--datasets {' '.join(args.datasets)} --out {args.out} --report {args.report}"
+    return (
+        "# Trajectory diffusion: PGD's and DyDiff's models\n\n"
+        "Made by `benchmarks/trajectories.py` (each part resumes; `--no-measure` rewrites this "
+        "file from its results.json):\n\n```bash\n"
+        f"python -m benchmarks.trajectories --part quality --candidates "
+        f"{' '.join(args.candidates)} {sets}\n"
+        f"python -m benchmarks.trajectories --part guidance {sets}\n"
+        f"python -m benchmarks.trajectories --part horizon {sets}\n"
+        f"python -m benchmarks.trajectories --part speed {sets}\n```\n\n"
+        "PGD rows: unguided segments the model generated. DyDiff rows: the states the model "
+        "generated for real segments given their first state and actions (its reward and "
+        "terminal columns hold the real segments' labels at the generated states: only the "
+        "state columns measure the model). Errors are ‖s − s_true‖₂ in raw state units; "
+        "'open loop t': the segment's actions replayed in MuJoCo from its first state.\n\n"
+    )
+
+
 def main(args: Args) -> None:
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -556,7 +576,7 @@ def main(args: Args) -> None:
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.report) as tmp:
-            tmp.write_text("# Policy-Guided Diffusion's segment model\n\n" + text + "\n")
+            tmp.write_text(header(args) + text + "\n")
 
 
 if __name__ == "__main__":
