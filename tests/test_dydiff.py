@@ -129,6 +129,26 @@ def test_policy_injection_averages_the_diffused_states_and_requeries_the_policy(
     assert far.returns()[0].item() == pytest.approx(17.75 + 25.5)
 
 
+def test_without_injection_the_actions_are_those_that_made_the_states():
+    """A stochastic policy: the one-step rollout keeps the actions it stepped with (re-drawing
+    them afterwards would pair each s_{t+1} with an action that did not produce it)."""
+
+    class Noisy(Stub):
+        def sample_actions(self, obs, deterministic=False):
+            return torch.randn(len(obs), 1)
+
+        class Dynamics:
+            def sample(self, obs, act):
+                return obs + act  # s′ = s + a: the states record the actions
+
+    noisy = Noisy()
+    noisy.dynamics = Noisy.Dynamics()
+    torch.manual_seed(0)
+    out = imagine(noisy, None, noisy, torch.zeros(8, 1), 5, 2, 0)  # type: ignore[arg-type]
+    steps = out.observations[:, 1:] - out.observations[:, :-1]
+    torch.testing.assert_close(steps, out.actions[:, :-1])
+
+
 def _imagined(returns, terminal_at=None):
     n = len(returns)
     obs = torch.arange(n, dtype=torch.float32)[:, None, None].expand(n, 4, 1).clone()

@@ -383,12 +383,14 @@ def imagine(
         flat = agent.sample_actions(states.flatten(0, 1))
         return flat.view(*states.shape[:2], -1)
 
-    rows = [starts]
+    rows, taken = [starts], []
     for _ in range(length - 1):
         s = rows[-1]
-        rows.append(clip(world_model.dynamics.sample(s, agent.sample_actions(s))))
+        taken.append(agent.sample_actions(s))  # the actions that made the next states
+        rows.append(clip(world_model.dynamics.sample(s, taken[-1])))
+    taken.append(agent.sample_actions(rows[-1]))
     states = torch.stack(rows, dim=1)  # [N, L, obs]
-    actions = act(states)
+    actions = torch.stack(taken, dim=1)  # [N, L, act]
     change = torch.zeros((), device=starts.device)
     for _ in range(iterative_times):
         assert trajectory_model is not None
