@@ -26,12 +26,10 @@ from adept.data.hdf5 import load_hdf5, save_hdf5
 from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
-from adept.diffusion.ema import weight_average
-from adept.diffusion.training import DiffusionTrainer
+from adept.diffusion.training import train_averaged
 from adept.errors import AdeptError
 from adept.methods.base import Method, mixed_sample, with_overrides
 from adept.nets import Normalizer
-from adept.rng import cuda_indices
 
 TERMINAL_THRESHOLD = 0.5
 """A sampled terminal flag above this reads as a terminal transition."""
@@ -276,22 +274,14 @@ def train_generator(
     (its own batches and a forked, seeded torch RNG, which leaves the caller's as it was), so a
     cached result equals a fresh one."""
     c, sizes = config, config.sizes(len(data))
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        torch.manual_seed(seed)
-        model = build_model(data, c).to(device)
-        trainer = DiffusionTrainer(
-            model, sizes.train_steps, c.lr, c.weight_decay, c.grad_clip, prefix="synther"
-        )
-        average = weight_average(model, sizes.ema_decay)
-        sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
-        batch_size = sizes.batch_size
-        assert batch_size is not None, "sizes() resolves SynthER's batch rule"
-        metrics: dict[str, torch.Tensor] = {}
-        for _ in range(sizes.train_steps):
-            metrics = trainer.step(sampler.sample(batch_size))
-            average.update_parameters(model)
-        state = {k: v.detach().cpu() for k, v in average.module.state_dict().items()}
-    return {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
+    sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
+    batch_size = sizes.batch_size
+    assert batch_size is not None, "sizes() resolves SynthER's batch rule"
+    return train_averaged(
+        lambda: build_model(data, c), lambda: sampler.sample(batch_size), sizes.train_steps,
+        seed, device, lr=c.lr, ema_decay=sizes.ema_decay, weight_decay=c.weight_decay,
+        grad_clip=c.grad_clip, prefix="synther",
+    )  # fmt: skip
 
 
 @torch.no_grad()

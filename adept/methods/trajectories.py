@@ -3,7 +3,7 @@ dataset as tensors, and training a diffusion model on them.
 
 Both train an EDM over windows of L consecutive rows of one episode
 (:mod:`adept.data.segments`, padded as an absorbing state after a terminal) with the shared
-:class:`adept.diffusion.training.DiffusionTrainer` and an EMA of the weights; they differ in what
+:func:`adept.diffusion.training.train_averaged` (an EMA of the weights); they differ in what
 the model generates (PGD: whole rows [s, a, r, terminal]; DyDiff: the states, given the actions).
 """
 
@@ -20,10 +20,8 @@ from torch import nn
 from adept.data.segments import Segments, gather_segments, segment_starts
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDMConfig
-from adept.diffusion.ema import weight_average
-from adept.diffusion.training import DiffusionTrainer
+from adept.diffusion.training import train_averaged
 from adept.diffusion.unet import UNetSize
-from adept.rng import cuda_indices
 
 
 @dataclass(frozen=True)
@@ -86,30 +84,16 @@ def train_on_segments(
     if len(starts) == 0:
         raise ValueError(f"no segment of {t.length} rows fits in the data; use a shorter length")
     pick = np.random.default_rng([seed, 3])
-    with torch.random.fork_rng(devices=cuda_indices(device)):
-        torch.manual_seed(seed)
-        model: Any = build().to(device)  # an nn.Module whose loss takes SegmentRows
-        trainer = DiffusionTrainer(
-            model, t.steps, t.lr, warmup=round(t.warmup_fraction * t.steps), prefix=prefix
+
+    def next_batch() -> SegmentRows:
+        return SegmentRows.of(
+            gather_segments(data, pick.choice(starts, t.batch_size), t.length), device
         )
-        average = weight_average(model, t.ema_decay)
-        metrics: dict[str, torch.Tensor] = {}
-        taken: dict[int, dict[str, torch.Tensor]] = {}
 
-        def weights() -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in average.module.state_dict().items()}
-
-        for step in range(1, t.steps + 1):
-            batch = gather_segments(data, pick.choice(starts, t.batch_size), t.length)
-            metrics = trainer.step(SegmentRows.of(batch, device))
-            average.update_parameters(model)
-            if step in snapshots:
-                taken[step] = weights()
-        state = weights()
-    result = {"model": state, "metrics": {k: float(v) for k, v in metrics.items()}}
-    if snapshots:
-        result["snapshots"] = taken
-    return result
+    return train_averaged(
+        build, next_batch, t.steps, seed, device, lr=t.lr, ema_decay=t.ema_decay,
+        warmup=round(t.warmup_fraction * t.steps), prefix=prefix, snapshots=snapshots,
+    )  # fmt: skip
 
 
 def training_key(
