@@ -85,6 +85,23 @@ def cached(
     return result
 
 
+def cached_or_kept(
+    kind: str,
+    key: Callable[[], Mapping[str, Any]],
+    make: Callable[[], dict[str, Any]],
+    cache: bool,
+    kept: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A trained model for a run, and what the run's checkpoint must keep of it: with ``cache``,
+    :func:`cached` under ``key()`` (nothing to keep); without, ``kept`` (restored from the
+    checkpoint on resume) or else ``make()``, kept for the checkpoint. Either way the result is
+    the same: ``make`` is a pure function of the key's inputs."""
+    if cache:
+        return cached(kind, key(), make), None
+    result = make() if kept is None else kept
+    return result, result
+
+
 def cached_file(
     kind: str,
     key: Mapping[str, Any],

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached
+from adept.artifacts import cached_or_kept
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, segment_error
@@ -493,38 +493,36 @@ class DyDiffMethod(Method):
             seed=seed + 3,
         )
         self.start_states = torch.as_tensor(data.observations, device=self.device)
-        self.weights: dict[str, Any] | None = None  # both models, kept only without the cache
+        self.kept: dict[str, Any] | None = None  # both trained models, kept only without the cache
         self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_starts))
 
     @staticmethod
     def check(config: Any, data: Transitions) -> None:
         check_config(config, data)
 
-    def _load_models(self, weights: dict[str, Any] | None = None) -> dict[str, float]:
+    def _load_models(self, kept: dict[str, Any] | None = None) -> dict[str, float]:
         """Train (or load) the trajectory model and the one-step model; returns their last
         training metrics."""
         c, data, device, seed = self.config, self.data, self.device, self.model_seed
         one_step = c.one_step_config()
-
-        def train_trajectories() -> dict[str, Any]:
-            return train_trajectory_model(data, c.training(), seed, device)
-
-        def train_one_step() -> dict[str, Any]:
-            return pretrain(data, one_step, seed, device)
-
+        kept = kept or {}
+        trajectories, kept_trajectories = cached_or_kept(
+            "dydiff",
+            lambda: model_key(data, c, seed, device),
+            lambda: train_trajectory_model(data, c.training(), seed, device),
+            c.cache,
+            kept.get("trajectory_model"),
+        )
+        world, kept_world = cached_or_kept(
+            "pretrain",
+            lambda: pretrain_key(data, one_step, seed, device),
+            lambda: pretrain(data, one_step, seed, device),
+            c.cache,
+            kept.get("one_step"),
+        )
+        if not c.cache:
+            self.kept = {"trajectory_model": kept_trajectories, "one_step": kept_world}
         metrics: dict[str, float] = {}
-        if c.cache:
-            trajectories = cached("dydiff", model_key(data, c, seed, device), train_trajectories)
-            world = cached("pretrain", pretrain_key(data, one_step, seed, device), train_one_step)
-        elif weights is None:
-            trajectories, world = train_trajectories(), train_one_step()
-            self.weights = {"trajectory_model": trajectories["model"], "one_step": world}
-        else:
-            trajectories, world = (
-                {"model": weights["trajectory_model"], "metrics": {}},
-                weights["one_step"],
-            )
-            self.weights = weights
         self.trajectory_model.load_state_dict(trajectories["model"])
         self.world_model.load_state_dict_all(world["world_model"])
         metrics.update(trajectories["metrics"])
@@ -591,8 +589,8 @@ class DyDiffMethod(Method):
             **super().state_dict(),
             "model_buffer": self.model_buffer.state_dict(include_data=True),
         }
-        if self.weights is not None:
-            state["models"] = self.weights
+        if self.kept is not None:
+            state["models"] = self.kept
         return state
 
     def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:

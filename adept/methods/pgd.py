@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached
+from adept.artifacts import cached_or_kept
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.segments import segment_starts
 from adept.data.transitions import Transitions
@@ -402,7 +402,7 @@ class PGDMethod(Method):
             data, UNET_SIZES[self.sizes.network], config.edm, config.training().groups
         ).to(self.device)
         self.model.requires_grad_(False)
-        self.model_state: dict[str, torch.Tensor] | None = None  # kept only without the cache
+        self.kept: dict[str, Any] | None = None  # the trained model, kept only without the cache
         capacity = self.sizes.num_segments * (self.sizes.segment_length - 1)
         self.synthetic = ReplayBuffer(
             capacity, data.obs_dim, data.act_dim, device=self.device, seed=seed + 1
@@ -413,25 +413,18 @@ class PGDMethod(Method):
     def check(config: Any, data: Transitions) -> None:
         check_config(config, data)
 
-    def _load_model(self, model_state: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    def _load_model(self, kept: dict[str, Any] | None = None) -> dict[str, float]:
         """Train (or load) the segment model; returns its last training metrics."""
         c, data, device, seed = self.config, self.data, self.device, self.model_seed
-
-        def train() -> dict[str, Any]:
-            return train_segment_model(data, c.training(), seed, device)
-
-        metrics: dict[str, float] = {}
-        if c.cache:
-            trained = cached("pgd", model_key(data, c, seed, device), train)
-            model_state, metrics = trained["model"], trained["metrics"]
-        elif model_state is None:
-            trained = train()
-            model_state, metrics = trained["model"], trained["metrics"]
-            self.model_state = model_state
-        else:
-            self.model_state = model_state
-        self.model.load_state_dict(model_state)
-        return dict(metrics)
+        trained, self.kept = cached_or_kept(
+            "pgd",
+            lambda: model_key(data, c, seed, device),
+            lambda: train_segment_model(data, c.training(), seed, device),
+            c.cache,
+            kept,
+        )
+        self.model.load_state_dict(trained["model"])
+        return dict(trained["metrics"])
 
     def setup(self, agent: Agent) -> dict[str, float]:
         metrics = self._load_model()
@@ -503,8 +496,8 @@ class PGDMethod(Method):
 
     def state_dict(self) -> dict[str, Any]:
         state = {**super().state_dict(), "synthetic": self.synthetic.state_dict(include_data=True)}
-        if self.model_state is not None:
-            state["model"] = self.model_state
+        if self.kept is not None:
+            state["model"] = self.kept
         return state
 
     def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached, cached_file
+from adept.artifacts import cached_file, cached_or_kept
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5, save_hdf5
 from adept.data.transitions import Transitions
@@ -372,7 +372,9 @@ class SynthERMethod(Method):
         self.device = buffer.device
         self.generator_seed = seed if config.generator_seed is None else config.generator_seed
         self.n_real = round(batch_size * config.real_ratio)
-        self.model_state: dict[str, torch.Tensor] | None = None  # kept only without the cache
+        self.kept: dict[str, Any] | None = (
+            None  # the trained generator, kept only without the cache
+        )
         self.synthetic: ReplayBuffer | None = None
 
     @staticmethod
@@ -388,37 +390,25 @@ class SynthERMethod(Method):
         metrics["synther/reward_mean"] = float(s.rewards[: len(s)].mean())
         return metrics
 
-    def _load_synthetic(
-        self, model_state: dict[str, torch.Tensor] | None = None
-    ) -> dict[str, float]:
+    def _load_synthetic(self, kept: dict[str, Any] | None = None) -> dict[str, float]:
         """Train (or load) the generator and sample (or load) the synthetic data into
         :attr:`synthetic`; returns the generator's last training metrics."""
         c, data, device, seed = self.config, self.data, self.device, self.generator_seed
-
-        def train() -> dict[str, Any]:
-            return train_generator(data, c, seed, device)
-
+        key = generator_key(data, c, seed, device) if c.cache else {}  # fingerprints the data
+        trained, self.kept = cached_or_kept(
+            "synther", lambda: key, lambda: train_generator(data, c, seed, device), c.cache, kept
+        )
         if c.cache:
-            key = generator_key(data, c, seed, device)
-            trained = cached("synther", key, train)
 
             def write(path: Path) -> None:
-                synthetic = synthesize(data, c, trained["model"], seed, device)
-                save_hdf5(synthetic, path)
+                save_hdf5(synthesize(data, c, trained["model"], seed, device), path)
 
             path = cached_file("synther-samples", samples_key(key, data, c), ".hdf5", write)
             synthetic = load_hdf5(path)
-            metrics = trained["metrics"]
         else:
-            if model_state is None:
-                trained = train()
-                model_state, metrics = trained["model"], trained["metrics"]
-            else:
-                metrics = {}
-            self.model_state = model_state
-            synthetic = synthesize(data, c, model_state, seed, device)
+            synthetic = synthesize(data, c, trained["model"], seed, device)
         self.synthetic = ReplayBuffer.from_transitions(synthetic, self.device, seed=self.seed + 1)
-        return dict(metrics)
+        return dict(trained["metrics"])
 
     def sample(self, step: int) -> Batch:
         assert self.synthetic is not None, "setup() or load_state_dict() first"
@@ -427,8 +417,8 @@ class SynthERMethod(Method):
     def state_dict(self) -> dict[str, Any]:
         assert self.synthetic is not None
         state = {**super().state_dict(), "synthetic": self.synthetic.state_dict()}
-        if self.model_state is not None:
-            state["generator"] = self.model_state
+        if self.kept is not None:
+            state["generator"] = self.kept
         return state
 
     def load_state_dict(self, state: dict[str, Any], agent: Agent) -> None:
