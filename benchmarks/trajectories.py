@@ -72,7 +72,7 @@ from adept.methods.pgd import (
     guidance_log_prob,
     unstack,
 )
-from adept.methods.trajectories import SegmentRows
+from adept.methods.trajectories import SegmentRows, build_model
 from adept.nets import Actor
 from adept.rollout import StateBounds
 from adept.world_model import WorldModel
@@ -183,9 +183,12 @@ def model_of(
     data: Transitions, candidate: str, state: dict[str, torch.Tensor], device: torch.device
 ) -> SegmentModel | StateTrajectoryModel:
     config = config_of(candidate)
-    training = config.training()
-    cls = SegmentModel if isinstance(config, PGDConfig) else StateTrajectoryModel
-    model = cls(data, training.size, training.edm, training.groups).to(device)
+    model: SegmentModel | StateTrajectoryModel
+    if isinstance(config, PGDConfig):
+        model = build_model(SegmentModel, data, config.training())
+    else:
+        model = build_model(StateTrajectoryModel, data, config.training())
+    model.to(device)
     model.load_state_dict(state)
     return model
 

@@ -50,6 +50,7 @@ from adept.methods.pretraining import pretrain, pretrain_key
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
+    build_model,
     train_on_segments,
     training_key,
 )
@@ -325,11 +326,9 @@ def train_trajectory_model(
 ) -> dict[str, Any]:
     """Train a :class:`StateTrajectoryModel` on ``data``'s padded trajectories
     (:func:`adept.methods.trajectories.train_on_segments`)."""
-
-    def build() -> StateTrajectoryModel:
-        return StateTrajectoryModel(data, training.size, training.edm, training.groups)
-
-    return train_on_segments(build, data, training, seed, device, snapshots, prefix="dydiff")
+    return train_on_segments(
+        StateTrajectoryModel, data, training, seed, device, snapshots, prefix="dydiff"
+    )
 
 
 @dataclass(frozen=True)
@@ -477,10 +476,8 @@ class DyDiffMethod(Method):
         self.device = buffer.device
         self.model_seed = seed if config.generator_seed is None else config.generator_seed
         self.n_real = round(batch_size * config.real_ratio)
-        training = config.training()
-        self.trajectory_model = StateTrajectoryModel(
-            data, training.size, training.edm, training.groups
-        ).to(self.device)
+        self.trajectory_model = build_model(StateTrajectoryModel, data, config.training())
+        self.trajectory_model.to(self.device)
         self.trajectory_model.requires_grad_(False)
         self.world_model = WorldModel(data, config.one_step, self.device)
         self.world_model.requires_grad_(False)

@@ -41,6 +41,7 @@ from adept.methods.base import Method, mixed_sample, with_overrides
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
+    build_model,
     train_on_segments,
     training_key,
 )
@@ -142,11 +143,7 @@ def train_segment_model(
     """Train a :class:`SegmentModel` on ``data``'s padded segments
     (:func:`adept.methods.trajectories.train_on_segments`: the EMA weights, the last metrics,
     optional snapshots; a pure function of its inputs)."""
-
-    def build() -> SegmentModel:
-        return SegmentModel(data, training.size, training.edm, training.groups)
-
-    return train_on_segments(build, data, training, seed, device, snapshots, prefix="pgd")
+    return train_on_segments(SegmentModel, data, training, seed, device, snapshots, prefix="pgd")
 
 
 def guidance_log_prob(actor: Actor, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -398,9 +395,7 @@ class PGDMethod(Method):
         self.model_seed = seed if config.generator_seed is None else config.generator_seed
         self.n_real = round(batch_size * config.real_ratio)
         self.num_steps = num_steps
-        self.model = SegmentModel(
-            data, UNET_SIZES[self.sizes.network], config.edm, config.training().groups
-        ).to(self.device)
+        self.model = build_model(SegmentModel, data, config.training()).to(self.device)
         self.model.requires_grad_(False)
         self.kept: dict[str, Any] | None = None  # the trained model, kept only without the cache
         capacity = self.sizes.num_segments * (self.sizes.segment_length - 1)

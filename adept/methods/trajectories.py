@@ -9,9 +9,8 @@ the model generates (PGD: whole rows [s, a, r, terminal]; DyDiff: the states, gi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -63,8 +62,17 @@ class SegmentTraining:
     edm: EDMConfig = field(default_factory=EDMConfig)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_model(model_class: type[M], data: Transitions, training: SegmentTraining) -> M:
+    """An untrained ``model_class`` (PGD's :class:`~adept.methods.pgd.SegmentModel`, DyDiff's
+    :class:`~adept.methods.dydiff.StateTrajectoryModel`) of ``training``'s network for ``data``."""
+    return model_class(data, training.size, training.edm, training.groups)
+
+
 def train_on_segments(
-    build: Callable[[], nn.Module],
+    model_class: type[nn.Module],
     data: Transitions,
     training: SegmentTraining,
     seed: int,
@@ -72,7 +80,7 @@ def train_on_segments(
     snapshots: tuple[int, ...] = (),
     prefix: str = "segments",
 ) -> dict[str, Any]:
-    """Train the model ``build()`` makes (anything whose ``loss`` takes :class:`SegmentRows`)
+    """Train a ``model_class`` (:func:`build_model`; its ``loss`` takes :class:`SegmentRows`)
     on ``data``'s padded segments; returns the EMA weights' state dict (``model``, on the CPU),
     the last step's ``metrics`` (named ``<prefix>/...``) and, under ``snapshots``, the EMA
     weights after each of those step counts (to measure a training curve in one run). A pure
@@ -91,8 +99,9 @@ def train_on_segments(
         )
 
     return train_averaged(
-        build, next_batch, t.steps, seed, device, lr=t.lr, ema_decay=t.ema_decay,
-        warmup=round(t.warmup_fraction * t.steps), prefix=prefix, snapshots=snapshots,
+        lambda: build_model(model_class, data, t), next_batch, t.steps, seed, device,
+        lr=t.lr, ema_decay=t.ema_decay, warmup=round(t.warmup_fraction * t.steps),
+        prefix=prefix, snapshots=snapshots,
     )  # fmt: skip
 
 
