@@ -327,6 +327,9 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a suite started in the background ('cmd &') ignores SIGINT, and the ignoring is
+        # inherited: give the bench Ctrl-C's default so Python installs its handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     cell = root / DATASET / "none" / "iql" / "seed0"
     try:
