@@ -17,7 +17,8 @@ deleting ``artifacts/`` (or one entry) is always safe, it is recomputed on next 
 
 Entries are written atomically and computed under an exclusive ``fcntl`` lock, so two processes
 asking for the same key compute it once: the second waits, then loads. An entry that cannot be
-read (a damaged or foreign file) is computed again and overwritten.
+read (truncated, bit-flipped: it carries the SHA-256 of its contents; or a foreign file, which is
+never unpickled) is computed again and overwritten, with a one-line warning naming it.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def _load(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return load_checkpoint(path, map_location="cpu")
-    except AdeptError:
-        print(f"artifact {path} could not be read; computing it again", file=sys.stderr)
+        return load_checkpoint(path, map_location="cpu", remedy="computing it again")
+    except AdeptError as exc:
+        print(f"adept: warning: {exc}", file=sys.stderr)
         return None

@@ -1,26 +1,60 @@
-"""Atomic file writes (a temporary file beside the target, then a rename) and file locks."""
+"""Atomic file writes (a temporary file beside the target, flushed to disk, then a rename) and
+file locks (a waiting one, and one that refuses when another process holds it)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from adept.errors import AdeptError
 
 
+def _reason(exc: OSError) -> str:
+    """An OSError's cause in a few words ('No space left on device')."""
+    if exc.strerror:
+        return exc.strerror
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or type(exc).__name__
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to the disk, so a rename cannot outlive its data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot sync a folder; the file itself was synced
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder (same suffix, so writers that infer the format
-    from it still work); on success it replaces ``path``, on any failure it is removed."""
+    from it still work); on success it is flushed to disk and replaces ``path``, on any failure
+    it is removed and ``path`` is left as it was. A write that fails for want of space or
+    permission (an ``OSError``) is reported as a one-line :class:`AdeptError` naming the file."""
+    path = Path(path)
     tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        _fsync(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise AdeptError(
+                f"could not write {path} ({_reason(exc)}); nothing was changed: free disk space "
+                "or make the folder writable, then repeat the command"
+            ) from exc
         raise
 
 
@@ -39,6 +73,28 @@ def exclusive_lock(lock: Path, what: str) -> Iterator[None]:
         ) from exc
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def sole_lock(lock: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on the file ``lock`` without waiting: when another
+    process holds it, raise :class:`AdeptError` with ``busy(holder)``, ``holder`` being what
+    that process wrote in the file ('pid 123 on host'). The kernel releases the lock when its
+    holder dies, however it dies, so a killed process never leaves a stale lock behind."""
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise AdeptError(busy(handle.read().strip() or "another process")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
         try:
             yield
         finally:

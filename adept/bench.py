@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
-import fcntl
 import json
 import os
 import signal
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from adept.atomic import sole_lock
 from adept.errors import AdeptError
 
 FORMAT = 1
@@ -646,26 +646,14 @@ class BenchRoot:
                 self.path.rmdir()
             raise
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.path / LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise AdeptError(
-                    f"another adept bench ({holder}) is running on {self.path}; "
-                    "wait for it, or stop it and re-run"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return sole_lock(
+            self.path / LOCK,
+            lambda holder: (
+                f"another adept bench ({holder}) is running on {self.path}; "
+                "wait for it, or stop it and re-run"
+            ),
+        )
 
     def save(self) -> None:
         from adept.runs import atomic_write_json

@@ -440,22 +440,25 @@ class SACRun:
             "budget": self.budget,
             "online_sac": self.config,
         }
-        run_dir = RunDir(
+        with RunDir(
             self.path,
             run_config,
             ignore=tuple(f"online_sac.{name}" for name in RESULT_NEUTRAL),
             hint=f"delete {self.path} to train it anew with this config",
-        )
-        trainer = OnlineSAC(self.env_id, self.seed, self.budget, self.config, self.device)
-        try:
-            resumed = run_dir.has_checkpoint()
-            if resumed:
-                # on the CPU: RNG states must be CPU tensors; modules move their own state
-                trainer.load_state_dict(run_dir.load_checkpoint("cpu"))
-            log = MetricsLog(self.path / "metrics.csv", trainer.step if resumed else None)
-            self._loop(trainer, run_dir, log, stop_at_medium)
-        finally:
-            trainer.close()
+        ) as run_dir:
+            trainer = OnlineSAC(self.env_id, self.seed, self.budget, self.config, self.device)
+            try:
+                saved: dict[str, Any] | None = None
+                if run_dir.has_checkpoint():
+                    # on the CPU: RNG states must be CPU tensors; modules move their own state
+                    state = run_dir.load_checkpoint("cpu")
+                    saved = state.pop("metrics", None)
+                    trainer.load_state_dict(state)
+                resume_step = trainer.step if run_dir.has_checkpoint() else None
+                log = MetricsLog(self.path / "metrics.csv", resume_step, saved)
+                self._loop(trainer, run_dir, log, stop_at_medium)
+            finally:
+                trainer.close()
 
     def _loop(
         self, trainer: OnlineSAC, run_dir: RunDir, log: MetricsLog, stop_at_medium: bool
@@ -499,7 +502,7 @@ class SACRun:
                 if at_end:
                     save_snapshot(self.expert_path, trainer.snapshot(eval_return))
                 if medium_due or at_end or step % c.checkpoint_every == 0:
-                    run_dir.save_checkpoint(trainer.state_dict())
+                    run_dir.save_checkpoint({**trainer.state_dict(), "metrics": log.state_dict()})
                 if medium_due and stop_at_medium:
                     return
 
@@ -521,7 +524,7 @@ def save_snapshot(path: Path, snapshot: PolicySnapshot) -> None:
 
 
 def load_snapshot(path: Path) -> PolicySnapshot:
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, remedy=f"delete {path.parent} to train the SAC run again")
     replay = None
     if "replay" in state:
         replay = Transitions(

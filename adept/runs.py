@@ -3,32 +3,48 @@
 RUN_DIR/
   config.json      resolved config + package version + git SHA
   metrics.csv      one row per log event (train averages, eval scores), long format
-  checkpoint.pt    latest state (torch.save of state dicts; loaded with weights_only=True)
+  checkpoint.pt    latest state (torch.save of state dicts; loaded with weights_only=True),
+                   with the SHA-256 of its contents and the metrics rows logged up to it
+  checkpoint.prev.pt  the checkpoint before it: a second chance when the latest one is damaged
   summary.json     written when the run finishes
   tb/              TensorBoard events (optional)
+  .run.lock        held by the process training in the folder; a second one is refused
+
+Every file is written atomically (a temporary file flushed to disk, then renamed), so a process
+killed at any point leaves the previous version of each file whole; a damaged file (truncated,
+bit-flipped, edited) is detected when it is read and reported with the way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
+import os
+import pickle
+import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from adept import __version__
-from adept.atomic import atomic_path
+from adept.atomic import atomic_path, sole_lock
 from adept.errors import AdeptError
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 SUMMARY = "summary.json"
+LOCK = ".run.lock"
+DIGEST = "sha256"
+"""The key under which :func:`save_state` stores the SHA-256 of a state's contents."""
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -69,6 +85,18 @@ def to_jsonable(config: Any) -> Any:
     return config
 
 
+def read_json(path: Path, remedy: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a damaged file (not JSON, not an object) is a one-line
+    :class:`AdeptError` naming it and ``remedy``."""
+    try:
+        value = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdeptError(f"{path} is damaged ({type(exc).__name__}: {exc}); {remedy}") from None
+    if not isinstance(value, dict):
+        raise AdeptError(f"{path} is damaged (not a JSON object); {remedy}")
+    return value
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -84,8 +112,8 @@ def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
 
 def config_changes(path: Path, config: Any, ignore: tuple[str, ...] = ()) -> list[str]:
     """How ``config`` differs from the run stored at ``path`` ('field: old → new'), fields in
-    ``ignore`` aside; raises ValueError when config.json is not valid JSON."""
-    stored = json.loads((Path(path) / CONFIG).read_text())
+    ``ignore`` aside."""
+    stored = read_json(Path(path) / CONFIG, f"delete {path} to start the run over")
     return [
         change
         for change in _diff(stored.get("config", {}), to_jsonable(config))
@@ -107,8 +135,31 @@ class RunDir:
         nested ones as ``parent.field``. ``hint``: what to do when the configs differ."""
         self.path = Path(path)
         self.config = to_jsonable(config)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AdeptError(
+                f"cannot create run dir {self.path} ({exc.strerror}); choose another --run-dir"
+            ) from exc
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(
+            sole_lock(
+                self.path / LOCK,
+                lambda holder: (
+                    f"run dir {self.path} is in use by another process ({holder}); "
+                    "wait for it to finish, or give another --run-dir"
+                ),
+            )
+        )
+        try:
+            self.resumed = self._open(hint, ignore)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, hint: str, ignore: tuple[str, ...]) -> bool:
+        """Check the stored config against ours (True: a run to resume), or store ours."""
         stored_path = self.path / CONFIG
-        self.resumed = False
         if stored_path.exists():
             changes = config_changes(self.path, self.config, ignore)
             if changes:
@@ -116,18 +167,22 @@ class RunDir:
                 raise AdeptError(
                     f"run dir {self.path} holds a run with a different config ({shown}); {hint}"
                 )
-            self.resumed = True
-        else:
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise AdeptError(
-                    f"cannot create run dir {self.path} ({exc.strerror}); choose another --run-dir"
-                ) from exc
-            atomic_write_json(
-                stored_path,
-                {"config": self.config, "adept_version": __version__, "git_sha": git_sha()},
-            )
+            return True
+        atomic_write_json(
+            stored_path,
+            {"config": self.config, "adept_version": __version__, "git_sha": git_sha()},
+        )
+        return False
+
+    def close(self) -> None:
+        """Release the run dir's lock (the kernel releases it too when the process dies)."""
+        self._held.close()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def checkpoint_path(self) -> Path:
@@ -137,62 +192,165 @@ class RunDir:
         return self.checkpoint_path.exists()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        save_state(self.checkpoint_path, state)
+        """Write the checkpoint; the one it replaces becomes ``checkpoint.prev.pt``."""
+        save_state(self.checkpoint_path, state, keep_previous=True)
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-        return load_checkpoint(self.checkpoint_path, map_location)
+        return load_run_checkpoint(self.checkpoint_path, map_location)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, dict(summary))
 
     def read_summary(self) -> dict[str, Any]:
-        return dict(json.loads((self.path / SUMMARY).read_text()))
+        return read_json(self.path / SUMMARY, "delete it and repeat the command to write it again")
 
     def is_finished(self) -> bool:
         return (self.path / SUMMARY).exists()
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` a dict of state dicts and tensors, atomically; read by load_checkpoint."""
+def state_digest(state: Any) -> str:
+    """SHA-256 of what a checkpoint holds: its structure, keys, plain values, and each tensor's
+    dtype, shape and bytes (on the CPU, so the device a state is loaded to does not matter).
+    ``torch.load`` reads most damaged files without complaint (a flipped bit in a tensor changes
+    a weight, silently): this digest, stored in the file, is what reveals them."""
+    digest = hashlib.sha256()
+
+    def feed(tag: bytes, payload: bytes | memoryview) -> None:
+        digest.update(tag + len(payload).to_bytes(8, "little"))
+        digest.update(payload)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            feed(b"T", f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            feed(b"B", tensor.reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(value, Mapping):
+            feed(b"D", str(len(value)).encode())
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            feed(b"L", str(len(value)).encode())
+            for item in value:
+                walk(item)
+        else:  # str, int, float, bool, None: repr round-trips them exactly
+            feed(b"V", repr(value).encode())
+
+    walk(state)
+    return digest.hexdigest()
+
+
+def previous_path(path: Path) -> Path:
+    """Where :func:`save_state` keeps the copy it replaced (``checkpoint.prev.pt``)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_state(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
+    """``torch.save`` a dict of state dicts and tensors with the SHA-256 of its contents,
+    atomically; read by :func:`load_checkpoint`. ``keep_previous``: the file it replaces stays
+    as :func:`previous_path` (a hard link, so the swap costs no copy; at every instant both
+    files are whole)."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    torch.save({**state, DIGEST: state_digest(state)}, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
+        if keep_previous and path.exists():
+            with atomic_path(previous_path(path)) as prev:
+                try:
+                    os.link(path, prev)
+                except OSError:  # a filesystem without hard links
+                    shutil.copyfile(path, prev)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint of state dicts; never unpickles arbitrary objects (``weights_only=True``)."""
+def load_checkpoint(
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    remedy: str | Callable[[], str] = "delete it and run again",
+) -> dict[str, Any]:
+    """A checkpoint of state dicts; never unpickles arbitrary objects (``weights_only=True``).
+    A missing, unreadable or damaged file (its contents do not match the SHA-256 stored with
+    them) is a one-line :class:`AdeptError` naming it and ``remedy`` (a callable is asked only
+    then). Files written before checkpoints carried a digest load unchecked."""
+    path = Path(path)
+
+    def damaged(why: str) -> AdeptError:
+        return AdeptError(f"{path} {why}; {remedy() if callable(remedy) else remedy}")
+
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as exc:
         raise AdeptError(f"no checkpoint at {path}; train first with 'adept train'") from exc
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise damaged("is damaged (UnpicklingError)") from exc
+        raise damaged(
+            "was refused: it holds objects other than tensors and plain values (a damaged "
+            "file, or one adept did not write), and adept never unpickles code"
+        ) from None
     except Exception as exc:  # torch raises several types for a damaged file
-        raise AdeptError(
-            f"checkpoint {path} could not be read ({type(exc).__name__}); it may be damaged"
-        ) from exc
+        raise damaged(f"is damaged ({type(exc).__name__})") from exc
     if not isinstance(state, dict):
-        raise AdeptError(f"checkpoint {path} does not hold a state dict")
+        raise damaged("does not hold a state dict")
+    stored = state.pop(DIGEST, None)
+    if stored is not None and stored != state_digest(state):
+        raise damaged("is damaged (its contents do not match the SHA-256 stored with them)")
     return state
+
+
+def load_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A run dir's checkpoint; when it cannot be read, the error offers the previous one
+    (``checkpoint.prev.pt``) if that one is whole."""
+    path = Path(path)
+    start_over = f"delete {path.parent} to start the run over"
+
+    def remedy() -> str:
+        prev = previous_path(path)
+        if not prev.exists():
+            return start_over
+        try:
+            step = load_checkpoint(prev).get("step", "?")
+        except AdeptError:
+            return f"{prev.name} is damaged too: {start_over}"
+        return (
+            f"the previous checkpoint (step {step}) is whole: 'mv {prev} {path}' and repeat "
+            f"the command to resume from there, or {start_over}"
+        )
+
+    return load_checkpoint(path, map_location, remedy)
 
 
 class MetricsLog:
     """metrics.csv: one row per log event, columns added as new metrics appear.
 
-    On resume, rows after the checkpoint's step are dropped, so an interrupted-and-resumed run
-    has the same log as an uninterrupted one.
+    The rows also travel in each checkpoint (:meth:`state_dict`): on resume the file is
+    rewritten from the checkpoint's rows, so an interrupted-and-resumed run has the same log
+    as an uninterrupted one, whatever happened to the file in between (rows logged after the
+    checkpoint, a line cut short by a kill, damage). A checkpoint from before rows were kept
+    in it resumes from the file's rows up to ``resume_step``.
     """
 
-    def __init__(self, path: Path, resume_step: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        resume_step: int | None = None,
+        saved: Mapping[str, Any] | None = None,
+    ):
         self.path = path
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = ["step", "wall_time"]
-        if resume_step is not None and path.exists():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or self.columns)
-                self.rows = [r for r in reader if int(r["step"]) <= resume_step]
+        if resume_step is not None and saved is not None:
+            self.columns = list(saved["columns"])
+            self.rows = [dict(row) for row in saved["rows"]]
+            self._rewrite()
+        elif resume_step is not None and path.exists():
+            self.columns, self.rows = read_metrics(path, resume_step)
             self._rewrite()
         elif path.exists():
             path.unlink()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The columns and rows logged so far, for a checkpoint."""
+        return {"columns": list(self.columns), "rows": [dict(row) for row in self.rows]}
 
     def _rewrite(self) -> None:
         text = io.StringIO()
@@ -209,8 +367,41 @@ class MetricsLog:
             self.columns += new
             self._rewrite()
             return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        except OSError as exc:  # a cut-short line is dropped on resume (see read_metrics)
+            raise AdeptError(
+                f"could not append to {self.path} ({exc.strerror or exc}); free disk space or "
+                "make the folder writable, then repeat the command to resume"
+            ) from exc
 
     def last_wall_time(self) -> float:
         return float(self.rows[-1]["wall_time"]) if self.rows else 0.0
+
+
+def read_metrics(path: Path, up_to: int | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """The columns and rows of a metrics.csv (rows with ``step <= up_to``). A last line cut
+    short (no newline: its writer was killed) is dropped; any other malformed line is a
+    one-line :class:`AdeptError` naming the file."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    remedy = f"delete {path.parent} to start the run over"
+    if not header or header[:2] != ["step", "wall_time"]:
+        raise AdeptError(f"{path} is damaged (no 'step,wall_time' header); {remedy}")
+    rows: list[dict[str, Any]] = []
+    last = -1
+    for number, fields in enumerate(reader, start=2):
+        try:
+            step = int(fields[0])
+            if len(fields) != len(header) or step < last:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise AdeptError(f"{path} is damaged (line {number} is malformed); {remedy}") from None
+        last = step
+        if up_to is None or step <= up_to:
+            rows.append(dict(zip(header, fields, strict=True)))
+    return header, rows

@@ -10,7 +10,6 @@ the loop.
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from adept.agents import (
 )
 from adept.data.buffer import ReplayBuffer, resolve_device
 from adept.data.registry import dataset_label, load_dataset
+from adept.data.transitions import Transitions
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import (
@@ -45,7 +45,7 @@ from adept.methods import (
     method_options,
 )
 from adept.rng import rng_state, seed_everything, set_rng_state
-from adept.runs import MetricsLog, RunDir, load_checkpoint
+from adept.runs import MetricsLog, RunDir, load_run_checkpoint, read_json
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,14 @@ def _optional(module: str, extra: str) -> Any:
 class _Loggers:
     """CSV always; TensorBoard and W&B when asked for."""
 
-    def __init__(self, config: TrainConfig, run: RunDir, resume_step: int | None):
-        self.csv = MetricsLog(run.path / "metrics.csv", resume_step)
+    def __init__(
+        self,
+        config: TrainConfig,
+        run: RunDir,
+        resume_step: int | None,
+        saved: Mapping[str, Any] | None = None,
+    ):
+        self.csv = MetricsLog(run.path / "metrics.csv", resume_step, saved)
         self.tb: Any = None
         self.wandb: Any = None
         if config.tensorboard:
@@ -247,14 +253,18 @@ def summarize_run(rows: list[dict[str, Any]], steps: int, wall_time: float) -> d
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train (or resume, or report a finished run) and return the run's summary."""
+    """Train (or resume, or report a finished run) and return the run's summary. The run
+    directory is locked while this runs: a second process on it is refused."""
     config.validate()
     data = load_dataset(config.dataset, env_id=config.env_id, progress=config.progress)
     if data.env_id is None:
         raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
-    env_id = data.env_id
     check_method(config, data)  # before the run directory is written
-    run = RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS)
+    with RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS) as run:
+        return _train_in(run, config, data, data.env_id)
+
+
+def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
     device = resolve_device(config.device)
 
     seed_everything(config.seed)
@@ -280,7 +290,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "ref_max_score": ref_max,
     }
 
-    start, elapsed_before = 0, 0.0
+    start, elapsed_before, saved_metrics = 0, 0.0, None
     if run.resumed and run.has_checkpoint():
         # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
         state = run.load_checkpoint(map_location="cpu")
@@ -289,7 +299,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         averager.load_state_dict(state["averager"])
         set_rng_state(state["rng"])
         start, elapsed_before = int(state["step"]), float(state["wall_time"])
-    loggers = _Loggers(config, run, resume_step=start if start > 0 else None)
+        saved_metrics = state.get("metrics")
+    loggers = _Loggers(config, run, start if start > 0 else None, saved_metrics)
     if start >= config.num_steps and run.is_finished():
         loggers.close()
         return run.read_summary()
@@ -304,6 +315,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "averager": averager.state_dict(),
                 "rng": rng_state(),
                 "meta": meta,
+                "metrics": loggers.csv.state_dict(),
             }
         )
 
@@ -369,8 +381,8 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
             f"{run_dir} is not a run directory (no config.json); "
             "give the --run-dir of a training run"
         )
-    stored = json.loads(config_path.read_text())["config"]
-    state = load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
+    stored = read_json(config_path, "restore it, or train the run again")["config"]
+    state = load_run_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
     meta = state["meta"]
     name = stored["agent"]
     spec = AgentSpec(

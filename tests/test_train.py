@@ -242,12 +242,12 @@ def test_optional_loggers_without_their_package(dataset, tmp_path, monkeypatch, 
 
 
 def test_run_dir_ignores_named_nested_fields_and_gives_its_hint(tmp_path):
-    RunDir(tmp_path, {"sac": {"lr": 1e-3, "every": 10}, "device": "cpu"})
-    again = RunDir(
+    RunDir(tmp_path, {"sac": {"lr": 1e-3, "every": 10}, "device": "cpu"}).close()
+    with RunDir(
         tmp_path,
         {"sac": {"lr": 1e-3, "every": 20}, "device": "cuda"},
         ignore=("sac.every", "device"),
-    )
-    assert again.resumed
+    ) as again:
+        assert again.resumed
     with pytest.raises(AdeptError, match=r"\(sac\.lr: 0\.001 → 0\.01\); delete it"):
         RunDir(tmp_path, {"sac": {"lr": 1e-2, "every": 10}, "device": "cpu"}, hint="delete it")

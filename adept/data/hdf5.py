@@ -159,7 +159,8 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
     except (OSError, KeyError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AdeptError(
-            f"{path} could not be read as HDF5 ({first}); the file may be truncated, regenerate it"
+            f"{path} could not be read as HDF5 ({first}); the file is damaged or truncated, "
+            "regenerate it"
         ) from exc
     guess = infer_from_filename(path)
     meta.setdefault("kind", guess.get("kind"))
@@ -220,11 +221,18 @@ def save_hdf5(
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for name, value in data.arrays().items():
             key = LOG_PROB_KEY if name == "action_log_probs" else name
-            f.create_dataset(key, data=value)
+            _create_checked(f, key, value)
         group = f.create_group("metadata")
         for key, value in meta.items():
             if value is not None:
                 group.attrs[key] = _metadata_attr(value)
         for name, value in (behavior_policy or {}).items():
-            f.create_dataset(f"{POLICY_KEY}/{name}", data=np.asarray(value))
+            _create_checked(f, f"{POLICY_KEY}/{name}", np.asarray(value))
     return path
+
+
+def _create_checked(f: h5py.File, key: str, value: np.ndarray) -> None:
+    """An array stored with HDF5's Fletcher-32 checksum (chunked; readers of the D4RL layout
+    see no difference), so a flipped bit on disk is an error when read, not a silent change
+    of the data. Scalars and empty arrays cannot be chunked and are stored plain."""
+    f.create_dataset(key, data=value, fletcher32=value.ndim > 0 and value.size > 0)

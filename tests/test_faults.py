@@ -1,0 +1,433 @@
+"""Faults injected into the files a run lives on: damaged checkpoints and logs, a full or
+read-only disk, a second process on the same run, files that try to run code when loaded.
+Each test breaks something on purpose and checks that nothing is lost: a one-line error
+naming the file and the way out, the previous files intact, and a resumed run that ends as
+an uninterrupted one would."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import adept.atomic as atomic_module
+import adept.train as train_module
+from adept.artifacts import cached, entry_path
+from adept.cli import main
+from adept.data.generate import make_dataset
+from adept.data.hdf5 import load_hdf5, save_hdf5
+from adept.data.transitions import Transitions
+from adept.errors import AdeptError
+from adept.runs import (
+    CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
+    RunDir,
+    load_checkpoint,
+    save_state,
+)
+from adept.train import TrainConfig, load_agent, train
+from tests.test_train import config as train_config
+from tests.test_train import rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
+    return str(make_dataset("hopper-random", path, num_steps=1000, seed=0, progress=False))
+
+
+def config(dataset: str, run_dir: Path, **kw: Any) -> TrainConfig:
+    """test_train's small IQL run (60 steps, checkpoints every 20), smaller still."""
+    base = train_config(dataset, run_dir, batch_size=16, **kw)
+    return replace(base, iql=replace(base.iql, hidden=32))
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> Path:
+    """An uninterrupted run: what every damaged-then-resumed run must end as."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    train(config(dataset, run))
+    return run
+
+
+def interrupted(dataset: str, run: Path, monkeypatch: pytest.MonkeyPatch, at: int = 47) -> None:
+    """Train ``run`` until step ``at`` and stop as Ctrl-C would (checkpoints at 20 and 40)."""
+    real_fit = train_module.fit
+
+    def fit(agent, method, start, num_steps):
+        for step, metrics in real_fit(agent, method, start, num_steps):
+            if step == at:
+                raise KeyboardInterrupt
+            yield step, metrics
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "fit", fit)
+        with pytest.raises(KeyboardInterrupt):
+            train(config(dataset, run))
+
+
+def same_agent(a: Path, b: Path) -> bool:
+    return equal(load_checkpoint(a / CHECKPOINT)["agent"], load_checkpoint(b / CHECKPOINT)["agent"])
+
+
+def equal(a: Any, b: Any) -> bool:
+    """Deep equality of checkpoint contents (independent of the digest under test)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) and type(a) is type(b)
+
+
+def one_line(exc: pytest.ExceptionInfo[AdeptError], *names: object) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    for name in names:
+        assert str(name) in message, message
+    return message
+
+
+def flip(path: Path, position: int, bit: int = 0) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[position] ^= 1 << bit
+    path.write_bytes(bytes(raw))
+
+
+def stray_files(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".tmp" in p.name]
+
+
+# --- damaged checkpoints ---------------------------------------------------------------
+
+
+def test_every_flipped_bit_in_a_checkpoint_is_caught_or_harmless(tmp_path):
+    """torch.load reads a bit-flipped file without complaint (a weight silently changes): the
+    SHA-256 stored with the contents must turn every such flip into an error."""
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "step": 40,
+        "agent": {"w": torch.randn(48, 32, generator=generator), "b": torch.zeros(32)},
+        "half": torch.ones(5, dtype=torch.bfloat16),
+        "rng": {"torch": torch.get_rng_state()},
+        "metrics": {"columns": ["step", "x"], "rows": [{"step": 10, "x": 0.25}]},
+    }
+    path = tmp_path / "checkpoint.pt"
+    save_state(path, state)
+    raw = path.read_bytes()
+    rng = random.Random(0)
+    caught = 0
+    for _ in range(300):
+        damaged = bytearray(raw)
+        damaged[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(damaged))
+        try:
+            loaded = load_checkpoint(path)
+        except AdeptError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+            caught += 1
+            continue
+        assert equal(loaded, state), "a flipped bit changed the contents silently"
+    assert caught >= 250, f"only {caught} of 300 flips were caught"
+
+
+@pytest.mark.parametrize("keep", [0, 1, 100, 0.5, -1])
+def test_a_truncated_checkpoint_is_a_one_line_error_naming_it(tmp_path, keep):
+    path = tmp_path / "checkpoint.pt"
+    save_state(path, {"step": 1, "w": torch.ones(100)})
+    raw = path.read_bytes()
+    cut = round(len(raw) * keep) if isinstance(keep, float) else keep % len(raw)
+    path.write_bytes(raw[:cut])
+    with pytest.raises(AdeptError) as exc:
+        load_checkpoint(path, remedy="delete it")
+    assert one_line(exc, path, "damaged", "delete it")
+
+
+def test_saving_keeps_the_checkpoint_it_replaces(tmp_path):
+    path = tmp_path / CHECKPOINT
+    first, second = {"step": 20, "w": torch.zeros(3)}, {"step": 40, "w": torch.ones(3)}
+    save_state(path, first, keep_previous=True)
+    assert not (tmp_path / PREVIOUS_CHECKPOINT).exists()
+    save_state(path, second, keep_previous=True)
+    assert equal(load_checkpoint(path), second)
+    assert equal(load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT), first)
+    assert stray_files(tmp_path) == []
+
+
+def test_a_damaged_run_checkpoint_offers_the_previous_one_which_resumes_exactly(
+    dataset, reference, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    interrupted(dataset, run, monkeypatch)
+    flip(run / CHECKPOINT, (run / CHECKPOINT).stat().st_size // 2)
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, run))
+    one_line(exc, run / CHECKPOINT, "damaged", f"mv {run / PREVIOUS_CHECKPOINT}", "step 20")
+    with pytest.raises(AdeptError) as exc:  # adept eval says the same
+        load_agent(run)
+    one_line(exc, PREVIOUS_CHECKPOINT)
+
+    os.replace(run / PREVIOUS_CHECKPOINT, run / CHECKPOINT)  # the remedy the error gives
+    train(config(dataset, run))
+    assert rows(run) == rows(reference)
+    assert same_agent(run, reference)
+
+
+def test_both_checkpoints_damaged_says_so(dataset, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    interrupted(dataset, run, monkeypatch)
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        (run / name).write_bytes((run / name).read_bytes()[:100])
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, run))
+    one_line(exc, "damaged too", f"delete {run}")
+
+
+@pytest.mark.parametrize("damage", ["cut-short-line", "garbage", "truncated", "deleted"])
+def test_a_damaged_metrics_log_is_rewritten_from_the_checkpoint(
+    dataset, reference, tmp_path, monkeypatch, damage
+):
+    run = tmp_path / "run"
+    interrupted(dataset, run, monkeypatch)
+    log = run / "metrics.csv"
+    text = log.read_text()
+    if damage == "cut-short-line":  # a kill in the middle of appending a row
+        log.write_text(text + "50,0.1,0.")
+    elif damage == "garbage":
+        log.write_text(text.replace(",", ";", 5) + "\x00\x00 not csv\n")
+    elif damage == "truncated":
+        log.write_text(text[: len(text) // 3])
+    else:
+        log.unlink()
+    train(config(dataset, run))
+    assert rows(run) == rows(reference)
+
+
+def test_an_old_checkpoint_without_rows_resumes_from_the_log_and_drops_a_cut_short_line(
+    dataset, reference, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    interrupted(dataset, run, monkeypatch)
+    state = load_checkpoint(run / CHECKPOINT)
+    del state["metrics"]  # as checkpoints were written before they carried the rows
+    save_state(run / CHECKPOINT, state)
+    log = run / "metrics.csv"
+    log.write_text(log.read_text() + "4")  # step 40 being appended when the process died
+    train(config(dataset, run))
+    assert rows(run) == rows(reference)
+
+    interrupted(dataset, tmp_path / "again", monkeypatch)
+    state = load_checkpoint(tmp_path / "again" / CHECKPOINT)
+    del state["metrics"]
+    save_state(tmp_path / "again" / CHECKPOINT, state)
+    log = tmp_path / "again" / "metrics.csv"
+    log.write_text(log.read_text().replace("\n20,", "\nx0,"))
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, tmp_path / "again"))
+    one_line(exc, log, "line 3 is malformed")
+
+
+def test_damaged_config_and_summary_are_one_line_errors_with_their_remedy(dataset, tmp_path):
+    run = tmp_path / "run"
+    first = train(config(dataset, run, num_steps=20, eval_every=20))
+    (run / "summary.json").write_text('{"normalized_score_last": 1.')
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, run, num_steps=20, eval_every=20))
+    one_line(exc, run / "summary.json", "damaged", "delete it")
+    (run / "summary.json").unlink()  # the remedy: the summary is written again from the log
+    again = train(config(dataset, run, num_steps=20, eval_every=20))
+    assert {k: v for k, v in again.items() if k != "wall_time"} == {
+        k: v for k, v in first.items() if k != "wall_time"
+    }
+
+    (run / "config.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, run, num_steps=20, eval_every=20))
+    one_line(exc, run / "config.json", "damaged", f"delete {run}")
+    with pytest.raises(AdeptError) as exc:
+        load_agent(run)
+    one_line(exc, run / "config.json", "damaged")
+
+
+# --- a full or read-only disk ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_checkpoint_that_cannot_be_written_leaves_the_last_one_and_resumes_exactly(
+    dataset, reference, tmp_path, monkeypatch, capsys, code
+):
+    """The disk fills (or turns read-only) while the second checkpoint is half written."""
+    run = tmp_path / "run"
+    real_write = Path.write_bytes
+
+    def failing_write(self: Path, data: Any) -> int:
+        if self.name.startswith(".checkpoint.") and (self.parent / CHECKPOINT).exists():
+            real_write(self, bytes(data)[: len(data) // 2])
+            raise OSError(code, os.strerror(code))
+        return real_write(self, data)
+
+    args = ["train", "--dataset", dataset, "--agent", "iql", "--num-steps", "60",
+            "--run-dir", str(run), "--batch-size", "16", "--eval-every", "30",
+            "--eval-episodes", "1", "--log-every", "10", "--checkpoint-every", "20",
+            "--device", "cpu", "--no-progress", "--iql.hidden", "32"]  # fmt: skip
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("adept: error: could not write")
+    assert str(run / CHECKPOINT) in err and os.strerror(code) in err
+    assert load_checkpoint(run / CHECKPOINT)["step"] == 20, "the last good checkpoint is whole"
+    assert stray_files(run) == []
+
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    main(args)
+    assert rows(run) == rows(reference)
+    assert same_agent(run, reference)
+
+
+def test_a_rename_refused_by_a_read_only_disk_changes_nothing(tmp_path, monkeypatch):
+    path = tmp_path / CHECKPOINT
+    save_state(path, {"step": 20})
+    before = path.read_bytes()
+
+    def read_only(src: Any, dst: Any) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(atomic_module.os, "replace", read_only)
+    with pytest.raises(AdeptError) as exc:
+        save_state(path, {"step": 40}, keep_previous=True)
+    one_line(exc, tmp_path / "checkpoint.", "Read-only file system")
+    assert path.read_bytes() == before
+    assert stray_files(tmp_path) == []
+
+
+def small_transitions(n: int = 50, seed: int = 0) -> Transitions:
+    rng = np.random.default_rng(seed)
+    return Transitions(
+        observations=rng.normal(size=(n, 11)).astype(np.float32),
+        actions=rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        next_observations=rng.normal(size=(n, 11)).astype(np.float32),
+        terminals=np.zeros(n, dtype=bool),
+        timeouts=np.zeros(n, dtype=bool),
+        env_id="Hopper-v5",
+    )
+
+
+def test_a_dataset_write_that_fills_the_disk_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = save_hdf5(small_transitions(seed=0), tmp_path / "hopper-random.hdf5")
+    before = path.read_bytes()
+    real_create = h5py.Group.create_dataset
+    calls = []
+
+    def full_disk(self: h5py.Group, name: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        if len(calls) == 3:  # observations and actions written, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_create(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
+    with pytest.raises(AdeptError) as exc:
+        save_hdf5(small_transitions(seed=1), path)
+    one_line(exc, path, "No space left on device")
+    assert path.read_bytes() == before
+    assert stray_files(tmp_path) == []
+
+
+def test_a_flipped_bit_in_a_dataset_file_is_an_error_not_different_data(tmp_path):
+    path = save_hdf5(small_transitions(), tmp_path / "hopper-random.hdf5")
+    with h5py.File(path, "r") as f:
+        offset = f["observations"].id.get_chunk_info(0).byte_offset
+    flip(path, offset + 17, bit=3)
+    with pytest.raises(AdeptError) as exc:
+        load_hdf5(path)
+    one_line(exc, path, "damaged")
+
+
+# --- two processes on one run ----------------------------------------------------------
+
+
+def test_a_second_process_on_a_run_dir_is_refused_until_the_first_dies(dataset, tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from adept.runs import RunDir\n"
+         "RunDir(sys.argv[1], {'a': 1}); print('holding', flush=True); time.sleep(120)",
+         str(run)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(AdeptError) as exc:
+            train(config(dataset, run))
+        one_line(exc, run, "in use by another process", f"pid {holder.pid}")
+        assert sorted(p.name for p in run.iterdir()) == [".run.lock", "config.json"]
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunDir(run, {"a": 1}) as again:  # the kernel freed the killed holder's lock
+        assert again.resumed
+
+
+# --- files that try to run code --------------------------------------------------------
+
+
+class _Payload:
+    """Pickles to a call of os.mkdir: loading it with plain pickle would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_malicious_checkpoint_is_refused_and_never_runs(dataset, tmp_path, monkeypatch):
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    interrupted(dataset, run, monkeypatch)
+    torch.save({"step": 40, "agent": _Payload(marker)}, run / CHECKPOINT)
+    with pytest.raises(AdeptError) as exc:
+        train(config(dataset, run))
+    one_line(exc, run / CHECKPOINT, "never unpickles code")
+    with pytest.raises(AdeptError):
+        load_agent(run)
+    assert not marker.exists()
+
+
+def test_a_malicious_cache_entry_is_refused_and_computed_again(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    key = {"what": "a model"}
+    path = entry_path("models", key, tmp_path)
+    path.parent.mkdir(parents=True)
+    torch.save({"w": _Payload(marker)}, path)
+    result = cached("models", key, lambda: {"w": torch.ones(2)}, root=tmp_path)
+    assert torch.equal(result["w"], torch.ones(2)) and not marker.exists()
+    assert "never unpickles code" in capsys.readouterr().err
+    assert torch.equal(cached("models", key, lambda: {}, root=tmp_path)["w"], torch.ones(2))
+
+
+def test_the_library_never_unpickles():
+    """Every load in the package goes through weights_only=True, JSON or HDF5."""
+    source = Path(__file__).resolve().parent.parent / "adept"
+    offenders = []
+    for file in source.rglob("*.py"):
+        for number, line in enumerate(file.read_text().splitlines(), start=1):
+            risky = ("pickle.load", "allow_pickle=True", "weights_only=False", "import dill")
+            if any(word in line for word in risky) or (
+                "torch.load(" in line and "weights_only=True" not in line
+            ):
+                offenders.append(f"{file.name}:{number}: {line.strip()}")
+    assert offenders == []
