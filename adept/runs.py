@@ -7,6 +7,7 @@ RUN_DIR/
                    with the SHA-256 of its contents and the metrics rows logged up to it
   checkpoint.prev.pt  the checkpoint before it: a second chance when the latest one is damaged
   summary.json     written when the run finishes
+  divergence.json  what was non-finite, where and when, if the run diverged
   tb/              TensorBoard events (optional)
   .run.lock        held by the process training in the folder; a second one is refused
 
@@ -42,6 +43,7 @@ METRICS = "metrics.csv"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 SUMMARY = "summary.json"
+DIVERGENCE = "divergence.json"
 LOCK = ".run.lock"
 DIGEST = "sha256"
 """The key under which :func:`save_state` stores the SHA-256 of a state's contents."""
@@ -339,14 +341,18 @@ class MetricsLog:
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = ["step", "wall_time"]
         if resume_step is not None and saved is not None:
-            self.columns = list(saved["columns"])
-            self.rows = [dict(row) for row in saved["rows"]]
-            self._rewrite()
+            self.restore(saved)
         elif resume_step is not None and path.exists():
             self.columns, self.rows = read_metrics(path, resume_step)
             self._rewrite()
         elif path.exists():
             path.unlink()
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Back to the rows of :meth:`state_dict` ``saved``; the file is rewritten."""
+        self.columns = list(saved["columns"])
+        self.rows = [dict(row) for row in saved["rows"]]
+        self._rewrite()
 
     def state_dict(self) -> dict[str, Any]:
         """The columns and rows logged so far, for a checkpoint."""

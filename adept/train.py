@@ -10,6 +10,7 @@ the loop.
 from __future__ import annotations
 
 import importlib
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from adept import divergence
 from adept.agents import (
     AGENT_CONFIGS,
     AGENTS,
@@ -45,7 +47,14 @@ from adept.methods import (
     method_options,
 )
 from adept.rng import rng_state, seed_everything, set_rng_state
-from adept.runs import MetricsLog, RunDir, load_run_checkpoint, read_json
+from adept.runs import (
+    DIVERGENCE,
+    MetricsLog,
+    RunDir,
+    atomic_write_json,
+    load_run_checkpoint,
+    read_json,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,15 @@ class TrainConfig:
     """Average training metrics over N steps and log them."""
     checkpoint_every: int = 10_000
     """Save a resumable checkpoint every N steps (and at the end)."""
+    on_divergence: Literal["stop", "rollback"] = "stop"
+    """When a loss, weight or generated batch turns NaN/inf (checked at every log and
+    checkpoint step): stop with the last good checkpoint kept, or roll back to it with the
+    failing component's learning rates scaled by --divergence-lr-factor. Either way the
+    failing step's diagnostics go to run_dir/divergence.json."""
+    divergence_lr_factor: float = 0.5
+    """Learning-rate factor of a rollback."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed in a run before it stops."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device; auto picks CUDA when available."""
     tensorboard: bool = False
@@ -120,6 +138,12 @@ class TrainConfig:
                 raise AdeptError(
                     f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
                 )
+        if not 0.0 < self.divergence_lr_factor < 1.0:
+            raise AdeptError(
+                f"--divergence-lr-factor must be in (0, 1), got {self.divergence_lr_factor}"
+            )
+        if self.max_rollbacks < 0:
+            raise AdeptError(f"--max-rollbacks must be 0 or more, got {self.max_rollbacks}")
         if self.tensorboard:
             _optional("torch.utils.tensorboard", "tensorboard")
         if self.wandb:
@@ -133,6 +157,9 @@ class TrainConfig:
 #: Config fields that may differ when a run is resumed (they do not change its results).
 RESUMABLE_FIELDS = (
     "device",
+    "on_divergence",
+    "divergence_lr_factor",
+    "max_rollbacks",
     "progress",
     "tensorboard",
     "wandb",
@@ -223,6 +250,10 @@ class _Loggers:
                 resume="allow",
             )
 
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Back to a checkpoint's rows (a rollback)."""
+        self.csv.restore(saved)
+
     def write(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> None:
         self.csv.write(step, wall_time, metrics)
         if self.tb is not None:
@@ -290,14 +321,19 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
         "ref_max_score": ref_max,
     }
 
-    start, elapsed_before, saved_metrics = 0, 0.0, None
-    if run.resumed and run.has_checkpoint():
-        # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
-        state = run.load_checkpoint(map_location="cpu")
+    def restore(state: dict[str, Any]) -> None:
         agent.load_state_dict(state["agent"])
         method.load_state_dict(state["method"], agent)
         averager.load_state_dict(state["averager"])
         set_rng_state(state["rng"])
+
+    guard = _Guard(config, run)
+    start, elapsed_before, saved_metrics = 0, 0.0, None
+    if run.resumed and run.has_checkpoint():
+        # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
+        state = run.load_checkpoint(map_location="cpu")
+        restore(state)
+        guard.load_state_dict(state.get("divergence", {}))  # a rollback keeps its own count
         start, elapsed_before = int(state["step"]), float(state["wall_time"])
         saved_metrics = state.get("metrics")
     loggers = _Loggers(config, run, start if start > 0 else None, saved_metrics)
@@ -316,6 +352,7 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
                 "rng": rng_state(),
                 "meta": meta,
                 "metrics": loggers.csv.state_dict(),
+                "divergence": guard.state_dict(),
             }
         )
 
@@ -324,6 +361,8 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
         setup_metrics = method.setup(agent)
         if setup_metrics:
             loggers.write(0, time.perf_counter() - t0, setup_metrics)
+        if config.on_divergence == "rollback":
+            checkpoint(0, time.perf_counter() - t0)  # what a divergence before step 1 rolls back to
 
     bar = tqdm(
         total=config.num_steps,
@@ -334,35 +373,56 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
     )
     last_eval: float | None = None
     try:
-        for step, metrics in fit(agent, method, start, config.num_steps):
-            averager.add(metrics)
-            done = step == config.num_steps
-            row: dict[str, float] = {}
-            if step % config.log_every == 0 or done:
-                row.update(averager.pop())
-            if step % config.eval_every == 0 or done:
-                result = evaluate(
-                    lambda obs: agent.act(obs, deterministic=True),
-                    env_id,
-                    config.eval_episodes,
-                    seed=(config.seed, step),
-                    metadata=data.metadata,
-                )
-                last_eval = result.mean_normalized_score
-                row["eval/normalized_score"] = last_eval
-                row["eval/normalized_score_std"] = float(result.normalized_scores.std())
-                row["eval/return"] = result.mean_return
-            if row:
-                loggers.write(step, time.perf_counter() - t0, row)
-                shown = {
-                    k.split("/")[-1]: f"{v:.3g}" for k, v in row.items() if k.startswith("train/")
-                }
-                if last_eval is not None:
-                    shown["score"] = f"{last_eval:.1f}"
-                bar.set_postfix(shown, refresh=False)
-            if step % config.checkpoint_every == 0 or done:
-                checkpoint(step, time.perf_counter() - t0)
-            bar.update(1)
+        while start < config.num_steps:
+            for step, metrics in fit(agent, method, start, config.num_steps):
+                averager.add(metrics)
+                done = step == config.num_steps
+                row: dict[str, float] = {}
+                if step % config.log_every == 0 or done:
+                    row.update(averager.pop())
+                saving = step % config.checkpoint_every == 0 or done
+                evaluating = step % config.eval_every == 0 or done
+                if row or saving or evaluating:
+                    found = divergence.find(step, row, agent, method)
+                    if found is not None:
+                        # back to the last good checkpoint, learning rates scaled (or raise)
+                        state = guard.handle(found, row, agent, method)
+                        restore(state)
+                        guard.record(found)
+                        loggers.restore(state["metrics"])
+                        start = int(state["step"])
+                        bar.reset(total=config.num_steps)
+                        bar.update(start)
+                        break
+                if row and guard.rollbacks:
+                    row["divergence/rollbacks"] = float(guard.rollbacks)
+                if evaluating:
+                    result = evaluate(
+                        lambda obs: agent.act(obs, deterministic=True),
+                        env_id,
+                        config.eval_episodes,
+                        seed=(config.seed, step),
+                        metadata=data.metadata,
+                    )
+                    last_eval = result.mean_normalized_score
+                    row["eval/normalized_score"] = last_eval
+                    row["eval/normalized_score_std"] = float(result.normalized_scores.std())
+                    row["eval/return"] = result.mean_return
+                if row:
+                    loggers.write(step, time.perf_counter() - t0, row)
+                    shown = {
+                        k.split("/")[-1]: f"{v:.3g}"
+                        for k, v in row.items()
+                        if k.startswith("train/")
+                    }
+                    if last_eval is not None:
+                        shown["score"] = f"{last_eval:.1f}"
+                    bar.set_postfix(shown, refresh=False)
+                if saving:
+                    checkpoint(step, time.perf_counter() - t0)
+                bar.update(1)
+            else:
+                start = config.num_steps
     finally:
         bar.close()
         loggers.close()
@@ -370,6 +430,100 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
     summary = summarize_run(loggers.csv.rows, config.num_steps, time.perf_counter() - t0)
     run.write_summary(summary)
     return summary
+
+
+class _Guard:
+    """What the loop does when :func:`adept.divergence.find` finds a divergence: stop, or roll
+    back to the last good checkpoint with the failing component's learning rates scaled."""
+
+    def __init__(self, config: TrainConfig, run: RunDir):
+        self.config = config
+        self.run = run
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def rollbacks(self) -> int:
+        return len(self.events)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"events": [dict(event) for event in self.events]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.events = [dict(event) for event in state.get("events", [])]
+
+    def handle(
+        self, found: divergence.Divergence, row: Mapping[str, float], agent: Agent, method: Method
+    ) -> dict[str, Any]:
+        """The last good checkpoint, its learning rates already scaled, to roll back to; raises
+        :class:`Diverged` (after writing divergence.json) when the run must stop."""
+        c = self.config
+        good = self.run.load_checkpoint() if self.run.has_checkpoint() else None
+        reason = ""
+        if c.on_divergence == "stop":
+            reason = "--on-divergence stop"
+        elif good is None:
+            reason = "no checkpoint to roll back to"
+        elif self.rollbacks >= c.max_rollbacks:
+            reason = f"{self.rollbacks} rollbacks already (--max-rollbacks)"
+        else:
+            # scale the rates in the state rolled back to: the modules get them when it loads
+            if found.component == "agent":
+                agent.load_state_dict(good["agent"])
+                scaled = divergence.scale_learning_rates(
+                    agent.components().values(), c.divergence_lr_factor
+                )
+                good["agent"] = agent.state_dict()
+            else:
+                method.load_state_dict(good["method"], agent)
+                scaled = divergence.scale_learning_rates(
+                    method.optimizers(), c.divergence_lr_factor
+                )
+                good["method"] = method.state_dict()
+            if scaled:
+                self._write(found, row, good, "rolled back")
+                return good
+            reason = f"the {found.component} ({found.name}) has no learning rate to lower"
+        self._write(found, row, good, "stopped")
+        kept = "no checkpoint yet" if good is None else f"checkpoint of step {good['step']} kept"
+        raise Diverged(
+            f"the run diverged at step {found.step}: {found.describe()}; stopped ({reason}), "
+            f"{kept}, details in {self.run.path / DIVERGENCE}; repeat the command with "
+            "--on-divergence rollback, or lower the learning rate in a new --run-dir"
+        )
+
+    def record(self, found: divergence.Divergence) -> None:
+        self.events.append(
+            {
+                "step": found.step,
+                "component": found.component,
+                "lr_factor": self.config.divergence_lr_factor,
+            }
+        )
+
+    def _write(
+        self,
+        found: divergence.Divergence,
+        row: Mapping[str, float],
+        good: Mapping[str, Any] | None,
+        action: str,
+    ) -> None:
+        """divergence.json: the failing step's diagnostics (every divergence of the run)."""
+        path = self.run.path / DIVERGENCE
+        previous = read_json(path, f"delete {path}") if path.exists() else {"events": []}
+        event = {
+            "step": found.step,
+            "component": found.component,
+            "name": found.name,
+            "nonfinite": found.places,
+            "metrics": {k: v if math.isfinite(v) else repr(v) for k, v in row.items()},
+            "last_good_checkpoint": None if good is None else int(good["step"]),
+            "action": action,
+        }
+        atomic_write_json(path, {"events": [*previous["events"], event]})
+
+
+class Diverged(AdeptError):
+    """The run stopped on a non-finite loss, weight or generated batch (see divergence.json)."""
 
 
 def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agent, dict[str, Any]]:

@@ -83,6 +83,11 @@ class Method:
         """Work after the agent's update at ``step``; returns detached scalar metrics."""
         return {}
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers that keep training during the run (a divergence rollback scales
+        their learning rates); none by default."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}
 

@@ -393,6 +393,10 @@ class DiffusionMethod(Method):
         self.previous_actor = copy.deepcopy(agent.actor)
         return metrics
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """ADEPT's re-fit optimizer (Diff+X trains nothing after set-up)."""
+        return [] if self.refitter is None else [self.refitter.trained().optimizer]
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             **super().state_dict(),
@@ -469,7 +473,7 @@ class Refitter:
     ) -> dict[str, torch.Tensor]:
         """``steps`` (default ``model_update_steps``) re-fit steps on real rows drawn from
         ``sampler``; returns the steps' mean losses and weight statistics."""
-        trained = self.model if self.online is None else self.online
+        trained = self.trained()
         steps = self.steps if steps is None else steps
         sums: dict[str, torch.Tensor] = {}
         for _ in range(steps):
@@ -487,6 +491,10 @@ class Refitter:
             for key, value in out.items():
                 sums[key] = sums.get(key, torch.zeros_like(value)) + value
         return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    def trained(self) -> WorldModel:
+        """The model the re-fit steps train: the copy under averaging, else ``model``."""
+        return self.model if self.online is None else self.online
 
     def state_dict(self) -> dict[str, Any]:
         """The trained copy's weights and Adam state (the average is ``model``'s weights)."""

@@ -1,0 +1,102 @@
+"""Divergence: a non-finite loss, weight, optimizer state or generated batch.
+
+:func:`find` looks for one at a logging or checkpoint step of :func:`adept.train.train`; the
+loop then stops (``--on-divergence stop``: a one-line error, the last good checkpoint kept as it
+was, ``divergence.json`` in the run dir) or rolls back (``rollback``: reload the last good
+checkpoint, scale the failing component's learning rates by ``--divergence-lr-factor``, go on).
+
+Where a divergence is blamed: the method first (its world model, its generated rows, its re-fit
+losses: a non-finite batch poisons the agent next, so the agent is then only the victim), the
+agent otherwise. Metrics that may be NaN by design (a diagnostic with nothing to measure) are
+not checked; every ``train/`` metric and every loss is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from adept.agents.base import Agent
+from adept.methods.base import Method
+
+SHOWN = 5
+"""How many non-finite places the error line names (divergence.json has them all)."""
+
+
+@dataclass
+class Divergence:
+    """What was found non-finite at ``step``, and which component is blamed."""
+
+    step: int
+    component: str
+    """'agent' or 'method'."""
+    name: str
+    """The component's own name (the agent's, e.g. 'iql'; the method's, e.g. 'adept')."""
+    places: list[str] = field(default_factory=list)
+    """Metric names and state paths that hold NaN or ±inf."""
+
+    def describe(self) -> str:
+        shown = ", ".join(self.places[:SHOWN])
+        more = f" and {len(self.places) - SHOWN} more" if len(self.places) > SHOWN else ""
+        return f"non-finite values in the {self.component} ({self.name}): {shown}{more}"
+
+
+def nonfinite_paths(state: Any, prefix: str) -> list[str]:
+    """Paths (``prefix.key.key``) of the floating-point tensors in ``state`` holding NaN or
+    ±inf. Python floats are not checked: bookkeeping such as 'best loss so far = inf' is one."""
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, torch.Tensor):
+            floating = value.is_floating_point() or value.is_complex()
+            if floating and not bool(torch.isfinite(value).all()):
+                found.append(path)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, f"{path}.{index}")
+
+    walk(state, prefix)
+    return found
+
+
+def checked(key: str) -> bool:
+    """Whether a logged metric must be finite: the agent's ``train/`` metrics and every loss."""
+    return key.startswith("train/") or "loss" in key
+
+
+def find(
+    step: int, metrics: Mapping[str, float], agent: Agent, method: Method
+) -> Divergence | None:
+    """The divergence at ``step`` (``metrics``: the row about to be logged, maybe empty)."""
+    bad = [k for k, v in metrics.items() if checked(k) and not math.isfinite(v)]
+    from_method = [k for k in bad if not k.startswith("train/")]
+    in_method = nonfinite_paths(method.state_dict(), "method")
+    if from_method or in_method:
+        return Divergence(step, "method", method.name, from_method + in_method)
+    in_agent = [k for k in bad if k.startswith("train/")]
+    in_agent += nonfinite_paths(agent.state_dict(), agent.name)
+    if in_agent:
+        return Divergence(step, "agent", agent.name, in_agent)
+    return None
+
+
+def scale_learning_rates(parts: Iterable[Any], factor: float) -> int:
+    """Multiply the learning rate of each optimizer in ``parts`` by ``factor``, and the base
+    rates of each scheduler (so the schedule goes on from the scaled rate); returns how many
+    optimizers were scaled."""
+    scaled = 0
+    for part in parts:
+        if isinstance(part, torch.optim.Optimizer):
+            for group in part.param_groups:
+                group["lr"] = group["lr"] * factor
+            scaled += 1
+        elif isinstance(part, torch.optim.lr_scheduler.LRScheduler):
+            part.base_lrs = [rate * factor for rate in part.base_lrs]
+    return scaled
