@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 from adept import __version__
 from adept.atomic import exclusive_lock
 from adept.data.cache import data_dir
-from adept.errors import AdeptError
+from adept.errors import AdeptError, warn
 from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
 
 HASH_CHARS = 20
@@ -144,5 +143,5 @@ def _load(path: Path) -> dict[str, Any] | None:
     try:
         return load_checkpoint(path, map_location="cpu", remedy="computing it again")
     except AdeptError as exc:
-        print(f"adept: warning: {exc}", file=sys.stderr)
+        warn(str(exc))
         return None

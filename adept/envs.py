@@ -118,6 +118,20 @@ def env_dims(env_id: str) -> tuple[int, int]:
         env.close()
 
 
+@functools.cache
+def env_limits(env_id: str) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The action box's (low, high) and the episode step limit (None: none) of an env."""
+    env = make_env(env_id)
+    try:
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise AdeptError(f"env {env_id} must have a Box action space")
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        return space.low.reshape(-1).copy(), space.high.reshape(-1).copy(), limit
+    finally:
+        env.close()
+
+
 def check_dims(env_id: str, obs_dim: int, act_dim: int, source: str) -> None:
     """Raise if a dataset's dims do not match its env (e.g. a hopper file named as walker2d)."""
     env_obs, env_act = env_dims(env_id)

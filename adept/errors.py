@@ -4,6 +4,14 @@ An :class:`AdeptError` is bad input the user can fix. The CLI prints its message
 exits with status 2, without a traceback; library callers catch it like any exception.
 """
 
+import sys
+
 
 class AdeptError(Exception):
     """Bad input: the message names the problem and how to fix it, on one line."""
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (``adept: warning: ...``): something was repaired or
+    redone, and the user should know."""
+    print(f"adept: warning: {message}", file=sys.stderr)

@@ -26,6 +26,7 @@ from adept.artifacts import cached, entry_path
 from adept.cli import main
 from adept.data.generate import make_dataset
 from adept.data.hdf5 import load_hdf5, save_hdf5
+from adept.data.registry import load_dataset
 from adept.data.transitions import Transitions
 from adept.errors import AdeptError
 from adept.runs import (
@@ -36,6 +37,7 @@ from adept.runs import (
     save_state,
 )
 from adept.train import TrainConfig, load_agent, train
+from tests.conftest import d4rl_arrays, write_d4rl
 from tests.test_train import config as train_config
 from tests.test_train import rows
 
@@ -431,3 +433,69 @@ def test_the_library_never_unpickles():
             ):
                 offenders.append(f"{file.name}:{number}: {line.strip()}")
     assert offenders == []
+
+
+# --- bad data --------------------------------------------------------------------------
+
+
+def broken(arrays: dict[str, np.ndarray], fault: str) -> dict[str, np.ndarray]:
+    """``arrays`` (conftest's two D4RL episodes, hopper dims) with one fault."""
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    if fault == "nan-row":
+        arrays["next_observations"][2, 4] = np.nan
+    elif fault == "inf-reward":
+        arrays["rewards"][1] = np.inf
+    elif fault == "wrong-dims":
+        arrays["observations"] = arrays["observations"][:, :9]
+        arrays["next_observations"] = arrays["next_observations"][:, :9]
+    elif fault == "flag-not-0-1":
+        arrays["terminals"] = arrays["terminals"].astype(np.float32)
+        arrays["terminals"][5] = 2.0
+    elif fault == "too-long":  # no timeouts at all: 1200 steps run into one episode
+        arrays = {k: np.concatenate([v] * 200)[:1200] for k, v in arrays.items()}
+        arrays["terminals"][:] = False
+        arrays["timeouts"][:] = False
+    elif fault == "empty":
+        arrays = {k: v[:0] for k, v in arrays.items()}
+    elif fault == "mismatched-lengths":
+        arrays["rewards"] = arrays["rewards"][:-1]
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("nan-row", "'next_observations' holds 1 NaN/inf"),
+        ("inf-reward", "'rewards' holds 1 NaN/inf"),
+        ("wrong-dims", "dims 9/3 but Hopper-v5 has 11/3"),
+        ("flag-not-0-1", "'terminals' must hold flags (0 or 1), but 1 row(s)"),
+        ("too-long", "1 episode(s) run longer than Hopper-v5's 1000-step limit"),
+        ("empty", "holds no transitions"),
+        ("mismatched-lengths", "'rewards' has 6 rows but 'observations' has 7"),
+    ],
+)
+def test_bad_data_is_a_one_line_error_naming_the_file(tmp_path, fault, message):
+    path = write_d4rl(tmp_path / "hopper_random-v2.hdf5", broken(d4rl_arrays(), fault))
+    with pytest.raises(AdeptError) as exc:
+        load_dataset(str(path), env_id="Hopper-v5")
+    one_line(exc, path, message)
+
+
+def test_actions_outside_the_box_are_clipped_with_a_count(tmp_path, capsys):
+    arrays = d4rl_arrays()
+    arrays["actions"][1] = [1.5, -0.2, -3.0]
+    arrays["actions"][4, 0] = 1.0001
+    data = load_dataset(str(write_d4rl(tmp_path / "hopper.hdf5", arrays)), env_id="Hopper-v5")
+    err = capsys.readouterr().err
+    assert "3 action value(s) in 2 row(s) lie outside Hopper-v5's action box; clipped" in err
+    np.testing.assert_array_equal(data.actions[1], np.float32([1.0, -0.2, -1.0]))
+    assert data.actions.max() <= 1.0 and data.actions.min() >= -1.0
+    np.testing.assert_array_equal(data.actions[[0, 2, 3, 5, 6]], arrays["actions"][[0, 2, 3, 5, 6]])
+
+
+def test_a_row_both_terminal_and_timed_out_is_kept_terminal_with_a_warning(tmp_path, capsys):
+    arrays = d4rl_arrays()
+    arrays["timeouts"][3] = True  # row 3 is terminal
+    data = load_dataset(str(write_d4rl(tmp_path / "hopper.hdf5", arrays)), env_id="Hopper-v5")
+    assert "1 row(s) are both terminal and timed out" in capsys.readouterr().err
+    assert data.terminals[3] and not data.timeouts[3] and data.timeouts[6]

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from adept.data.cache import data_dir
 from adept.data.generate import (
     DEFAULT_NUM_STEPS,
@@ -34,8 +36,8 @@ from adept.data.generate import (
 from adept.data.hdf5 import load_hdf5, read_metadata
 from adept.data.minari_io import load_minari
 from adept.data.transitions import Transitions
-from adept.envs import check_dims
-from adept.errors import AdeptError
+from adept.envs import check_dims, env_limits
+from adept.errors import AdeptError, warn
 
 MINARI_PREFIX = "minari:"
 
@@ -122,6 +124,32 @@ def load_dataset(
         data = load_hdf5(_cached_project_file(spec, progress, make_missing), env_id=env_id)
     if data.env_id is not None:
         check_dims(data.env_id, data.obs_dim, data.act_dim, data.source)
+        data = conform_to_env(data, data.env_id)
+    return data
+
+
+def conform_to_env(data: Transitions, env_id: str) -> Transitions:
+    """``data`` checked against its env: an episode longer than the env's step limit is an
+    error (its timeouts are missing or misplaced, so episodes would run into each other);
+    actions outside the action box are clipped to it, with a warning that counts them (the
+    usual repair: a policy can only ever act inside the box)."""
+    low, high, limit = env_limits(env_id)
+    lengths = data.episode_lengths()
+    if limit is not None and len(lengths) and int(lengths.max()) > limit:
+        long = int((lengths > limit).sum())
+        raise AdeptError(
+            f"dataset {data.source}: {long} episode(s) run longer than {env_id}'s {limit}-step "
+            f"limit (the longest: {int(lengths.max())}); its timeouts are missing or misplaced: "
+            "mark each episode's last step in 'timeouts'"
+        )
+    outside = (data.actions < low) | (data.actions > high)
+    if outside.any():
+        warn(
+            f"dataset {data.source}: {int(outside.sum())} action value(s) in "
+            f"{int(outside.any(axis=1).sum())} row(s) lie outside {env_id}'s action box; "
+            "clipped to it"
+        )
+        data = data.replace(actions=np.clip(data.actions, low, high))
     return data
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from adept.errors import AdeptError
+from adept.errors import AdeptError, warn
 
 REQUIRED_FIELDS = (
     "observations",
@@ -101,10 +101,25 @@ class Transitions:
             if value is None:
                 continue
             value = np.asarray(value)
+            if dtype is np.bool_ and value.dtype != np.bool_:
+                odd = ~np.isin(value, (0, 1))
+                if odd.any():
+                    raise AdeptError(
+                        f"dataset {self.source}: field '{name}' must hold flags (0 or 1), but "
+                        f"{int(odd.sum())} row(s) hold other values (e.g. {value[odd].flat[0]})"
+                    )
             if name in ("rewards", "terminals", "timeouts", "action_log_probs"):
                 value = value.reshape(-1) if value.ndim == 2 and value.shape[1] == 1 else value
             object.__setattr__(self, name, np.ascontiguousarray(value, dtype=dtype))
         self._validate()
+        both = self.terminals & self.timeouts
+        if both.any():  # the env ended the episode: no bootstrapping, whatever the clock said
+            object.__setattr__(self, "timeouts", self.timeouts & ~self.terminals)
+            warn(
+                f"dataset {self.source}: {int(both.sum())} row(s) are both terminal and timed "
+                "out; they are kept as terminal (a true end: no bootstrapping) and the timeout "
+                "cleared"
+            )
 
     def _validate(self) -> None:
         where = f"dataset {self.source}"
