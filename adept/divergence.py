@@ -87,16 +87,13 @@ def find(
     return None
 
 
-def scale_learning_rates(parts: Iterable[Any], factor: float) -> int:
+def scale_learning_rates(parts: Iterable[Any], factor: float) -> None:
     """Multiply the learning rate of each optimizer in ``parts`` by ``factor``, and the base
-    rates of each scheduler (so the schedule goes on from the scaled rate); returns how many
-    optimizers were scaled."""
-    scaled = 0
+    rates of each scheduler (so the schedule goes on from the scaled rate); other parts (the
+    modules) are left alone."""
     for part in parts:
         if isinstance(part, torch.optim.Optimizer):
             for group in part.param_groups:
                 group["lr"] = group["lr"] * factor
-            scaled += 1
         elif isinstance(part, torch.optim.lr_scheduler.LRScheduler):
             part.base_lrs = [rate * factor for rate in part.base_lrs]
-    return scaled

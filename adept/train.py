@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -250,10 +250,6 @@ class _Loggers:
                 resume="allow",
             )
 
-    def restore(self, saved: Mapping[str, Any]) -> None:
-        """Back to a checkpoint's rows (a rollback)."""
-        self.csv.restore(saved)
-
     def write(self, step: int, wall_time: float, metrics: Mapping[str, float]) -> None:
         self.csv.write(step, wall_time, metrics)
         if self.tb is not None:
@@ -386,10 +382,8 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
                     found = divergence.find(step, row, agent, method)
                     if found is not None:
                         # back to the last good checkpoint, learning rates scaled (or raise)
-                        state = guard.handle(found, row, agent, method)
-                        restore(state)
-                        guard.record(found)
-                        loggers.restore(state["metrics"])
+                        state = guard.handle(found, row, agent, method, restore)
+                        loggers.csv.restore(state["metrics"])
                         start = int(state["step"])
                         bar.reset(total=config.num_steps)
                         bar.update(start)
@@ -452,12 +446,24 @@ class _Guard:
         self.events = [dict(event) for event in state.get("events", [])]
 
     def handle(
-        self, found: divergence.Divergence, row: Mapping[str, float], agent: Agent, method: Method
+        self,
+        found: divergence.Divergence,
+        row: Mapping[str, float],
+        agent: Agent,
+        method: Method,
+        restore: Callable[[dict[str, Any]], None],
     ) -> dict[str, Any]:
-        """The last good checkpoint, its learning rates already scaled, to roll back to; raises
+        """Roll back: ``restore`` the last good checkpoint, scale the failing component's
+        learning rates, record the event and return that checkpoint; or raise
         :class:`Diverged` (after writing divergence.json) when the run must stop."""
         c = self.config
         good = self.run.load_checkpoint() if self.run.has_checkpoint() else None
+
+        def parts() -> Iterable[Any]:  # asked again after the restore: a method may rebuild
+            if found.component == "agent":
+                return agent.components().values()
+            return method.optimizers()
+
         reason = ""
         if c.on_divergence == "stop":
             reason = "--on-divergence stop"
@@ -465,39 +471,23 @@ class _Guard:
             reason = "no checkpoint to roll back to"
         elif self.rollbacks >= c.max_rollbacks:
             reason = f"{self.rollbacks} rollbacks already (--max-rollbacks)"
-        else:
-            # scale the rates in the state rolled back to: the modules get them when it loads
-            if found.component == "agent":
-                agent.load_state_dict(good["agent"])
-                scaled = divergence.scale_learning_rates(
-                    agent.components().values(), c.divergence_lr_factor
-                )
-                good["agent"] = agent.state_dict()
-            else:
-                method.load_state_dict(good["method"], agent)
-                scaled = divergence.scale_learning_rates(
-                    method.optimizers(), c.divergence_lr_factor
-                )
-                good["method"] = method.state_dict()
-            if scaled:
-                self._write(found, row, good, "rolled back")
-                return good
+        elif not any(isinstance(part, torch.optim.Optimizer) for part in parts()):
             reason = f"the {found.component} ({found.name}) has no learning rate to lower"
+        else:
+            restore(good)
+            factor = c.divergence_lr_factor
+            self.events.append(
+                {"step": found.step, "component": found.component, "lr_factor": factor}
+            )
+            divergence.scale_learning_rates(parts(), factor)
+            self._write(found, row, good, "rolled back")
+            return good
         self._write(found, row, good, "stopped")
         kept = "no checkpoint yet" if good is None else f"checkpoint of step {good['step']} kept"
         raise Diverged(
             f"the run diverged at step {found.step}: {found.describe()}; stopped ({reason}), "
             f"{kept}, details in {self.run.path / DIVERGENCE}; repeat the command with "
             "--on-divergence rollback, or lower the learning rate in a new --run-dir"
-        )
-
-    def record(self, found: divergence.Divergence) -> None:
-        self.events.append(
-            {
-                "step": found.step,
-                "component": found.component,
-                "lr_factor": self.config.divergence_lr_factor,
-            }
         )
 
     def _write(
