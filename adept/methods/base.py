@@ -10,6 +10,7 @@ import torch
 from adept.agents import Agent
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
+from adept.errors import AdeptError
 
 T = TypeVar("T")
 
@@ -25,6 +26,28 @@ def with_overrides(preset: T, config: Any) -> T:
         for f in fields(preset)  # type: ignore[arg-type]
     }
     return type(preset)(**chosen)
+
+
+def check_generator_sizes(
+    option: str, real_ratio: float, sizes: Any, positive: tuple[str, ...], ema_zero_ok: bool = False
+) -> None:
+    """The checks SynthER, PGD and DyDiff share (``option``: their flag prefix): the real share
+    in [0, 1], the ``positive`` fields of the resolved preset ``sizes`` positive, at least 2
+    noise levels, and an EMA decay below 1 (and above 0 unless ``ema_zero_ok``)."""
+    if not 0.0 <= real_ratio <= 1.0:
+        raise AdeptError(f"--{option}.real-ratio must be in [0, 1], got {real_ratio}")
+    for name in positive:
+        if getattr(sizes, name) < 1:
+            flag = f"--{option}." + name.replace("_", "-")
+            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    if sizes.sample_steps < 2:
+        raise AdeptError(
+            f"--{option}.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
+        )
+    low_ok = sizes.ema_decay >= 0.0 if ema_zero_ok else sizes.ema_decay > 0.0
+    if not (low_ok and sizes.ema_decay < 1.0):
+        bounds = "[0, 1)" if ema_zero_ok else "(0, 1)"
+        raise AdeptError(f"--{option}.ema-decay must be in {bounds}, got {sizes.ema_decay}")
 
 
 def mixed_sample(

@@ -44,7 +44,7 @@ from adept.diagnostics import TrueDynamics, segment_error
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
 from adept.errors import AdeptError
-from adept.methods.base import Method, mixed_sample, with_overrides
+from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.methods.model_based import ModelBasedConfig
 from adept.methods.pretraining import pretrain, pretrain_key
 from adept.methods.trajectories import (
@@ -272,25 +272,14 @@ class DyDiffConfig:
 def check_config(config: DyDiffConfig, data: Transitions) -> None:
     """Refuse settings that cannot work, before anything is written."""
     c, sizes = config, config.sizes()
-    for name in ("real_ratio", "keep_fraction"):
-        value = getattr(c, name)
-        if not 0.0 <= value <= 1.0:
-            raise AdeptError(f"--dydiff.{name.replace('_', '-')} must be in [0, 1], got {value}")
     positive = (
         "train_steps", "batch_size", "rollout_batch", "rollout_every", "model_buffer_size"
     )  # fmt: skip
-    for name in positive:
-        if getattr(sizes, name) < 1:
-            flag = "--dydiff." + name.replace("_", "-")
-            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    check_generator_sizes("dydiff", c.real_ratio, sizes, positive)
+    if not 0.0 <= c.keep_fraction <= 1.0:
+        raise AdeptError(f"--dydiff.keep-fraction must be in [0, 1], got {c.keep_fraction}")
     if sizes.length < 2:
         raise AdeptError(f"--dydiff.length must be at least 2 rows, got {sizes.length}")
-    if sizes.sample_steps < 2:
-        raise AdeptError(
-            f"--dydiff.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
-        )
-    if not 0.0 < sizes.ema_decay < 1.0:
-        raise AdeptError(f"--dydiff.ema-decay must be in (0, 1), got {sizes.ema_decay}")
     if c.iterative_times < 0:
         raise AdeptError(f"--dydiff.iterative-times must be ≥ 0, got {c.iterative_times}")
     if not c.temperature > 0:

@@ -37,7 +37,7 @@ from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.guidance import guidance_schedule, policy_nudge
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
 from adept.errors import AdeptError
-from adept.methods.base import Method, mixed_sample, with_overrides
+from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
@@ -322,23 +322,12 @@ class PGDConfig:
 def check_config(config: PGDConfig, data: Transitions) -> None:
     """Refuse settings that cannot work, before anything is written."""
     c, sizes = config, config.sizes()
-    if not 0.0 <= c.real_ratio <= 1.0:
-        raise AdeptError(f"--pgd.real-ratio must be in [0, 1], got {c.real_ratio}")
     positive = ("train_steps", "batch_size", "num_segments", "regenerate_every", "sample_batch")
-    for name in positive:
-        if getattr(sizes, name) < 1:
-            flag = "--pgd." + name.replace("_", "-")
-            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    check_generator_sizes("pgd", c.real_ratio, sizes, positive)
     if sizes.segment_length < 2:
         raise AdeptError(
             f"--pgd.segment-length must be at least 2 rows, got {sizes.segment_length}"
         )
-    if sizes.sample_steps < 2:
-        raise AdeptError(
-            f"--pgd.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
-        )
-    if not 0.0 < sizes.ema_decay < 1.0:
-        raise AdeptError(f"--pgd.ema-decay must be in (0, 1), got {sizes.ema_decay}")
     if not c.lr > 0:
         raise AdeptError(f"--pgd.lr must be positive, got {c.lr}")
     if not 0.0 <= c.warmup_fraction < 1.0:

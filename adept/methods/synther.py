@@ -28,7 +28,7 @@ from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.training import train_averaged
 from adept.errors import AdeptError
-from adept.methods.base import Method, mixed_sample, with_overrides
+from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.nets import Normalizer
 
 TERMINAL_THRESHOLD = 0.5
@@ -196,21 +196,10 @@ class SynthERConfig:
 def check_config(config: SynthERConfig, data: Transitions) -> None:
     """Refuse settings that cannot work, before anything is written."""
     c = config
-    if not 0.0 <= c.real_ratio <= 1.0:
-        raise AdeptError(f"--synther.real-ratio must be in [0, 1], got {c.real_ratio}")
-    sizes = c.sizes(len(data))
-    for name in ("hidden", "depth", "train_steps", "batch_size", "num_samples", "sample_batch"):
-        if getattr(sizes, name) < 1:
-            flag = "--synther." + name.replace("_", "-")
-            raise AdeptError(f"{flag} must be positive, got {getattr(sizes, name)}")
+    positive = ("hidden", "depth", "train_steps", "batch_size", "num_samples", "sample_batch")
+    check_generator_sizes("synther", c.real_ratio, c.sizes(len(data)), positive, ema_zero_ok=True)
     if c.block_layers < 1:
         raise AdeptError(f"--synther.block-layers must be positive, got {c.block_layers}")
-    if sizes.sample_steps < 2:
-        raise AdeptError(
-            f"--synther.sample-steps must be at least 2 (noise levels), got {sizes.sample_steps}"
-        )
-    if not 0.0 <= sizes.ema_decay < 1.0:
-        raise AdeptError(f"--synther.ema-decay must be in [0, 1), got {sizes.ema_decay}")
     if not c.lr > 0:
         raise AdeptError(f"--synther.lr must be positive, got {c.lr}")
 
