@@ -449,12 +449,13 @@ class SACRun:
             trainer = OnlineSAC(self.env_id, self.seed, self.budget, self.config, self.device)
             try:
                 saved: dict[str, Any] | None = None
+                resume_step: int | None = None
                 if run_dir.has_checkpoint():
                     # on the CPU: RNG states must be CPU tensors; modules move their own state
                     state = run_dir.load_checkpoint("cpu")
                     saved = state.pop("metrics", None)
                     trainer.load_state_dict(state)
-                resume_step = trainer.step if run_dir.has_checkpoint() else None
+                    resume_step = trainer.step
                 log = MetricsLog(self.path / "metrics.csv", resume_step, saved)
                 self._loop(trainer, run_dir, log, stop_at_medium)
             finally:
