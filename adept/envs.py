@@ -105,31 +105,41 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
         ) from exc
 
 
+@dataclass(frozen=True)
+class EnvSpaces:
+    """What a dataset is checked against: a flat Box env's dims, action box and step limit."""
+
+    obs_dim: int
+    act_dim: int
+    act_low: np.ndarray
+    act_high: np.ndarray
+    max_episode_steps: int | None
+    """None: the env sets no limit."""
+
+
 @functools.cache
-def env_dims(env_id: str) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a flat Box env."""
+def env_spaces(env_id: str) -> EnvSpaces:
+    """The :class:`EnvSpaces` of ``env_id`` (made once per process)."""
     env = make_env(env_id)
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
             raise AdeptError(f"env {env_id} must have Box observation and action spaces")
-        return int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+        return EnvSpaces(
+            obs_dim=int(np.prod(obs_space.shape)),
+            act_dim=int(np.prod(act_space.shape)),
+            act_low=act_space.low.reshape(-1).copy(),
+            act_high=act_space.high.reshape(-1).copy(),
+            max_episode_steps=env.spec.max_episode_steps if env.spec is not None else None,
+        )
     finally:
         env.close()
 
 
-@functools.cache
-def env_limits(env_id: str) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """The action box's (low, high) and the episode step limit (None: none) of an env."""
-    env = make_env(env_id)
-    try:
-        space = env.action_space
-        if not isinstance(space, gym.spaces.Box):
-            raise AdeptError(f"env {env_id} must have a Box action space")
-        limit = env.spec.max_episode_steps if env.spec is not None else None
-        return space.low.reshape(-1).copy(), space.high.reshape(-1).copy(), limit
-    finally:
-        env.close()
+def env_dims(env_id: str) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a flat Box env."""
+    spaces = env_spaces(env_id)
+    return spaces.obs_dim, spaces.act_dim
 
 
 def check_dims(env_id: str, obs_dim: int, act_dim: int, source: str) -> None:

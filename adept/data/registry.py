@@ -36,7 +36,7 @@ from adept.data.generate import (
 from adept.data.hdf5 import load_hdf5, read_metadata
 from adept.data.minari_io import load_minari
 from adept.data.transitions import Transitions
-from adept.envs import check_dims, env_limits
+from adept.envs import check_dims, env_spaces
 from adept.errors import AdeptError, warn
 
 MINARI_PREFIX = "minari:"
@@ -133,7 +133,8 @@ def conform_to_env(data: Transitions, env_id: str) -> Transitions:
     error (its timeouts are missing or misplaced, so episodes would run into each other);
     actions outside the action box are clipped to it, with a warning that counts them (the
     usual repair: a policy can only ever act inside the box)."""
-    low, high, limit = env_limits(env_id)
+    spaces = env_spaces(env_id)
+    low, high, limit = spaces.act_low, spaces.act_high, spaces.max_episode_steps
     lengths = data.episode_lengths()
     if limit is not None and len(lengths) and int(lengths.max()) > limit:
         long = int((lengths > limit).sum())
