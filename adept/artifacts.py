@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from adept import __version__
-from adept.atomic import exclusive_lock
+from adept.atomic import discard_temporaries, exclusive_lock
 from adept.data.cache import data_dir
 from adept.errors import AdeptError, warn
 from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
@@ -79,6 +79,7 @@ def cached(
     with exclusive_lock(path.with_suffix(".lock"), "artifact folder"):
         result = _load(path)  # another process may have computed it while we waited
         if result is None:
+            _discard_temporaries(path)
             result = make()
             _describe(path, kind, key)
             save_state(path, result)
@@ -118,9 +119,16 @@ def cached_file(
         return path
     with exclusive_lock(path.with_suffix(".lock"), "artifact folder"):
         if not path.exists():
+            _discard_temporaries(path)
             make(path)
             _describe(path, kind, key)
     return path
+
+
+def _discard_temporaries(path: Path) -> None:
+    """What a killed maker of ``path`` left half-written (under ``path``'s lock)."""
+    for target in (path, path.with_suffix(".json")):
+        discard_temporaries(path.parent, target)
 
 
 def _describe(path: Path, kind: str, key: Mapping[str, Any]) -> None:

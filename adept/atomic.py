@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     it is removed and ``path`` is left as it was. A write that fails for want of space or
     permission (an ``OSError``) is reported as a one-line :class:`AdeptError` naming the file."""
     path = Path(path)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"  # see discard_temporaries
     try:
         yield tmp
         _fsync(tmp)
@@ -56,6 +57,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
                 "or make the folder writable, then repeat the command"
             ) from exc
         raise
+
+
+def discard_temporaries(folder: Path, target: Path | None = None) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``folder`` when its process
+    was killed mid-write (all of them, or only ``target``'s); returns what it deleted. Call it
+    only while holding the lock that guards these files: a live writer's temporary looks the
+    same as a dead one's."""
+    pattern = ".*.*.tmp*" if target is None else f".{glob.escape(target.stem)}.*.tmp{target.suffix}"
+    gone = []
+    for stale in Path(folder).glob(pattern):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            gone.append(stale)
+    return gone
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from adept import __version__
-from adept.atomic import atomic_path, sole_lock
+from adept.atomic import atomic_path, discard_temporaries, sole_lock
 from adept.errors import AdeptError
 
 CONFIG = "config.json"
@@ -153,6 +153,7 @@ class RunDir:
                 ),
             )
         )
+        discard_temporaries(self.path)  # a killed run's half-written files: ours, under the lock
         try:
             self.resumed = self._open(hint, ignore)
         except BaseException:

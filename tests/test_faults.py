@@ -26,7 +26,7 @@ from adept.artifacts import cached, entry_path
 from adept.cli import main
 from adept.data.generate import make_dataset
 from adept.data.hdf5 import load_hdf5, save_hdf5
-from adept.data.registry import load_dataset
+from adept.data.registry import cached_path, load_dataset
 from adept.data.transitions import Transitions
 from adept.errors import AdeptError
 from adept.runs import (
@@ -382,6 +382,57 @@ def test_a_second_process_on_a_run_dir_is_refused_until_the_first_dies(dataset, 
         holder.wait()
     with RunDir(run, {"a": 1}) as again:  # the kernel freed the killed holder's lock
         assert again.resumed
+
+
+def test_two_makes_of_one_cached_dataset_take_turns_and_make_it_once(tmp_path, monkeypatch):
+    import fcntl
+
+    import adept.data.generate as generate
+
+    monkeypatch.setenv("ADEPT_DATA_DIR", str(tmp_path))
+    made: list[Path] = []
+    real_make, real_flock = generate._make, fcntl.flock
+
+    def counted(name: str, out: Path, request: Any) -> Path:
+        made.append(out)
+        return real_make(name, out, request)
+
+    def flock(handle: Any, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not made:  # another process holds the lock: it makes
+            monkeypatch.setattr(atomic_module.fcntl, "flock", real_flock)
+            make_dataset("hopper-random", cached_path("hopper-random", 300), 300, progress=False)
+        real_flock(handle, operation)
+
+    monkeypatch.setattr(generate, "_make", counted)
+    monkeypatch.setattr(atomic_module.fcntl, "flock", flock)
+    data = load_dataset("hopper-random-n300")  # found missing, then waits for the other's turn
+    assert len(made) == 1 and len(data) == 300, "the file the other process made is kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hopper-random-n300.hdf5.lock",
+        "hopper-random-n300.hdf5",
+    ]
+
+
+def test_a_killed_writers_temporaries_are_discarded_by_the_next_lock_holder(dataset, tmp_path):
+    """SIGKILL leaves an atomic write's temporary behind (tests/test_kills.py kills for real);
+    whoever holds the lock next deletes it: a run dir, a dataset, a cache entry."""
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".checkpoint.4242.tmp.pt", run / ".metrics.4242.tmp.csv"]
+    out = tmp_path / "d" / "hopper-random.hdf5"
+    out.parent.mkdir()
+    stale.append(out.parent / ".hopper-random.4242.tmp.hdf5")
+    entry = entry_path("models", {"a": 1}, tmp_path / "cache")
+    entry.parent.mkdir(parents=True)
+    stale += [entry.parent / f".{entry.stem}.4242.tmp{suffix}" for suffix in (".pt", ".json")]
+    kept = out.parent / ".other.4242.tmp.hdf5"  # another file's: not ours to delete
+    for path in [*stale, kept]:
+        path.write_bytes(b"half")
+    with RunDir(run, {"a": 1}):
+        pass
+    make_dataset("hopper-random", out, 50, progress=False)
+    cached("models", {"a": 1}, lambda: {"w": torch.ones(1)}, root=tmp_path / "cache")
+    assert [p for p in stale if p.exists()] == [] and kept.exists()
 
 
 # --- files that try to run code --------------------------------------------------------

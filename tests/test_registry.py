@@ -21,9 +21,9 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
 def test_project_name_is_made_on_demand_then_cached(monkeypatch):
     calls = []
 
-    def small_make(name, out, num_steps=None, seed=0, progress=True):
+    def small_make(name, out, num_steps=None, seed=0, progress=True, reuse=None):
         calls.append(name)
-        return make_dataset(name, out, num_steps=1200, progress=False)
+        return make_dataset(name, out, num_steps=1200, progress=False, reuse=reuse)
 
     monkeypatch.setattr(registry, "make_dataset", small_make)
     first = load_dataset("walker2d-random")
@@ -61,9 +61,9 @@ def test_made_dataset_dims_match_env(tmp_path):
 def test_cached_file_of_an_older_recipe_revision_is_remade(monkeypatch, capsys):
     calls = []
 
-    def small_make(name, out, num_steps=None, seed=0, progress=True):
+    def small_make(name, out, num_steps=None, seed=0, progress=True, reuse=None):
         calls.append(name)
-        return make_dataset(name, out, num_steps=300, progress=False)
+        return make_dataset(name, out, num_steps=300, progress=False, reuse=reuse)
 
     monkeypatch.setattr(registry, "make_dataset", small_make)
     path = small_make("hopper-random", cached_path("hopper-random"))

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from adept import __version__
+from adept.atomic import discard_temporaries, exclusive_lock
 from adept.data.hdf5 import check_writable, save_hdf5
 from adept.data.transitions import Transitions
 from adept.envs import ENV_IDS, MAX_EPISODE_STEPS, make_env
@@ -382,8 +383,13 @@ def make_dataset(
     progress: bool = True,
     sac_steps: int | None = None,
     sac_config: OnlineSACConfig | None = None,
+    reuse: Callable[[], bool] | None = None,
 ) -> Path:
     """Make project dataset ``name`` (e.g. ``hopper-random``) and write it to ``out`` atomically.
+
+    Two processes making one ``out`` take turns (a lock beside it, ``.<file name>.lock``); the
+    one that waited keeps the file its turn found when ``reuse()`` says it will do (the cache's
+    check), and makes it again otherwise.
 
     ``num_steps``: transitions to record (None: 1M; medium-replay's size is its SAC run's).
     ``sac_steps``: SAC budget of the learned kinds (None: 1M; ``medium`` stops earlier at its
@@ -400,13 +406,22 @@ def make_dataset(
     if sac_steps is not None and sac_steps < 1:
         raise AdeptError(f"--sac-steps must be positive, got {sac_steps}")
     out = check_writable(out)
-    request = MakeRequest(env_id, kind, num_steps, seed, progress, sac_steps, sac_config)
+    with exclusive_lock(out.parent / f".{out.name}.lock", "dataset folder"):
+        discard_temporaries(out.parent, out)  # a killed maker's half-written file
+        if reuse is not None and reuse():
+            return out
+        request = MakeRequest(env_id, kind, num_steps, seed, progress, sac_steps, sac_config)
+        return _make(name, out, request)
+
+
+def _make(name: str, out: Path, request: MakeRequest) -> Path:
+    env_id, kind = request.env_id, request.kind
     made = RECIPES[kind](request)
     metadata = {
         "name": name,
         "env_id": env_id,
         "kind": kind,
-        "seed": seed,
+        "seed": request.seed,
         "num_steps": len(made.data),
         "max_episode_steps": MAX_EPISODE_STEPS,
         "protocol": "d4rl",

@@ -195,6 +195,11 @@ def _cached_project_file(name: str, progress: bool, make_missing: bool) -> Path:
         )
     print(f"{problem}; making it", file=sys.stderr)
     make_dataset(
-        project.name, path, num_steps=project.num_steps, seed=project.seed, progress=progress
+        project.name,
+        path,
+        num_steps=project.num_steps,
+        seed=project.seed,
+        progress=progress,
+        reuse=lambda: cache_problem(name) is None,  # another process made it while we waited
     )
     return path
