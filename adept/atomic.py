@@ -8,7 +8,7 @@ import fcntl
 import glob
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,6 +57,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
                 "or make the folder writable, then repeat the command"
             ) from exc
         raise
+
+
+def atomic_files(folder: Path, payloads: Mapping[str, bytes]) -> None:
+    """Write a set of files (name → bytes) into ``folder`` as one: every file goes to a
+    temporary first, and only once all of them are on disk do they replace the old ones. A
+    full or read-only disk therefore fails before any file changes (one-line
+    :class:`AdeptError`), rather than leaving a mix of new and old files (a report whose table
+    and figures disagree)."""
+    with contextlib.ExitStack() as stack:
+        for name, payload in payloads.items():  # each temporary is renamed as its block exits
+            stack.enter_context(atomic_path(Path(folder) / name)).write_bytes(payload)
+        _fsync(Path(folder))
 
 
 def discard_temporaries(folder: Path, target: Path | None = None) -> list[Path]:

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from adept.atomic import atomic_path
+from adept.atomic import atomic_files
 from adept.errors import AdeptError
 from adept.paper import SOURCE as PAPER_SOURCE
 from adept.paper import paper_score
@@ -1164,8 +1164,9 @@ def write_report(
     seed: int = 0,
 ) -> ReportResult:
     """Write results.csv, results.md, the figures and report.html for a bench root into ``out``
-    (default ROOT/report). Everything is computed before the first file is written, and each
-    file is replaced atomically, so an error leaves no half-written report. ``seed`` fixes the
+    (default ROOT/report). Everything is computed, then written to temporaries, before the
+    first file is replaced, so an error (a full disk too) leaves the previous report as it was,
+    never half of one and half of another. ``seed`` fixes the
     bootstrap, so the same root gives the same report."""
     if reps < 100:
         raise AdeptError(f"--reps {reps} is too few for a 95 % interval; use at least 100")
@@ -1202,10 +1203,13 @@ def write_report(
         **{f.name: f.png for f in figures},
         "report.html": to_html(blocks, f"Bench report: {bench.budget}").encode(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    for name, payload in payloads.items():
-        with atomic_path(out / name) as tmp:
-            tmp.write_bytes(payload)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdeptError(
+            f"cannot create report folder {out} ({exc.strerror}); give another --out"
+        ) from exc
+    atomic_files(out, payloads)  # all or none: a full disk leaves the previous report whole
     # a figure this report skipped must not survive from an earlier report of the same root
     for name in FIGURE_NAMES:
         if name not in payloads:

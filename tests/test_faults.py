@@ -262,6 +262,22 @@ def test_damaged_config_and_summary_are_one_line_errors_with_their_remedy(datase
     one_line(exc, run / "config.json", "damaged")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_sac_snapshot_names_the_file_and_the_remedy(tmp_path, damage):
+    from tests.test_online import EASY, tiny_run
+
+    run = tiny_run(tmp_path, EASY)
+    run.medium()
+    path, size = run.medium_path, run.medium_path.stat().st_size
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: size // 2])
+    else:  # inside the stored tensors: torch.load alone would read it without complaint
+        flip(path, size // 2)
+    with pytest.raises(AdeptError) as exc:
+        run.medium()
+    one_line(exc, path, f"delete {run.path} to train the SAC run again")
+
+
 # --- a full or read-only disk ----------------------------------------------------------
 
 

@@ -73,3 +73,63 @@ def test_minari_not_installed(monkeypatch):
         AdeptError, match=r"needs the minari package.*pip install 'adept-rl\[minari\]'"
     ):
         load_dataset("minari:mujoco/hopper/medium-v0")
+
+
+def test_minari_dataset_of_another_observation_space_is_a_one_line_error():
+    """Recorded with Hopper's x position kept (12 values, the env gives 11): refused, naming
+    both spaces, before any training."""
+    import gymnasium as gym
+
+    buffers = [episode(4, terminated=True, seed=0, obs_dim=12)]
+    minari.create_dataset_from_buffers(
+        "test/hopper/positions-v0",
+        buffers,
+        env="Hopper-v5",
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (12,), np.float32),
+        algorithm_name="random",
+        author="adept tests",
+        author_email="tests@example.invalid",
+        code_permalink="tests/test_minari.py",
+        description="Hopper episodes with the x position in the observation",
+    )
+    with pytest.raises(AdeptError) as exc:
+        load_dataset("minari:test/hopper/positions-v0")
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "minari:test/hopper/positions-v0" in message and "Hopper-v5" in message
+    assert "12" in message and "11" in message, message
+
+
+def test_minari_dataset_of_dict_observations_is_a_one_line_error():
+    import gymnasium as gym
+
+    rng = np.random.default_rng(0)
+    space = gym.spaces.Dict(
+        {
+            "position": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32),
+            "velocity": gym.spaces.Box(-np.inf, np.inf, (6,), np.float32),
+        }
+    )
+    buffer = EpisodeBuffer(
+        observations={
+            "position": rng.normal(size=(4, 5)).astype(np.float32),
+            "velocity": rng.normal(size=(4, 6)).astype(np.float32),
+        },
+        actions=rng.uniform(-1, 1, size=(3, 3)).astype(np.float32),
+        rewards=[0.0, 1.0, 2.0],
+        terminations=[False, False, True],
+        truncations=[False, False, False],
+    )
+    minari.create_dataset_from_buffers(
+        "test/hopper/dict-v0",
+        [buffer],
+        env="Hopper-v5",
+        observation_space=space,
+        algorithm_name="random",
+        author="adept tests",
+        author_email="tests@example.invalid",
+        code_permalink="tests/test_minari.py",
+        description="Hopper episodes with dict observations",
+    )
+    with pytest.raises(AdeptError, match=r"dict observations \(position, velocity\)"):
+        load_dataset("minari:test/hopper/dict-v0")

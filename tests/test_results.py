@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import tyro
 
+from adept.cli import main
 from adept.errors import AdeptError
 from adept.results import (
     Report,
@@ -377,6 +380,34 @@ def test_errors_write_nothing(tmp_path, case, words):
         assert word in message
     assert not out.exists()
     assert not (root / "report").exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_report_that_cannot_be_written_leaves_the_previous_one_whole(
+    full, tmp_path, monkeypatch, capsys, code
+):
+    """The disk fills at the third file: no file of the previous report changes (not the two
+    written before either), no temporary is left, and the error is one line."""
+    result, root = full
+    out = tmp_path / "report"
+    shutil.copytree(result.out, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_write, written = Path.write_bytes, []
+
+    def failing_write(self: Path, data) -> int:
+        written.append(self.name)
+        if len(written) == 3:
+            real_write(self, bytes(data)[: len(data) // 2])
+            raise OSError(code, os.strerror(code))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(root), "--out", str(out), "--reps", "200"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and os.strerror(code) in err and str(out) in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_load_bench_orders_datasets_and_methods_as_the_spec(full):

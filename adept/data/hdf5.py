@@ -73,11 +73,56 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _read_metadata(f: h5py.File) -> dict[str, Any]:
+def _column(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """The array ``key`` of a D4RL-layout file, checked before it is read: a dataset of numbers
+    (or flags) with one row per transition."""
+    item = f[key]
+    if not isinstance(item, h5py.Dataset):
+        raise AdeptError(
+            f"{path}: '{key}' is a group, not an array; a D4RL-layout file stores "
+            "each column as one array"
+        )
+    if item.dtype.kind not in "biuf" or item.dtype.names is not None:
+        raise AdeptError(
+            f"{path}: '{key}' holds {item.dtype} values; a D4RL-layout file's "
+            "columns hold numbers (floats, or 0/1 flags)"
+        )
+    if item.ndim == 0:
+        raise AdeptError(f"{path}: '{key}' is a single value; it must hold one row per transition")
+    return item
+
+
+def _check_sizes(columns: dict[str, h5py.Dataset], path: Path) -> None:
+    """Refuse, before reading anything, columns whose row counts differ or whose declared size
+    would not fit in memory (an HDF5 array can declare far more rows than the file stores)."""
+    rows = {key: column.shape[0] for key, column in columns.items()}
+    n = rows.get("observations", 0)
+    for key, count in rows.items():
+        if count != n:
+            raise AdeptError(
+                f"{path}: '{key}' has {count} rows but 'observations' has {n}; all "
+                "columns must have one row per transition"
+            )
+    declared = sum(column.size * 4 for column in columns.values())  # read as 4-byte floats
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if declared > memory // 2:
+        raise AdeptError(
+            f"{path}: its columns declare {n} rows ({declared / 2**30:.1f} GiB as float32), more "
+            f"than half of this machine's memory ({memory / 2**30:.1f} GiB); the file is damaged, "
+            "or split it into smaller files"
+        )
+
+
+def _read_metadata(f: h5py.File, path: Path | str = "") -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if "metadata" not in f:
         return meta
     group = f["metadata"]
+    if not isinstance(group, h5py.Group):
+        raise AdeptError(
+            f"{path or f.filename}: 'metadata' is an array, not a group; D4RL-layout "
+            "files keep their metadata as a group of scalars: remove or rename it"
+        )
     for key, value in group.attrs.items():
         meta[key] = _decode(value)
     for key, item in group.items():
@@ -124,7 +169,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     path = _check_file(path)
     try:
         with h5py.File(path, "r") as f:
-            return _read_metadata(f)
+            return _read_metadata(f, path)
     except OSError as exc:
         raise AdeptError(f"{path} could not be read as HDF5 ({exc}); regenerate it") from exc
 
@@ -151,9 +196,11 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
                     f"{path} lacks required D4RL key(s) {', '.join(missing)}; a D4RL-layout file "
                     f"needs {', '.join(REQUIRED_FIELDS)}{hint}"
                 )
-            arrays = {k: np.asarray(f[k][()]) for k in REQUIRED_FIELDS}
-            log_probs = np.asarray(f[LOG_PROB_KEY][()]) if LOG_PROB_KEY in f else None
-            meta = _read_metadata(f)
+            columns = {k: _column(f, k, path) for k in (*REQUIRED_FIELDS, LOG_PROB_KEY) if k in f}
+            _check_sizes(columns, path)
+            arrays = {k: np.asarray(column[()]) for k, column in columns.items()}
+            log_probs = arrays.pop(LOG_PROB_KEY, None)
+            meta = _read_metadata(f, path)
     except AdeptError:
         raise
     except (OSError, KeyError, ValueError) as exc:
@@ -162,6 +209,11 @@ def load_hdf5(path: str | Path, env_id: str | None = None) -> Transitions:
             f"{path} could not be read as HDF5 ({first}); the file is damaged or truncated, "
             "regenerate it"
         ) from exc
+    if not isinstance(meta.get("env_id", ""), str):
+        raise AdeptError(
+            f"{path}: metadata env_id is {meta['env_id']!r}, not an env id such as "
+            "'Hopper-v5'; fix the metadata or pass the env id"
+        )
     guess = infer_from_filename(path)
     meta.setdefault("kind", guess.get("kind"))
     resolved_env = env_id or meta.get("env_id") or guess.get("env_id")

@@ -145,6 +145,12 @@ class Transitions:
             value = getattr(self, name)
             if value is not None and value.ndim != 1:
                 raise AdeptError(f"{where}: field '{name}' must be 1-D, got shape {value.shape}")
+        for name in ("observations", "actions"):
+            if getattr(self, name).shape[1] == 0:
+                raise AdeptError(
+                    f"{where}: field '{name}' has no columns (shape "
+                    f"{getattr(self, name).shape}); each row needs at least one value"
+                )
         if self.next_observations.shape[1] != self.observations.shape[1]:
             raise AdeptError(
                 f"{where}: 'next_observations' has dim {self.next_observations.shape[1]} but "
