@@ -47,6 +47,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+        # renaming a hard link onto another link of the same file does nothing (POSIX): the
+        # temporary stays (a save after a killed one finds checkpoint.prev.pt linked to the
+        # checkpoint it links again)
+        tmp.unlink(missing_ok=True)
         _fsync(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):

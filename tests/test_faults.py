@@ -167,6 +167,19 @@ def test_saving_keeps_the_checkpoint_it_replaces(tmp_path):
     assert stray_files(tmp_path) == []
 
 
+def test_a_save_after_one_killed_between_its_two_renames_leaves_no_temporary(tmp_path):
+    """Killed after checkpoint.prev.pt became a link of checkpoint.pt but before the new
+    checkpoint replaced it: the next save renames a link onto a link of the same file, which
+    POSIX does as nothing (found by tests/test_kills.py, seed 3)."""
+    path = tmp_path / CHECKPOINT
+    save_state(path, {"step": 15})
+    os.link(path, tmp_path / PREVIOUS_CHECKPOINT)  # where the killed save stopped
+    save_state(path, {"step": 20}, keep_previous=True)
+    assert load_checkpoint(path)["step"] == 20
+    assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT)["step"] == 15
+    assert stray_files(tmp_path) == []
+
+
 def test_a_damaged_run_checkpoint_offers_the_previous_one_which_resumes_exactly(
     dataset, reference, tmp_path, monkeypatch
 ):
