@@ -34,6 +34,7 @@ from adept import __version__
 from adept.atomic import discard_temporaries, exclusive_lock
 from adept.data.cache import data_dir
 from adept.errors import AdeptError, warn
+from adept.precision import active
 from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
 
 HASH_CHARS = 20
@@ -72,6 +73,7 @@ def cached(
     them); put tensors on the CPU, so that a computed and a loaded result are the same.
     ``root`` replaces :func:`artifacts_dir` (tests).
     """
+    key = with_precision(key)
     path = entry_path(kind, key, root)
     result = _load(path)
     if result is not None:
@@ -114,6 +116,7 @@ def cached_file(
     :func:`cached`, for results that are files in a format of their own (a synthetic dataset in
     D4RL layout, readable by ``adept data info``). ``make`` must write ``path`` atomically (a
     temporary file, renamed), so that an existing file is always a complete one."""
+    key = with_precision(key)
     path = entry_path(kind, key, root).with_suffix(suffix)
     if path.exists():
         return path
@@ -123,6 +126,13 @@ def cached_file(
             make(path)
             _describe(path, kind, key)
     return path
+
+
+def with_precision(key: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``key`` plus the autocast dtype in force (:func:`adept.precision.active`), if any: a
+    result computed under bf16 autocast is another result. fp32 keys are left as they were."""
+    dtype = active()
+    return key if dtype is None else {**key, "autocast": dtype}
 
 
 def _discard_temporaries(path: Path) -> None:

@@ -13,6 +13,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,7 @@ from adept.methods import (
     make_method,
     method_options,
 )
+from adept.precision import Precision, autocast
 from adept.rng import rng_state, seed_everything, set_rng_state
 from adept.runs import (
     DIVERGENCE,
@@ -100,6 +102,10 @@ class TrainConfig:
     """Rollbacks allowed in a run before it stops."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device; auto picks CUDA when available."""
+    precision: Precision = "auto"
+    """Matrix products of the agent's update and of the method's models (training, sampling,
+    re-fits): fp32, or bf16 autocast (weights, optimizer state and evaluation stay fp32);
+    auto: the device's default (adept.precision.AUTO)."""
     tensorboard: bool = False
     """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
     wandb: bool = False
@@ -180,6 +186,20 @@ def fit(
         metrics = agent.update(batch)
         metrics.update(method.after_update(step, agent))
         yield step + 1, metrics
+
+
+def _in_context(
+    steps: Iterator[tuple[int, dict[str, torch.Tensor]]],
+    context: Callable[[], AbstractContextManager[object]],
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """``steps``, each one computed inside a fresh ``context()`` (the precision's autocast);
+    what the caller does between them (evaluation, logging, checkpoints) runs outside it."""
+    while True:
+        with context():
+            item = next(steps, None)
+        if item is None:
+            return
+        yield item
 
 
 class _Averager:
@@ -317,9 +337,12 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
         "ref_max_score": ref_max,
     }
 
+    amp = autocast(config.precision, device)
+
     def restore(state: dict[str, Any]) -> None:
         agent.load_state_dict(state["agent"])
-        method.load_state_dict(state["method"], agent)
+        with amp():  # a method may fetch its cached models, keyed by the precision
+            method.load_state_dict(state["method"], agent)
         averager.load_state_dict(state["averager"])
         set_rng_state(state["rng"])
 
@@ -354,7 +377,8 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
 
     t0 = time.perf_counter() - elapsed_before
     if start == 0:
-        setup_metrics = method.setup(agent)
+        with amp():
+            setup_metrics = method.setup(agent)
         if setup_metrics:
             loggers.write(0, time.perf_counter() - t0, setup_metrics)
         if config.on_divergence == "rollback":
@@ -370,7 +394,7 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
     last_eval: float | None = None
     try:
         while start < config.num_steps:
-            for step, metrics in fit(agent, method, start, config.num_steps):
+            for step, metrics in _in_context(fit(agent, method, start, config.num_steps), amp):
                 averager.add(metrics)
                 done = step == config.num_steps
                 row: dict[str, float] = {}

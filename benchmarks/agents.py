@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import tyro
 
 from adept.agents import AGENTS, AgentSpec
 from adept.data import ReplayBuffer, load_dataset, resolve_device
+from adept.precision import autocast
 from adept.train import TrainConfig
 from benchmarks.common import mean_std, run_parallel
 
@@ -52,9 +53,14 @@ class Args:
     """Run the learning table."""
     speed_updates: int = 1000
     """Updates timed per agent (after 100 warm-up updates)."""
+    precisions: tuple[Literal["fp32", "bf16"], ...] = ("fp32", "bf16")
+    """Precisions of the speed table (adept train --precision); the first also runs the
+    learning table's --precision."""
 
 
 def measure_speed(args: Args) -> dict[str, dict[str, float]]:
+    """Updates/s of each agent on each device in each precision ('cpu fp32', 'cpu bf16', ...),
+    the precisions alternated agent by agent."""
     data = load_dataset("hopper-random")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out: dict[str, dict[str, float]] = {}
@@ -63,19 +69,23 @@ def measure_speed(args: Args) -> dict[str, dict[str, float]]:
         buffer = ReplayBuffer.from_transitions(data, device=device)
         spec = AgentSpec.from_data(data, args.speed_updates + 100, device)
         for name in args.agents:
-            torch.manual_seed(0)
-            agent = AGENTS[name](spec)
-            for _ in range(100):
-                agent.update(buffer.sample(256))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(args.speed_updates):
-                agent.update(buffer.sample(256))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            rate = args.speed_updates / (time.perf_counter() - start)
-            out.setdefault(name, {})[device_name] = rate
+            for prec in args.precisions:
+                amp = autocast(prec, device)
+                torch.manual_seed(0)
+                agent = AGENTS[name](spec)
+                for _ in range(100):
+                    with amp():
+                        agent.update(buffer.sample(256))
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(args.speed_updates):
+                    with amp():
+                        agent.update(buffer.sample(256))
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                rate = args.speed_updates / (time.perf_counter() - start)
+                out.setdefault(name, {})[f"{device_name} {prec}"] = rate
     return out
 
 
@@ -83,7 +93,11 @@ def learning_table(args: Args) -> list[tuple[str, str, int, dict[str, Any]]]:
     for dataset in args.datasets:  # make each dataset once, before the workers start
         load_dataset(dataset)
     base = TrainConfig(
-        num_steps=args.num_steps, eval_every=args.eval_every, progress=False, device="cpu"
+        num_steps=args.num_steps,
+        eval_every=args.eval_every,
+        progress=False,
+        device="cpu",
+        precision=args.precisions[0],
     )
     configs = [
         replace(

@@ -261,3 +261,15 @@ def test_resume_is_exact(hopper, tmp_path, monkeypatch, cache):
         return replace(config, synther=replace(config.synther, real_ratio=0.5, cache=cache))
 
     resumes_exactly(make, tmp_path, monkeypatch, "generator", cache)
+
+
+def test_a_run_that_finds_the_samples_cached_ends_as_the_run_that_made_them(hopper, tmp_path):
+    """Sampling from the cached generator used to draw the model's throw-away initial weights
+    from the run's own RNG: a run that made the samples then trained differently from one that
+    found them in the cache."""
+    from adept.train import train
+    from tests.test_methods import rows
+
+    train(run_config(hopper, tmp_path / "miss", agent="td3bc"))
+    train(run_config(hopper, tmp_path / "hit", agent="td3bc"))
+    assert rows(tmp_path / "hit") == rows(tmp_path / "miss")

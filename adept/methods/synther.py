@@ -30,6 +30,7 @@ from adept.diffusion.training import train_averaged
 from adept.errors import AdeptError
 from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.nets import Normalizer
+from adept.rng import cuda_indices
 
 TERMINAL_THRESHOLD = 0.5
 """A sampled terminal flag above this reads as a terminal transition."""
@@ -317,9 +318,11 @@ def synthesize(
 ) -> Transitions:
     """The synthetic dataset of a trained generator (``model_state``: :func:`train_generator`'s
     ``model``): a pure function of :func:`samples_key`'s inputs (a generator of its own, seeded
-    from ``seed``'s sampling stream)."""
+    from ``seed``'s sampling stream); the caller's torch RNG is left as it was, so a run that
+    finds the samples in the cache goes on exactly as one that made them."""
     sizes = config.sizes(len(data))
-    model = build_model(data, config).to(device)
+    with torch.random.fork_rng(devices=cuda_indices(device)):  # the init draws are overwritten
+        model = build_model(data, config).to(device)
     model.load_state_dict(model_state)
     rng = torch.Generator(device=device)
     rng.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))

@@ -1,0 +1,104 @@
+"""``--precision bf16``: the training steps run under bf16 autocast (and nothing else does), the
+runs stay finite and resume exactly, and cached models are kept apart from fp32 ones."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import adept.train as train_module
+from adept import precision
+from adept.artifacts import artifacts_dir
+from adept.runs import load_checkpoint
+from adept.train import TrainConfig, train
+from tests.test_methods import config, rows, train_interrupted_then_resumed
+from tests.test_methods import dataset as dataset
+
+
+def test_auto_is_the_device_default_and_bf16_casts_the_products():
+    cpu = torch.device("cpu")
+    assert precision.resolve("auto", cpu) == precision.AUTO["cpu"]
+    assert precision.resolve("bf16", cpu) == "bf16"
+    layer = torch.nn.Linear(4, 4)
+    with precision.autocast("bf16", cpu)():
+        assert precision.active() == "bfloat16"
+        assert layer(torch.ones(2, 4)).dtype == torch.bfloat16
+    with precision.autocast("fp32", cpu)():
+        assert precision.active() is None
+        assert layer(torch.ones(2, 4)).dtype == torch.float32
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoint.pt")["agent"]["actor"]
+
+
+def run_config(dataset: str, run: Path, agent: str, method: str) -> TrainConfig:
+    """test_methods' tiny run; SynthER, PGD and DyDiff with their own tests' tiny models."""
+    if method in ("synther", "pgd", "dydiff"):
+        module = importlib.import_module(f"tests.test_{method}")
+        return replace(module.run_config(dataset, run), agent=agent)
+    return config(dataset, run, agent=agent, method=method)
+
+
+@pytest.mark.parametrize(
+    ("agent", "method"),
+    [
+        ("iql", "adept"),
+        ("sac", "diffusion"),
+        ("td3bc", "synther"),
+        ("bc", "pgd"),
+        ("iql", "dydiff"),
+        ("sac", "none"),
+        ("td3bc", "none"),
+    ],
+)
+def test_bf16_runs_stay_finite_and_train_in_bf16(dataset, tmp_path, monkeypatch, agent, method):
+    fp32 = run_config(dataset, tmp_path / "fp32", agent, method)
+    train(fp32)
+    seen: list[str | None] = []
+    real_evaluate = train_module.evaluate
+
+    def evaluate(*args, **kwargs):
+        seen.append(precision.active())
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    train(replace(fp32, run_dir=tmp_path / "bf16", precision="bf16"))
+    assert seen and all(dtype is None for dtype in seen), "evaluation runs in fp32"
+    a, b = weights(tmp_path / "fp32"), weights(tmp_path / "bf16")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a), "bf16 changed nothing: not in force"
+    logged = rows(tmp_path / "bf16")
+    assert all(v == "" or math.isfinite(float(v)) for r in logged for v in r.values())
+
+
+@pytest.mark.parametrize(("agent", "method"), [("iql", "adept"), ("td3bc", "synther")])
+def test_bf16_models_are_cached_apart_and_a_bf16_run_resumes_exactly(
+    dataset,
+    tmp_path,
+    monkeypatch,
+    agent,
+    method,
+):
+    """SynthER's resume fetches its generator and samples from the cache again: under bf16 it
+    must find the bf16 ones, not the fp32 ones of the same settings."""
+
+    def make(name: str, prec: str) -> TrainConfig:
+        base = run_config(dataset, tmp_path / name, agent, method)
+        return replace(base, num_steps=20, eval_every=20, precision=prec)
+
+    def entries() -> list[Path]:
+        return [p for p in artifacts_dir().rglob("*") if p.suffix in (".pt", ".hdf5")]
+
+    train(make("fp32", "fp32"))
+    made = len(entries())
+    train(make("full", "bf16"))
+    assert len(entries()) == 2 * made, "bf16 models are other cache entries than fp32 ones"
+    train_interrupted_then_resumed(make("part", "bf16"), 13, monkeypatch)
+    assert rows(tmp_path / "part") == rows(tmp_path / "full")
+    assert len(entries()) == 2 * made
