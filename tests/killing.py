@@ -84,17 +84,20 @@ class Kill:
     when: float = 0.0
 
 
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def run(argv: list[str], data_dir: str, kill: Kill | None, counts: str | None) -> None:
+def run(argv: list[str], data_dir: str, kill: Kill | None, counts: str | None, status: str) -> None:
     """Run ``adept <argv>`` with ``$ADEPT_DATA_DIR`` at ``data_dir``; die as ``kill`` says.
     ``counts``: a file to write each site's call count to when the command ends, the sites in
-    the order of their first call."""
+    the order of their first call. ``status``: a file that says how the run ended — 'killed'
+    (written just before the SIGKILL), 'done', or the error — so the parent does not depend on
+    the exit code that the forkserver relays (it once came back as 255, 'status lost')."""
     os.environ["ADEPT_DATA_DIR"] = data_dir
     torch.set_num_threads(1)
     calls: Counter[str] = Counter()
+    report = Path(status)
+
+    def die() -> None:
+        report.write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def hit(site: str, inside: Callable[[], Any] | None = None) -> None:
         calls[site] += 1
@@ -110,9 +113,12 @@ def run(argv: list[str], data_dir: str, kill: Kill | None, counts: str | None) -
         timer.start()
     try:
         main(argv)
-    finally:
-        if counts is not None:
-            Path(counts).write_text(json.dumps(calls))
+    except BaseException as exc:
+        report.write_text(f"failed: {type(exc).__name__}: {exc}")
+        raise
+    report.write_text("done")
+    if counts is not None:
+        Path(counts).write_text(json.dumps(calls))
 
 
 def _install(hit: Callable[..., None], kill: Kill | None) -> None:

@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import random
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,17 +113,25 @@ def argv(name: str, folder: Path, dataset: Path) -> list[str]:
             *COMMANDS[name]]  # fmt: skip
 
 
-def launch(context: Any, args: list[str], folder: Path, kill: Kill | None, counts: Path | None):
+def launch(
+    context: Any, args: list[str], folder: Path, kill: Kill | None, counts: Path | None
+) -> str:
+    """Run ``adept <args>`` in a forked child; how it ended: 'killed', 'done' or the failure."""
+    status = folder / "status.txt"
+    folder.mkdir(parents=True, exist_ok=True)
+    status.unlink(missing_ok=True)
     process = context.Process(
         target=run_child,
-        args=(args, str(folder / "data"), kill, None if counts is None else str(counts)),
+        args=(args, str(folder / "data"), kill, None if counts is None else str(counts), status),
     )
     process.start()
     process.join(timeout=300)
     if process.exitcode is None:
         process.kill()
         pytest.fail(f"adept {' '.join(args)} hung")
-    return process.exitcode
+    ended = status.read_text() if status.exists() else f"no status (exit code {process.exitcode})"
+    status.unlink(missing_ok=True)
+    return ended
 
 
 def chain(context: Any, name: str, root: Path, dataset: Path) -> Chain:
@@ -132,8 +139,8 @@ def chain(context: Any, name: str, root: Path, dataset: Path) -> Chain:
     result = Chain(name, root / "reference", root / "killed")
     counts = root / "counts.json"
     began = time.monotonic()
-    code = launch(context, argv(name, result.reference, dataset), result.reference, None, counts)
-    assert code == 0, f"the reference run of {name} failed (exit {code})"
+    ended = launch(context, argv(name, result.reference, dataset), result.reference, None, counts)
+    assert ended == "done", f"the reference run of {name} {ended}"
     duration = time.monotonic() - began
     calls = {site: n for site, n in json.loads(counts.read_text()).items() if n > 0}
     assert set(calls) <= set(SITES)
@@ -151,13 +158,14 @@ def chain(context: Any, name: str, root: Path, dataset: Path) -> Chain:
             fraction=rng.random(),
             when=rng.uniform(0.0, duration / 2),
         )
-        code = launch(context, args, result.killed, kill, None)
-        if code == -signal.SIGKILL:
+        ended = launch(context, args, result.killed, kill, None)
+        if ended == "killed":
             result.landed.append(kill)
         else:
-            assert code == 0, f"{name} failed after a kill (exit {code})"
+            assert ended == "done", f"{name} after a kill: {ended}"
             result.missed += 1  # the call or instant came after the (resumed) run's end
-    assert launch(context, args, result.killed, None, None) == 0, f"{name} did not finish"
+    ended = launch(context, args, result.killed, None, None)
+    assert ended == "done", f"{name} did not finish: {ended}"
     result.seconds = time.monotonic() - start
     return result
 
