@@ -20,7 +20,9 @@ Candidates are changes from the first recipe of issue 11 (``diffusion``: width 2
 one linear layer, 20k steps), spelled out so that results stay valid when the library's defaults
 move; the library's default today is ``diffusion-2-linear-40k``. ``ensemble`` is the MOPO-style
 Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same wall-clock
-budget as ``diffusion`` (its step cap is set from a timed warm-up).
+budget as ``diffusion`` (its step cap is set from a timed warm-up). A name with ``-bf16`` runs
+that candidate under bf16 autocast (``adept train --precision bf16``): training, timing and the
+error measurements (the model's samples) all in bf16.
 
 "WM train (s)" is the world model's share of pre-training: its steps over its measured steps/s
 (the β fit and the selection passes aside); ``pretrain_s`` in the JSON is the whole call, which
@@ -52,6 +54,7 @@ from adept.data.transitions import Transitions
 from adept.diagnostics import TrueDynamics, true_model_error
 from adept.importance import BehaviorModel
 from adept.methods import ModelBasedConfig, Refitter, holdout_mask, pretrain, pretrain_key
+from adept.precision import Precision, autocast
 from adept.world_model import WorldModel, WorldModelConfig
 from benchmarks.common import format_table, save_results
 
@@ -86,6 +89,18 @@ residual blocks of one linear layer, condition at the input, EMA 0.999 with held
 
 DEFAULT = "diffusion-2-linear-40k"
 
+BF16 = "-bf16"
+"""Suffix of a candidate run under bf16 autocast (``adept train --precision bf16``): trained,
+timed and measured (its rollouts too) with bf16 matrix products, cached apart from fp32."""
+
+
+def candidate(name: str) -> tuple[Change, Precision]:
+    """The change and the precision of candidate ``name`` (a CANDIDATES name, or one + BF16)."""
+    base = name.removesuffix(BF16)
+    if base not in CANDIDATES:
+        raise SystemExit(f"unknown candidate {name!r}; choose from {list(CANDIDATES)} (+{BF16})")
+    return CANDIDATES[base], "bf16" if name.endswith(BF16) else "fp32"
+
 
 RULES: dict[str, Change] = {
     "is-weighted": lambda c: replace(c, refit="is", is_loss="weighted"),
@@ -100,7 +115,8 @@ class Args:
     datasets: tuple[str, ...] = ("hopper-random", "halfcheetah-random", "walker2d-random")
     """Datasets."""
     candidates: tuple[str, ...] = tuple(CANDIDATES)
-    """World models to measure (names of CANDIDATES)."""
+    """World models to measure (names of CANDIDATES; a name + '-bf16' runs it under bf16
+    autocast)."""
     pretrain_steps: int = 20_000
     """Pre-training steps of the first recipe ('-40k' candidates: 40k), a cap for early-stopping
     candidates."""
@@ -187,27 +203,34 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     diffusion_seconds: float | None = results.get(f"{dataset}|diffusion", {}).get("train_s")
     for name in args.candidates:
         key = f"{dataset}|{name}"
-        config = CANDIDATES[name](base_config(args))
+        change, precision = candidate(name)
+        config = change(base_config(args))
+        amp = autocast(precision, device)
         if key in results:
             row = results[key]
             if not np.isfinite(row["steps_per_s"]):  # timing struck out: time it again
-                row["steps_per_s"] = steps_per_second(config, train_part, sampler)
+                with amp():
+                    row["steps_per_s"] = steps_per_second(config, train_part, sampler)
                 row["train_s"] = row["pretrain_steps"] / row["steps_per_s"]
                 save_results(path, results)
             continue
-        rate = steps_per_second(config, train_part, sampler)
+        with amp():
+            rate = steps_per_second(config, train_part, sampler)
         if name == "ensemble" and diffusion_seconds is not None:
             config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
         started = time.perf_counter()
-        result, model, bc = pretrained(data, train_part, config, args.seed)
+        with amp():
+            result, model, bc = pretrained(data, train_part, config, args.seed)
         seconds = time.perf_counter() - started
-        beta_1, beta_10 = errors(model, bc, truth, starts, args.seed)
-        pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
+        with amp():  # the model rolled out as it would be in training
+            beta_1, beta_10 = errors(model, bc, truth, starts, args.seed)
+            pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
         metrics = result["metrics"]
         steps = metrics.get("world_model/pretrain_steps", config.pretrain_steps)
         row = {
             "dataset": dataset,
             "candidate": name,
+            "precision": precision,
             "parameters": sum(p.numel() for p in model.dynamics.parameters()),
             "steps_per_s": rate,
             "train_s": steps / rate,
@@ -339,9 +362,8 @@ def refit(
 
 
 def main(args: Args) -> None:
-    unknown = [c for c in args.candidates if c not in CANDIDATES]
-    if unknown:
-        raise SystemExit(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    for name in args.candidates:
+        candidate(name)  # an unknown name stops here
     if args.refit_candidate not in CANDIDATES:
         raise SystemExit(f"unknown refit candidate {args.refit_candidate!r}")
     unknown = [r for r in args.refit_rules if r not in RULES]
