@@ -42,7 +42,8 @@ def run_config(dataset: str, run: Path, agent: str, method: str) -> TrainConfig:
     if method in ("synther", "pgd", "dydiff"):
         module = importlib.import_module(f"tests.test_{method}")
         return replace(module.run_config(dataset, run), agent=agent)
-    return config(dataset, run, agent=agent, method=method)
+    base = config(dataset, run, agent=agent, method=method)
+    return replace(base, adept=replace(base.adept, true_error_every=1))  # the MuJoCo check too
 
 
 @pytest.mark.parametrize(
