@@ -137,11 +137,9 @@ def true_model_error(
     gap = np.zeros(len(real))
     per_step, reward_per_step = [], []
     for _ in range(horizon):
-        # float32 whatever the autocast (bf16 has no numpy type)
-        act = agent.sample_actions(torch.as_tensor(real, device=device)).float()
+        act = agent.sample_actions(torch.as_tensor(real, device=device))
         qpos, qvel, next_real, r_real, term = truth.step_state(qpos, qvel, act.cpu().numpy())
         pred, r_pred, _ = world_model.step(model_obs, act)
-        pred, r_pred = pred.float(), r_pred.float()
         err = np.linalg.norm(pred.cpu().numpy() - next_real, axis=-1)
         r_err = np.abs(r_pred.cpu().numpy() - r_real)
         per_step.append(float(err[alive].mean()))

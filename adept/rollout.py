@@ -80,8 +80,7 @@ def rollout(
     chunks: list[Batch] = []
     spreads: list[torch.Tensor] = []
     for h in range(horizon):
-        # float32 from here on, whatever the autocast: rows go to fp32 buffers and sums
-        act = agent.sample_actions(obs, deterministic=deterministic).float()  # [live, act_dim]
+        act = agent.sample_actions(obs, deterministic=deterministic)  # [live, act_dim]
         live = len(obs)
         if caution.samples > 1:
             draws = world_model.dynamics.sample(
@@ -91,11 +90,9 @@ def rollout(
             spreads.append(spread)
         else:
             next_obs, spread = world_model.dynamics.sample(obs, act), None
-        next_obs = next_obs.float()
         if bounds is not None:
             next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
         reward, logit = world_model.reward(obs, act, next_obs)
-        reward = reward.float()
         done = logit > 0
         if bounds is not None:
             reward = reward.clamp(bounds.reward_low, bounds.reward_high)

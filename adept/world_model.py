@@ -140,8 +140,9 @@ class NextStateModel(nn.Module):
         return (raw - self.x_mean) / self.x_std
 
     def _next_obs(self, obs: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The sampled next state in raw units, float32 whatever the autocast."""
         raw = x0 * self.x_std + self.x_mean
-        return obs + raw if self.config.target == "delta" else raw
+        return (obs + raw if self.config.target == "delta" else raw).float()
 
     def loss(
         self,
@@ -396,8 +397,9 @@ class RewardTerminalModel(nn.Module):
     def forward(
         self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted reward (raw units) and terminal logit, each ``[batch]``."""
-        out = self._raw(obs, act, next_obs)
+        """Predicted reward (raw units) and terminal logit, each ``[batch]``, float32 whatever
+        the autocast."""
+        out = self._raw(obs, act, next_obs).float()
         return out[:, 0] * self.r_std + self.r_mean, out[:, 1]
 
     def loss(

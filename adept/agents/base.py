@@ -99,8 +99,9 @@ class Agent:
 
     @torch.no_grad()
     def sample_actions(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions on the device for device observations (world-model rollouts)."""
-        return self.actor.sample(obs, deterministic=deterministic).clamp(-1.0, 1.0)
+        """Actions on the device for device observations (world-model rollouts); float32
+        whatever the autocast (they go to fp32 buffers, sums and numpy)."""
+        return self.actor.sample(obs, deterministic=deterministic).clamp(-1.0, 1.0).float()
 
     def state_dict(self) -> dict[str, Any]:
         return {name: part.state_dict() for name, part in self.components().items()}
