@@ -63,6 +63,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def make_folder(folder: Path, what: str, remedy: str) -> None:
+    """Create ``folder`` (and its parents) if need be; when it cannot be created, a one-line
+    :class:`AdeptError`: 'cannot create <what> <folder> (<reason>); <remedy>'."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdeptError(f"cannot create {what} {folder} ({exc.strerror}); {remedy}") from exc
+
+
 def atomic_files(folder: Path, payloads: Mapping[str, bytes]) -> None:
     """Write a set of files (name → bytes) into ``folder`` as one: every file goes to a
     temporary first, and only once all of them are on disk do they replace the old ones. A
@@ -95,13 +104,7 @@ def exclusive_lock(lock: Path, what: str) -> Iterator[None]:
     holds it), creating its folder; ``what`` names that folder in the error when it cannot be
     created. The lock file is left in place: unlinking a lock file another process is waiting
     on would let a third one take a fresh lock beside it."""
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AdeptError(
-            f"cannot create the {what} {lock.parent} ({exc.strerror}); set "
-            "ADEPT_DATA_DIR to a writable folder"
-        ) from exc
+    make_folder(lock.parent, f"the {what}", "set ADEPT_DATA_DIR to a writable folder")
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

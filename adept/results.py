@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from adept.atomic import atomic_files
+from adept.atomic import atomic_files, make_folder
 from adept.errors import AdeptError
 from adept.paper import SOURCE as PAPER_SOURCE
 from adept.paper import paper_score
@@ -1203,12 +1203,7 @@ def write_report(
         **{f.name: f.png for f in figures},
         "report.html": to_html(blocks, f"Bench report: {bench.budget}").encode(),
     }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AdeptError(
-            f"cannot create report folder {out} ({exc.strerror}); give another --out"
-        ) from exc
+    make_folder(out, "report folder", "give another --out")
     atomic_files(out, payloads)  # all or none: a full disk leaves the previous report whole
     # a figure this report skipped must not survive from an earlier report of the same root
     for name in FIGURE_NAMES:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from adept import __version__
-from adept.atomic import atomic_path, discard_temporaries, sole_lock
+from adept.atomic import atomic_path, discard_temporaries, make_folder, sole_lock
 from adept.errors import AdeptError
 
 CONFIG = "config.json"
@@ -137,12 +137,7 @@ class RunDir:
         nested ones as ``parent.field``. ``hint``: what to do when the configs differ."""
         self.path = Path(path)
         self.config = to_jsonable(config)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AdeptError(
-                f"cannot create run dir {self.path} ({exc.strerror}); choose another --run-dir"
-            ) from exc
+        make_folder(self.path, "run dir", "choose another --run-dir")
         self._held = contextlib.ExitStack()
         self._held.enter_context(
             sole_lock(

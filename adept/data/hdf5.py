@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from adept.atomic import atomic_path
+from adept.atomic import atomic_path, make_folder
 from adept.data.transitions import REQUIRED_FIELDS, Transitions
 from adept.errors import AdeptError
 
@@ -236,12 +236,7 @@ def check_writable(path: str | Path) -> Path:
         raise AdeptError(f"output path {path} is a directory; give a file name ending in .hdf5")
     if path.suffix not in (".hdf5", ".h5"):
         raise AdeptError(f"output path {path} must end in .hdf5 or .h5")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AdeptError(
-            f"cannot create directory {path.parent} ({exc.strerror}); choose another --out"
-        ) from exc
+    make_folder(path.parent, "directory", "choose another --out")
     probe = path.parent / f".{path.name}.{os.getpid()}.probe"
     try:
         probe.touch()
