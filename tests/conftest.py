@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
+
+
+def stopped_at(config: Any, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``adept train`` of ``config`` until step ``at``, stopped there as Ctrl-C would stop it
+    (the checkpoints before ``at`` are written, nothing after)."""
+    import adept.train as train_module
+
+    real_fit = train_module.fit
+
+    def fit(agent: Any, method: Any, start: int, num_steps: int) -> Iterator[Any]:
+        for step, metrics in real_fit(agent, method, start, num_steps):
+            if step == at:
+                raise KeyboardInterrupt
+            yield step, metrics
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "fit", fit)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config)
 
 
 def d4rl_arrays(obs_dim: int = 11, act_dim: int = 3, seed: int = 0) -> dict[str, np.ndarray]:

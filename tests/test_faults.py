@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import adept.atomic as atomic_module
-import adept.train as train_module
 from adept.artifacts import cached, entry_path
 from adept.cli import main
 from adept.data.generate import make_dataset
@@ -37,7 +36,7 @@ from adept.runs import (
     save_state,
 )
 from adept.train import TrainConfig, load_agent, train
-from tests.conftest import d4rl_arrays, write_d4rl
+from tests.conftest import d4rl_arrays, stopped_at, write_d4rl
 from tests.test_train import config as train_config
 from tests.test_train import rows
 
@@ -64,18 +63,7 @@ def reference(dataset, tmp_path_factory) -> Path:
 
 def interrupted(dataset: str, run: Path, monkeypatch: pytest.MonkeyPatch, at: int = 47) -> None:
     """Train ``run`` until step ``at`` and stop as Ctrl-C would (checkpoints at 20 and 40)."""
-    real_fit = train_module.fit
-
-    def fit(agent, method, start, num_steps):
-        for step, metrics in real_fit(agent, method, start, num_steps):
-            if step == at:
-                raise KeyboardInterrupt
-            yield step, metrics
-
-    with monkeypatch.context() as patch:
-        patch.setattr(train_module, "fit", fit)
-        with pytest.raises(KeyboardInterrupt):
-            train(config(dataset, run))
+    stopped_at(config(dataset, run), at, monkeypatch)
 
 
 def same_agent(a: Path, b: Path) -> bool:

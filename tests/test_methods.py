@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import adept.train as train_module
 from adept.data.generate import make_dataset
 from adept.errors import AdeptError
 from adept.methods import ModelBasedConfig
 from adept.runs import load_checkpoint
 from adept.train import TrainConfig, train
 from adept.world_model import WorldModelConfig
+from tests.conftest import stopped_at
 
 TINY = ModelBasedConfig(
     world_model=WorldModelConfig(hidden=32, depth=1, denoising_steps=3),
@@ -55,18 +55,7 @@ def config(dataset, run_dir, **kw) -> TrainConfig:
 
 def train_interrupted_then_resumed(config: TrainConfig, at: int, monkeypatch) -> None:
     """Train ``config`` until step ``at``, stop as a killed run would, then resume it."""
-    real_fit = train_module.fit
-
-    def interrupted(agent, method, start, num_steps):
-        for step, metrics in real_fit(agent, method, start, num_steps):
-            if step == at:
-                raise KeyboardInterrupt
-            yield step, metrics
-
-    monkeypatch.setattr(train_module, "fit", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(config)
-    monkeypatch.setattr(train_module, "fit", real_fit)
+    stopped_at(config, at, monkeypatch)
     train(config)
 
 

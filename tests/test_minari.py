@@ -25,22 +25,33 @@ def episode(length: int, terminated: bool, seed: int, obs_dim: int = 11, act_dim
     )
 
 
+def write(dataset_id: str, buffers: list, description: str, **options) -> None:
+    """Write ``buffers`` as Minari dataset ``dataset_id`` of Hopper-v5, with minari itself;
+    ``options``: more of create_dataset_from_buffers's arguments (spaces, reference scores)."""
+    minari.create_dataset_from_buffers(
+        dataset_id,
+        buffers,
+        env="Hopper-v5",
+        eval_env="Hopper-v5",
+        algorithm_name="random",
+        author="adept tests",
+        author_email="tests@example.invalid",
+        code_permalink="tests/test_minari.py",
+        description=description,
+        **options,
+    )
+
+
 @pytest.fixture
 def minari_dataset():
     """A two-episode dataset written by minari itself, so the layout is exactly Minari's."""
     buffers = [episode(4, terminated=True, seed=0), episode(3, terminated=False, seed=1)]
-    minari.create_dataset_from_buffers(
+    write(
         "test/hopper/tiny-v0",
         buffers,
-        env="Hopper-v5",
-        algorithm_name="random",
+        "two hand-made Hopper episodes",
         ref_min_score=-10.0,
         ref_max_score=90.0,
-        author="adept tests",
-        author_email="tests@example.invalid",
-        code_permalink="tests/test_minari.py",
-        description="two hand-made Hopper episodes",
-        eval_env="Hopper-v5",
     )
     return buffers
 
@@ -81,17 +92,11 @@ def test_minari_dataset_of_another_observation_space_is_a_one_line_error():
     import gymnasium as gym
 
     buffers = [episode(4, terminated=True, seed=0, obs_dim=12)]
-    minari.create_dataset_from_buffers(
+    write(
         "test/hopper/positions-v0",
         buffers,
-        env="Hopper-v5",
+        "Hopper episodes with the x position in the observation",
         observation_space=gym.spaces.Box(-np.inf, np.inf, (12,), np.float32),
-        eval_env="Hopper-v5",
-        algorithm_name="random",
-        author="adept tests",
-        author_email="tests@example.invalid",
-        code_permalink="tests/test_minari.py",
-        description="Hopper episodes with the x position in the observation",
     )
     with pytest.raises(AdeptError) as exc:
         load_dataset("minari:test/hopper/positions-v0")
@@ -121,17 +126,11 @@ def test_minari_dataset_of_dict_observations_is_a_one_line_error():
         terminations=[False, False, True],
         truncations=[False, False, False],
     )
-    minari.create_dataset_from_buffers(
+    write(
         "test/hopper/dict-v0",
         [buffer],
-        env="Hopper-v5",
+        "Hopper episodes with dict observations",
         observation_space=space,
-        eval_env="Hopper-v5",
-        algorithm_name="random",
-        author="adept tests",
-        author_email="tests@example.invalid",
-        code_permalink="tests/test_minari.py",
-        description="Hopper episodes with dict observations",
     )
     with pytest.raises(AdeptError, match=r"dict observations \(position, velocity\)"):
         load_dataset("minari:test/hopper/dict-v0")

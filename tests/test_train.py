@@ -11,6 +11,7 @@ from adept.data.generate import make_dataset
 from adept.errors import AdeptError
 from adept.runs import RunDir, load_checkpoint
 from adept.train import TrainConfig, load_agent, train
+from tests.conftest import stopped_at
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +81,10 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(dataset, tmp_path, monkey
     full = config(dataset, tmp_path / "full", agent=agent)
     train(full)
 
-    real_fit = train_module.fit
-
-    def interrupted_fit(agent_, method, start, num_steps):
-        for step, metrics in real_fit(agent_, method, start, num_steps):
-            if step == 47:  # after the checkpoint at 40, mid log-window
-                raise KeyboardInterrupt
-            yield step, metrics
-
     part = config(dataset, tmp_path / "part", agent=agent)
-    monkeypatch.setattr(train_module, "fit", interrupted_fit)
-    with pytest.raises(KeyboardInterrupt):
-        train(part)
+    stopped_at(part, 47, monkeypatch)  # after the checkpoint at 40, mid log-window
     assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 40
     assert not (tmp_path / "part" / "summary.json").exists()
-    monkeypatch.setattr(train_module, "fit", real_fit)
     resumed = train(part)
 
     assert rows(tmp_path / "part") == rows(tmp_path / "full")
