@@ -84,18 +84,15 @@ def atomic_files(folder: Path, payloads: Mapping[str, bytes]) -> None:
         _fsync(Path(folder))
 
 
-def discard_temporaries(folder: Path, target: Path | None = None) -> list[Path]:
+def discard_temporaries(folder: Path, target: Path | None = None) -> None:
     """Delete the temporary files that :func:`atomic_path` left in ``folder`` when its process
-    was killed mid-write (all of them, or only ``target``'s); returns what it deleted. Call it
+    was killed mid-write (all of them, or only ``target``'s). Call it
     only while holding the lock that guards these files: a live writer's temporary looks the
     same as a dead one's."""
     pattern = ".*.*.tmp*" if target is None else f".{glob.escape(target.stem)}.*.tmp{target.suffix}"
-    gone = []
     for stale in Path(folder).glob(pattern):
         with contextlib.suppress(OSError):
             stale.unlink()
-            gone.append(stale)
-    return gone
 
 
 @contextmanager
