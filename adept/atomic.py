@@ -81,7 +81,6 @@ def atomic_files(folder: Path, payloads: Mapping[str, bytes]) -> None:
     with contextlib.ExitStack() as stack:
         for name, payload in payloads.items():  # each temporary is renamed as its block exits
             stack.enter_context(atomic_path(Path(folder) / name)).write_bytes(payload)
-        _fsync(Path(folder))
 
 
 def discard_temporaries(folder: Path, target: Path | None = None) -> None:

@@ -113,14 +113,14 @@ def _check_sizes(columns: dict[str, h5py.Dataset], path: Path) -> None:
         )
 
 
-def _read_metadata(f: h5py.File, path: Path | str = "") -> dict[str, Any]:
+def _read_metadata(f: h5py.File, path: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if "metadata" not in f:
         return meta
     group = f["metadata"]
     if not isinstance(group, h5py.Group):
         raise AdeptError(
-            f"{path or f.filename}: 'metadata' is an array, not a group; D4RL-layout "
+            f"{path}: 'metadata' is an array, not a group; D4RL-layout "
             "files keep their metadata as a group of scalars: remove or rename it"
         )
     for key, value in group.attrs.items():
