@@ -124,6 +124,11 @@ class Train:
         from adept.train import train
 
         summary = train(self.config)
+        if self.config.seeds:
+            for run_dir, run_summary in summary["runs"].items():
+                print(f"run dir: {run_dir}")
+                print(json.dumps(run_summary, indent=2))
+            return
         print(f"run dir: {self.config.resolved_run_dir()}")
         print(json.dumps(summary, indent=2))
 

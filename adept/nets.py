@@ -202,10 +202,15 @@ class TanhGaussianActor(Actor):
         correction = 2 * (math.log(2) - u - F.softplus(-2 * u))
         return gaussian_log_prob(u, mean, log_std) - correction.sum(-1)
 
-    def rsample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterized action and its log-probability."""
+    def rsample(
+        self, obs: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action and its log-probability; ``noise`` is the standard normal
+        draw ``[batch, act_dim]`` (drawn here when not given)."""
         mean, log_std = self(obs)
-        u = mean + torch.randn_like(mean) * log_std.exp()
+        if noise is None:
+            noise = torch.randn_like(mean)
+        u = mean + noise * log_std.exp()
         return torch.tanh(u), self._squash_log_prob(u, mean, log_std)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

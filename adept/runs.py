@@ -196,6 +196,19 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return load_run_checkpoint(self.checkpoint_path, map_location)
 
+    def load_previous_checkpoint(
+        self, map_location: str | torch.device = "cpu"
+    ) -> dict[str, Any] | None:
+        """The checkpoint the latest one replaced (``checkpoint.prev.pt``); None when there is
+        none or it cannot be read."""
+        path = previous_path(self.checkpoint_path)
+        if not path.exists():
+            return None
+        try:
+            return load_checkpoint(path, map_location=map_location)
+        except AdeptError:
+            return None
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / SUMMARY, dict(summary))
 

@@ -9,6 +9,9 @@ the loop.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import importlib
 import math
 import time
@@ -47,6 +50,7 @@ from adept.methods import (
     make_method,
     method_options,
 )
+from adept.pack import Pack, Streams
 from adept.precision import Precision, autocast
 from adept.rng import rng_state, seed_everything, set_rng_state
 from adept.runs import (
@@ -77,6 +81,11 @@ class TrainConfig:
     """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
     seed: int = 0
     """Seed of networks, sampling and evaluation episodes."""
+    seeds: tuple[int, ...] = ()
+    """Train these seeds in one process (instead of --seed), the agents' updates batched into
+    one computation (adept.pack); each seed is an ordinary run in its own directory
+    (<run-dir>/seed<s>, default runs/<dataset>-<agent>-<method>-seed<s>) that resumes exactly,
+    in a pack or alone. A method's own work (rollouts, re-fits, generation) runs seed by seed."""
     run_dir: Path | None = None
     """Run directory; default runs/<dataset>-<agent>-<method>-seed<seed>."""
     env_id: str | None = None
@@ -134,7 +143,14 @@ class TrainConfig:
         name = dataset_label(self.dataset)
         return Path("runs") / f"{name}-{self.agent}-{self.method}-seed{self.seed}"
 
+    def for_seed(self, seed: int) -> TrainConfig:
+        """The run of one of ``seeds``: what ``--seed <seed>`` would train."""
+        run_dir = None if self.run_dir is None else self.run_dir / f"seed{seed}"
+        return dataclasses.replace(self, seed=seed, seeds=(), run_dir=run_dir)
+
     def validate(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise AdeptError(f"--seeds names a seed twice: {list(self.seeds)}; give each once")
         for name in (
             "num_steps",
             "batch_size",
@@ -165,6 +181,7 @@ class TrainConfig:
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
 RESUMABLE_FIELDS = (
+    "seeds",
     "device",
     "on_divergence",
     "divergence_lr_factor",
@@ -304,153 +321,344 @@ def summarize_run(rows: list[dict[str, Any]], steps: int, wall_time: float) -> d
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train (or resume, or report a finished run) and return the run's summary. The run
-    directory is locked while this runs: a second process on it is refused."""
+    directory is locked while this runs: a second process on it is refused. With ``seeds``,
+    every seed's run (see :func:`train_seeds`); the summaries by run directory."""
     config.validate()
     data = load_dataset(config.dataset, env_id=config.env_id, progress=config.progress)
     if data.env_id is None:
         raise AdeptError(f"dataset {config.dataset} names no env; pass --env-id (e.g. Hopper-v5)")
     check_method(config, data)  # before the run directory is written
+    if config.seeds:
+        return {"runs": train_seeds(config, data, data.env_id)}
     with RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS) as run:
         return _train_in(run, config, data, data.env_id)
 
 
-def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
-    device = resolve_device(config.device)
+class _Seat:
+    """One run in the loop: its agent and method, metric averages, logs, divergence guard and
+    checkpoints. The loop alone drives one; :func:`train_seeds` drives several in a pack."""
 
-    seed_everything(config.seed)
-    spec = AgentSpec.from_data(data, config.num_steps, device)
-    agent = make_agent(config, spec)
-    buffer = ReplayBuffer.from_transitions(data, device=device, seed=config.seed)
-    method = make_method(
-        config.method,
-        data,
-        buffer,
-        config.batch_size,
-        method_options(config.method, config),
-        config.seed,
-        config.num_steps,
-    )
-    averager = _Averager()
-    ref_min, ref_max = reference_returns(env_id, data.metadata)
-    meta = {
-        "env_id": env_id,
-        "obs_dim": data.obs_dim,
-        "act_dim": data.act_dim,
-        "ref_min_score": ref_min,
-        "ref_max_score": ref_max,
-    }
+    def __init__(
+        self,
+        run: RunDir,
+        config: TrainConfig,
+        data: Transitions,
+        env_id: str,
+        amp: Callable[[], AbstractContextManager[object]],
+    ):
+        self.run, self.config, self.data, self.env_id, self.amp = run, config, data, env_id, amp
+        device = resolve_device(config.device)
+        seed_everything(config.seed)
+        spec = AgentSpec.from_data(data, config.num_steps, device)
+        self.agent = make_agent(config, spec)
+        buffer = ReplayBuffer.from_transitions(data, device=device, seed=config.seed)
+        self.method = make_method(
+            config.method,
+            data,
+            buffer,
+            config.batch_size,
+            method_options(config.method, config),
+            config.seed,
+            config.num_steps,
+        )
+        self.averager = _Averager()
+        ref_min, ref_max = reference_returns(env_id, data.metadata)
+        self.meta = {
+            "env_id": env_id,
+            "obs_dim": data.obs_dim,
+            "act_dim": data.act_dim,
+            "ref_min_score": ref_min,
+            "ref_max_score": ref_max,
+        }
+        self.guard = _Guard(config, run)
+        self.start = 0
+        self.t0 = time.perf_counter()
+        self.last_eval: float | None = None
+        self.loggers: _Loggers
 
-    amp = autocast(config.precision, device)
+    def latest(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from; None for a fresh run."""
+        if self.run.resumed and self.run.has_checkpoint():
+            # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
+            return self.run.load_checkpoint(map_location="cpu")
+        return None
 
-    def restore(state: dict[str, Any]) -> None:
-        agent.load_state_dict(state["agent"])
-        with amp():  # a method may fetch its cached models, keyed by the precision
-            method.load_state_dict(state["method"], agent)
-        averager.load_state_dict(state["averager"])
+    def restore(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        with self.amp():  # a method may fetch its cached models, keyed by the precision
+            self.method.load_state_dict(state["method"], self.agent)
+        self.averager.load_state_dict(state["averager"])
         set_rng_state(state["rng"])
 
-    guard = _Guard(config, run)
-    start, elapsed_before, saved_metrics = 0, 0.0, None
-    if run.resumed and run.has_checkpoint():
-        # loaded on the CPU: RNG states must be CPU tensors; modules and buffers move the rest
-        state = run.load_checkpoint(map_location="cpu")
-        restore(state)
-        guard.load_state_dict(state.get("divergence", {}))  # a rollback keeps its own count
-        start, elapsed_before = int(state["step"]), float(state["wall_time"])
-        saved_metrics = state.get("metrics")
-    loggers = _Loggers(config, run, start if start > 0 else None, saved_metrics)
-    if start >= config.num_steps and run.is_finished():
-        loggers.close()
-        return run.read_summary()
+    def resume(self, state: dict[str, Any] | None) -> None:
+        """Continue from ``state`` (a checkpoint of this run) or start fresh; opens the logs."""
+        elapsed_before, saved_metrics = 0.0, None
+        if state is not None:
+            self.restore(state)
+            self.guard.load_state_dict(state.get("divergence", {}))  # a rollback keeps its count
+            self.start, elapsed_before = int(state["step"]), float(state["wall_time"])
+            saved_metrics = state.get("metrics")
+        self.loggers = _Loggers(
+            self.config, self.run, self.start if self.start > 0 else None, saved_metrics
+        )
+        self.t0 = time.perf_counter() - elapsed_before
 
-    def checkpoint(step: int, wall_time: float) -> None:
-        run.save_checkpoint(
+    @property
+    def finished(self) -> bool:
+        return self.start >= self.config.num_steps and self.run.is_finished()
+
+    def clock(self) -> float:
+        """The run's wall time (its earlier sessions' included)."""
+        return time.perf_counter() - self.t0
+
+    def checkpoint(
+        self, step: int, agent_state: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        """Save the run at ``step``; ``agent_state`` gives the agent's state when the agent's own
+        ``state_dict`` does not hold it (a packed agent's optimizer moments live in the pack).
+        The RNG saved is the global one: the caller makes it the run's own."""
+        self.run.save_checkpoint(
             {
                 "step": step,
-                "wall_time": wall_time,
-                "agent": agent.state_dict(),
-                "method": method.state_dict(),
-                "averager": averager.state_dict(),
+                "wall_time": self.clock(),
+                "agent": self.agent.state_dict() if agent_state is None else agent_state(),
+                "method": self.method.state_dict(),
+                "averager": self.averager.state_dict(),
                 "rng": rng_state(),
-                "meta": meta,
-                "metrics": loggers.csv.state_dict(),
-                "divergence": guard.state_dict(),
+                "meta": self.meta,
+                "metrics": self.loggers.csv.state_dict(),
+                "divergence": self.guard.state_dict(),
             }
         )
 
-    t0 = time.perf_counter() - elapsed_before
-    if start == 0:
-        with amp():
-            setup_metrics = method.setup(agent)
+    def begin(self) -> None:
+        """A fresh run's set-up: the method's (pre-training, synthetic data), logged at step 0."""
+        if self.start > 0:
+            return
+        with self.amp():
+            setup_metrics = self.method.setup(self.agent)
         if setup_metrics:
-            loggers.write(0, time.perf_counter() - t0, setup_metrics)
-        if config.on_divergence == "rollback":
-            checkpoint(0, time.perf_counter() - t0)  # what a divergence before step 1 rolls back to
+            self.loggers.write(0, self.clock(), setup_metrics)
+        if self.config.on_divergence == "rollback":
+            self.checkpoint(0)  # what a divergence before step 1 rolls back to
 
-    bar = tqdm(
+    def row(self, step: int, metrics: Mapping[str, torch.Tensor]) -> _Row:
+        """What the loop owes the run after ``step``: averaged metrics (at a log step), a
+        checkpoint, an evaluation, and whether anything turned non-finite."""
+        c = self.config
+        self.averager.add(metrics)
+        done = step == c.num_steps
+        row = _Row(
+            step=step,
+            values=self.averager.pop() if step % c.log_every == 0 or done else {},
+            saving=step % c.checkpoint_every == 0 or done,
+            evaluating=step % c.eval_every == 0 or done,
+        )
+        if row.values or row.saving or row.evaluating:
+            row.divergence = divergence.find(step, row.values, self.agent, self.method)
+        return row
+
+    def record(
+        self, row: _Row, agent_state: Callable[[], dict[str, Any]] | None = None
+    ) -> dict[str, str]:
+        """Evaluate, log and checkpoint as ``row`` says; returns the progress bar's postfix."""
+        c, values = self.config, row.values
+        if values and self.guard.rollbacks:
+            values["divergence/rollbacks"] = float(self.guard.rollbacks)
+        if row.evaluating:
+            result = evaluate(
+                lambda obs: self.agent.act(obs, deterministic=True),
+                self.env_id,
+                c.eval_episodes,
+                seed=(c.seed, row.step),
+                metadata=self.data.metadata,
+            )
+            self.last_eval = result.mean_normalized_score
+            values["eval/normalized_score"] = self.last_eval
+            values["eval/normalized_score_std"] = float(result.normalized_scores.std())
+            values["eval/return"] = result.mean_return
+        if values:
+            self.loggers.write(row.step, self.clock(), values)
+        if row.saving:
+            self.checkpoint(row.step, agent_state)
+        shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items() if k.startswith("train/")}
+        if self.last_eval is not None:
+            shown["score"] = f"{self.last_eval:.1f}"
+        return shown
+
+    def finish(self) -> dict[str, Any]:
+        summary = summarize_run(self.loggers.csv.rows, self.config.num_steps, self.clock())
+        self.run.write_summary(summary)
+        return summary
+
+
+@dataclass
+class _Row:
+    """One step's obligations towards a run (see :meth:`_Seat.row`)."""
+
+    step: int
+    values: dict[str, float]
+    saving: bool
+    evaluating: bool
+    divergence: divergence.Divergence | None = None
+
+
+def _bar(config: TrainConfig, start: int, label: str) -> Any:
+    return tqdm(
         total=config.num_steps,
         initial=start,
-        desc=f"{config.agent}",
+        desc=label,
         disable=not config.progress,
         unit="step",
     )
-    last_eval: float | None = None
+
+
+def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
+    amp = autocast(config.precision, resolve_device(config.device))
+    seat = _Seat(run, config, data, env_id, amp)
+    seat.resume(seat.latest())
+    if seat.finished:
+        seat.loggers.close()
+        return run.read_summary()
+    seat.begin()
+
+    start = seat.start
+    bar = _bar(config, start, config.agent)
     try:
         while start < config.num_steps:
-            for step, metrics in _in_context(fit(agent, method, start, config.num_steps), amp):
-                averager.add(metrics)
-                done = step == config.num_steps
-                row: dict[str, float] = {}
-                if step % config.log_every == 0 or done:
-                    row.update(averager.pop())
-                saving = step % config.checkpoint_every == 0 or done
-                evaluating = step % config.eval_every == 0 or done
-                if row or saving or evaluating:
-                    found = divergence.find(step, row, agent, method)
-                    if found is not None:
-                        # back to the last good checkpoint, learning rates scaled (or raise)
-                        state = guard.handle(found, row, agent, method, restore)
-                        loggers.csv.restore(state["metrics"])
-                        start = int(state["step"])
-                        bar.reset(total=config.num_steps)
-                        bar.update(start)
-                        break
-                if row and guard.rollbacks:
-                    row["divergence/rollbacks"] = float(guard.rollbacks)
-                if evaluating:
-                    result = evaluate(
-                        lambda obs: agent.act(obs, deterministic=True),
-                        env_id,
-                        config.eval_episodes,
-                        seed=(config.seed, step),
-                        metadata=data.metadata,
+            for step, metrics in _in_context(
+                fit(seat.agent, seat.method, start, config.num_steps), amp
+            ):
+                row = seat.row(step, metrics)
+                if row.divergence is not None:
+                    # back to the last good checkpoint, learning rates scaled (or raise)
+                    state = seat.guard.handle(
+                        row.divergence, row.values, seat.agent, seat.method, seat.restore
                     )
-                    last_eval = result.mean_normalized_score
-                    row["eval/normalized_score"] = last_eval
-                    row["eval/normalized_score_std"] = float(result.normalized_scores.std())
-                    row["eval/return"] = result.mean_return
-                if row:
-                    loggers.write(step, time.perf_counter() - t0, row)
-                    shown = {
-                        k.split("/")[-1]: f"{v:.3g}"
-                        for k, v in row.items()
-                        if k.startswith("train/")
-                    }
-                    if last_eval is not None:
-                        shown["score"] = f"{last_eval:.1f}"
+                    seat.loggers.csv.restore(state["metrics"])
+                    start = int(state["step"])
+                    bar.reset(total=config.num_steps)
+                    bar.update(start)
+                    break
+                shown = seat.record(row)
+                if row.values:
                     bar.set_postfix(shown, refresh=False)
-                if saving:
-                    checkpoint(step, time.perf_counter() - t0)
                 bar.update(1)
             else:
                 start = config.num_steps
     finally:
         bar.close()
-        loggers.close()
+        seat.loggers.close()
+    return seat.finish()
 
-    summary = summarize_run(loggers.csv.rows, config.num_steps, time.perf_counter() - t0)
-    run.write_summary(summary)
-    return summary
+
+def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
+    """Train ``config.seeds`` in this process, their agents updated as one batched computation
+    (:class:`adept.pack.Pack`); returns each run's summary by run directory.
+
+    Each seed is an ordinary run (``config.for_seed``): its own directory, config, metrics,
+    evaluations and checkpoints, its own random streams (:class:`adept.pack.Streams`), and it
+    can be resumed alone or in a pack. The methods' own work (rollouts, re-fits, generation)
+    runs seed after seed. A seed leaves the pack and is finished alone, from its last
+    checkpoint, by the ordinary loop when it diverges (that loop then stops or rolls back as
+    --on-divergence says), or when a resume finds its checkpoint at another step than the
+    others' (a kill between two seeds' checkpoints; a seed ahead first tries its previous
+    checkpoint)."""
+    configs = [config.for_seed(seed) for seed in config.seeds]
+    summaries: dict[str, Any] = {}
+    alone: list[TrainConfig] = []
+    amp = autocast(config.precision, resolve_device(config.device))
+    with contextlib.ExitStack() as held:
+        seats, states, rngs = [], [], []
+        for c in configs:
+            run = held.enter_context(RunDir(c.resolved_run_dir(), c, ignore=RESUMABLE_FIELDS))
+            seat = _Seat(run, c, data, env_id, amp)
+            seats.append(seat)
+            states.append(seat.latest())
+            rngs.append(rng_state())  # the seed's stream after its networks' initialization
+        steps = [0 if state is None else int(state["step"]) for state in states]
+        common = min((step for step in steps if step < config.num_steps), default=0)
+        joining: list[tuple[_Seat, dict[str, Any] | None, dict[str, Any]]] = []
+        for seat, state, step, rng in zip(seats, states, steps, rngs, strict=True):
+            if common < step < config.num_steps:  # ahead: its previous checkpoint may be in step
+                previous = seat.run.load_previous_checkpoint(map_location="cpu")
+                if previous is not None and int(previous["step"]) == common:
+                    state, step = previous, common
+            if step == common:
+                joining.append((seat, state, rng))
+            else:  # finished (the ordinary loop reads its summary), or out of step
+                alone.append(seat.config)
+        if len(joining) == 1:  # a pack of one is the ordinary loop, less the batching's overhead
+            alone.append(joining.pop()[0].config)
+        streams = Streams([rng for _, _, rng in joining])
+        for s, (seat, state, _) in enumerate(joining):
+            with streams.of(s):
+                seat.resume(state)
+                seat.begin()
+        active = [seat for seat, _, _ in joining]
+        if active:
+            finished = _train_pack(config, active, streams, common, amp)
+            for seat, summary in finished.items():
+                summaries[str(seat.run.path)] = summary
+            alone += [seat.config for seat in active if seat not in finished]
+    for c in alone:  # the pack's run dirs are released: the ordinary loop takes them over
+        with RunDir(c.resolved_run_dir(), c, ignore=RESUMABLE_FIELDS) as run:
+            summaries[str(run.path)] = _train_in(run, c, data, env_id)
+    return summaries
+
+
+def _train_pack(
+    config: TrainConfig,
+    seats: list[_Seat],
+    streams: Streams,
+    start: int,
+    amp: Callable[[], AbstractContextManager[object]],
+) -> dict[_Seat, dict[str, Any]]:
+    """The loop over a pack of seats from ``start``: returns the summaries of the seats that
+    finished; a seat that diverged is left out (the caller finishes it alone)."""
+    pack = Pack([seat.agent for seat in seats])
+    finished: dict[_Seat, dict[str, Any]] = {}
+    bar = _bar(config, start, f"{config.agent} ×{len(seats)}")
+    try:
+        for step in range(start, config.num_steps):
+            with amp():
+                batches, noises = [], []
+                for s, seat in enumerate(seats):
+                    with streams.of(s):
+                        batches.append(seat.method.sample(step))
+                        noises.append(seat.agent.draw(batches[-1]))
+                metrics = pack.update(batches, noises)
+                for s, seat in enumerate(seats):
+                    with streams.of(s):
+                        metrics[s].update(seat.method.after_update(step, seat.agent))
+            leaving = []
+            for s, seat in enumerate(seats):
+                row = seat.row(step + 1, metrics[s])
+                if row.divergence is not None:
+                    leaving.append(s)
+                    seat.loggers.close()
+                    continue
+                with streams.of(s):
+                    shown = seat.record(row, functools.partial(pack.agent_state, s))
+                if row.values and s == 0:
+                    bar.set_postfix(shown, refresh=False)
+            if leaving:
+                pack.release()
+                seats = [seat for s, seat in enumerate(seats) if s not in leaving]
+                streams.states = [rng for s, rng in enumerate(streams.states) if s not in leaving]
+                if not seats:
+                    break
+                pack = Pack([seat.agent for seat in seats])
+                bar.set_description(f"{config.agent} ×{len(seats)}")
+            bar.update(1)
+        else:
+            for seat in seats:
+                finished[seat] = seat.finish()
+    finally:
+        bar.close()
+        for seat in seats:
+            seat.loggers.close()
+    return finished
 
 
 class _Guard:

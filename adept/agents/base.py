@@ -1,15 +1,20 @@
 """What every agent shares: the surface the training loop and the world-model methods call.
 
 ``update(batch) -> dict[str, Tensor]`` returns detached scalar tensors; the loop turns them into
-floats only when it logs, so an update never waits on the host. Observations are raw (each actor
-normalizes with the dataset statistics it holds), so ``act`` and ``log_prob`` take env, dataset
-and world-model states alike.
+floats only when it logs, so an update never waits on the host. An update is written as data the
+loop can also run batched over several seeds (:mod:`adept.pack`): ``draw`` makes every random
+number of the update, ``phases`` lists its gradient steps (a loss, the networks it trains, the
+optimizers that step), ``targets`` its Polyak averages and ``advance`` its bookkeeping
+(schedulers, counters). A loss reads its networks through ``self`` and draws nothing.
+
+Observations are raw (each actor normalizes with the dataset statistics it holds), so ``act``
+and ``log_prob`` take env, dataset and world-model states alike.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,21 @@ from torch import nn
 
 from adept.data.buffer import Batch
 from adept.data.transitions import Transitions
-from adept.nets import Actor, Normalizer
+from adept.nets import Actor, Normalizer, soft_update
+
+#: A phase's loss: ``(batch, noise) -> (loss, detached scalar metrics)``.
+Loss = Callable[[Batch, Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One gradient step of an update: ``loss`` back-propagated into the networks named in
+    ``trains`` (every other network it reads is frozen), then the optimizers in
+    ``optimizers`` step. Names are keys of :meth:`Agent.components`."""
+
+    loss: Loss
+    trains: tuple[str, ...]
+    optimizers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -73,9 +92,66 @@ class Agent:
         """Modules, optimizers and schedulers by name; ``state_dict`` saves exactly these."""
         raise NotImplementedError
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One gradient step on ``batch``; returns detached scalar metrics (``train/...``)."""
+    def draw(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Every random number one update on ``batch`` uses, from torch's global RNG."""
+        return {}
+
+    def phases(self) -> list[Phase]:
+        """The gradient steps of the next update, in order."""
         raise NotImplementedError
+
+    def targets(self) -> list[tuple[str, str, float]]:
+        """``(target, source, τ)``: the Polyak averages θ' ← (1 − τ) θ' + τ θ after the next
+        update's phases."""
+        return []
+
+    def advance(self) -> None:
+        """Bookkeeping after an update: learning-rate schedules, update counters."""
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One update on ``batch``; returns detached scalar metrics (``train/...``)."""
+        parts = self.components()
+        noise = self.draw(batch)
+        metrics: dict[str, torch.Tensor] = {}
+        for phase in self.phases():
+            # networks a loss reads but does not train: no weight gradients for them
+            frozen = [parts[name] for name in self.trained() if name not in phase.trains]
+            for module in frozen:
+                module.requires_grad_(False)
+            loss, phase_metrics = phase.loss(batch, noise)
+            for module in frozen:
+                module.requires_grad_(True)
+            for name in phase.optimizers:
+                parts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            for name in phase.optimizers:
+                parts[name].step()
+            metrics.update(phase_metrics)
+        for target, source, tau in self.targets():
+            soft_update(parts[target], parts[source], tau)
+        self.advance()
+        return metrics
+
+    def trained(self) -> list[str]:
+        """The networks some optimizer trains (the others, such as targets, never get
+        gradients); worked out once per agent."""
+        known: list[str] | None = self.__dict__.get("_trained")
+        if known is not None:
+            return known
+        parts = self.components()
+        optimized = {
+            id(param)
+            for part in parts.values()
+            if isinstance(part, torch.optim.Optimizer)
+            for group in part.param_groups
+            for param in group["params"]
+        }
+        self._trained = [
+            name
+            for name, part in parts.items()
+            if isinstance(part, nn.Module) and any(id(p) in optimized for p in part.parameters())
+        ]
+        return self._trained
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log π(a|s) under the actor's exact distribution, ``[batch]``."""

@@ -9,14 +9,15 @@ Deterministic acting returns the mean, which is the MSE regressor's answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from adept.agents.base import Agent, AgentSpec, adam
+from adept.agents.base import Agent, AgentSpec, Phase, adam
 from adept.data.buffer import Batch
-from adept.nets import GaussianActor
+from adept.nets import GaussianActor, gaussian_log_prob
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ class BC(Agent):
     def components(self) -> dict[str, Any]:
         return {"actor": self.actor, "actor_opt": self.actor_opt}
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        log_prob = self.actor.log_prob(batch.observations, batch.actions)
-        loss = -log_prob.mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
-        with torch.no_grad():
-            mean, _ = self.actor(batch.observations)
-            mse = (mean - batch.actions).pow(2).mean()
-        return {"train/actor_loss": loss.detach(), "train/mse": mse}
+    def phases(self) -> list[Phase]:
+        return [Phase(self.loss, ("actor",), ("actor_opt",))]
+
+    def loss(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mean, log_std = self.actor(batch.observations)
+        loss = -gaussian_log_prob(batch.actions, mean, log_std).mean()
+        return loss, {
+            "train/actor_loss": loss.detach(),
+            "train/mse": (mean.detach() - batch.actions).pow(2).mean(),
+        }

@@ -14,15 +14,16 @@ Locomotion rewards are scaled by 1000 / (max − min episode return), as in the 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from adept.agents.base import Agent, AgentSpec, adam
+from adept.agents.base import Agent, AgentSpec, Phase, adam
 from adept.data.buffer import Batch
-from adept.nets import EnsembleQ, GaussianActor, ValueNet, soft_update
+from adept.nets import EnsembleQ, GaussianActor, ValueNet
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,22 @@ class IQL(Agent):
             "actor_sched": self.actor_sched,
         }
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def phases(self) -> list[Phase]:
+        # The three losses train disjoint networks and each reads the others only through
+        # detached values computed before any step, so one backward pass gives each network
+        # exactly the gradient of its own loss (the paper's three steps, in one pass).
+        nets, optimizers = ("value", "actor", "critic"), ("value_opt", "actor_opt", "critic_opt")
+        return [Phase(self.losses, nets, optimizers)]
+
+    def targets(self) -> list[tuple[str, str, float]]:
+        return [("critic_target", "critic", self.config.tau)]
+
+    def advance(self) -> None:
+        self.actor_sched.step()
+
+    def losses(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.config
         obs, act = batch.observations, batch.actions
         rewards = batch.rewards * self.reward_scale
@@ -106,30 +122,18 @@ class IQL(Agent):
         v = self.value(obs)  # [batch]
         advantage = target_q - v
         value_loss = expectile_loss(advantage, c.expectile)
-        self.value_opt.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_opt.step()
 
         # 2. actor: advantage-weighted log-likelihood of dataset actions
         weights = torch.exp(c.temperature * advantage.detach()).clamp(max=c.max_exp_advantage)
         actor_loss = -(weights * self.actor.log_prob(obs, act)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-        self.actor_sched.step()
 
         # 3. critics: one-step TD towards V(s'); terminals stop the bootstrap, timeouts do not
         td_target = rewards + c.gamma * (1.0 - batch.terminals) * next_v  # [batch]
         q = self.critic(obs, act)  # [2, batch]
         critic_loss = F.mse_loss(q, td_target.expand_as(q))  # mean over both critics
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
 
-        # 4. target critics
-        soft_update(self.critic_target, self.critic, c.tau)
-
-        return {
+        # 4. (targets) the Polyak average of the target critics follows the steps
+        return value_loss + actor_loss + critic_loss, {
             "train/value_loss": value_loss.detach(),
             "train/actor_loss": actor_loss.detach(),
             "train/q_loss": critic_loss.detach(),

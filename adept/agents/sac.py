@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adept.agents.base import Agent, AgentSpec, adam
+from adept.agents.base import Agent, AgentSpec, Phase, adam
 from adept.data.buffer import Batch
-from adept.nets import EnsembleQ, TanhGaussianActor, soft_update
+from adept.nets import EnsembleQ, TanhGaussianActor
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,18 @@ class SAC(Agent):
         ).to(self.device)
         self.critic = EnsembleQ(obs_dim, act_dim, norm(), c.hidden, c.depth).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))
+        # an nn.Module holder so log α saves, loads and packs (adept.pack) like the networks
+        self._alpha_holder = nn.ParameterDict(
+            {"log_alpha": nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))}
+        )
         self.target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
         self.actor_opt = adam(self.actor.parameters(), c.actor_lr)
         self.critic_opt = adam(self.critic.parameters(), c.critic_lr)
-        self.alpha_opt = adam([self.log_alpha], c.alpha_lr)
-        # an nn.Module wrapper so log α saves and loads like the networks
-        self._alpha_holder = nn.ParameterDict({"log_alpha": self.log_alpha})
+        self.alpha_opt = adam(self._alpha_holder.parameters(), c.alpha_lr)
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        return self._alpha_holder["log_alpha"]
 
     def components(self) -> dict[str, Any]:
         return {
@@ -82,47 +88,52 @@ class SAC(Agent):
             "alpha_opt": self.alpha_opt,
         }
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        c = self.config
-        obs, act = batch.observations, batch.actions
-        alpha = self.log_alpha.exp().detach()
+    def draw(self, batch: Batch) -> dict[str, torch.Tensor]:
+        # the reparameterization noise of the next-state and the current-state actions
+        shape = batch.actions.shape
+        device = batch.actions.device
+        return {"next": torch.randn(shape, device=device), "now": torch.randn(shape, device=device)}
 
-        # 1. critics
+    def phases(self) -> list[Phase]:
+        return [
+            Phase(self.critic_loss, ("critic",), ("critic_opt",)),
+            # the actor and temperature losses train disjoint parameters and read each other
+            # only detached: one backward pass; the critic (just stepped) is frozen
+            Phase(self.actor_loss, ("actor", "log_alpha"), ("actor_opt", "alpha_opt")),
+        ]
+
+    def targets(self) -> list[tuple[str, str, float]]:
+        return [("critic_target", "critic", self.config.tau)]
+
+    def critic_loss(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        c = self.config
         with torch.no_grad():
-            next_act, next_log_prob = self.actor.rsample(batch.next_observations)
+            alpha = self.log_alpha.exp()
+            next_act, next_log_prob = self.actor.rsample(batch.next_observations, noise["next"])
             next_q = self.critic_target(batch.next_observations, next_act).min(0).values
             soft_value = next_q - alpha * next_log_prob  # [batch]
             td_target = batch.rewards + c.gamma * (1.0 - batch.terminals) * soft_value
-        q = self.critic(obs, act)  # [2, batch]
+        q = self.critic(batch.observations, batch.actions)  # [2, batch]
         critic_loss = F.mse_loss(q, td_target.expand_as(q))
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-
-        # 2. actor; the critics are frozen so this backward pass skips their weight gradients
-        new_act, log_prob = self.actor.rsample(obs)
-        self.critic.requires_grad_(False)
-        q_new = self.critic(obs, new_act).min(0).values
-        self.critic.requires_grad_(True)
-        actor_loss = (alpha * log_prob - q_new).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_opt.step()
-
-        # 3. temperature
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-
-        # 4. target critics
-        soft_update(self.critic_target, self.critic, c.tau)
-
-        return {
+        return critic_loss, {
             "train/q_loss": critic_loss.detach(),
+            "train/q_mean": q.detach().mean(),
+        }
+
+    def actor_loss(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = batch.observations
+        alpha = self.log_alpha.exp().detach()
+        new_act, log_prob = self.actor.rsample(obs, noise["now"])
+        q_new = self.critic(obs, new_act).min(0).values
+        actor_loss = (alpha * log_prob - q_new).mean()
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        return actor_loss + alpha_loss, {
             "train/actor_loss": actor_loss.detach(),
             "train/alpha_loss": alpha_loss.detach(),
             "train/alpha": alpha,
             "train/entropy": -log_prob.detach().mean(),
-            "train/q_mean": q.detach().mean(),
         }

@@ -14,15 +14,16 @@ evaluation uses π(s).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from adept.agents.base import Agent, AgentSpec, adam
+from adept.agents.base import Agent, AgentSpec, Phase, adam
 from adept.data.buffer import Batch
-from adept.nets import DeterministicActor, EnsembleQ, soft_update
+from adept.nets import DeterministicActor, EnsembleQ
 
 
 @dataclass(frozen=True)
@@ -88,38 +89,58 @@ class TD3BC(Agent):
         super().load_state_dict(state)
         self.updates = int(state["updates"])
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def draw(self, batch: Batch) -> dict[str, torch.Tensor]:
+        # target-policy smoothing noise, N(0, σ²) clipped
         c = self.config
-        obs, act = batch.observations, batch.actions
+        noise = torch.randn_like(batch.actions) * c.policy_noise
+        return {"smoothing": noise.clamp(-c.noise_clip, c.noise_clip)}
+
+    def _actor_turn(self) -> bool:
+        """Whether the next update is one of the delayed actor and target updates."""
+        return (self.updates + 1) % self.config.policy_freq == 0
+
+    def phases(self) -> list[Phase]:
+        critic = Phase(self.critic_loss, ("critic",), ("critic_opt",))
+        if not self._actor_turn():
+            return [critic]
+        # the actor reads the critic just stepped, frozen
+        return [critic, Phase(self.actor_loss, ("actor",), ("actor_opt",))]
+
+    def targets(self) -> list[tuple[str, str, float]]:
+        if not self._actor_turn():
+            return []
+        tau = self.config.tau
+        return [("critic_target", "critic", tau), ("actor_target", "actor", tau)]
+
+    def advance(self) -> None:
         self.updates += 1
 
-        # 1. critics, with target-policy smoothing
+    def critic_loss(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """1. critics, with target-policy smoothing."""
+        c = self.config
         with torch.no_grad():
-            noise = (torch.randn_like(act) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_act = (self.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)
+            next_act = self.actor_target(batch.next_observations) + noise["smoothing"]
+            next_act = next_act.clamp(-1.0, 1.0)
             next_q = self.critic_target(batch.next_observations, next_act).min(0).values
             td_target = batch.rewards + c.gamma * (1.0 - batch.terminals) * next_q
-        q = self.critic(obs, act)  # [2, batch]
+        q = self.critic(batch.observations, batch.actions)  # [2, batch]
         critic_loss = F.mse_loss(q, td_target.expand_as(q))
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
         metrics = {"train/q_loss": critic_loss.detach(), "train/q_mean": q.detach().mean()}
+        return critic_loss, metrics
 
-        # 2. delayed actor and target updates
-        if self.updates % c.policy_freq == 0:
-            pi = self.actor(obs)
-            self.critic.requires_grad_(False)
-            q_pi = self.critic(obs, pi)[0]  # Q_1 only, as in the paper
-            self.critic.requires_grad_(True)
-            lam = c.alpha / q_pi.abs().mean().detach()
-            bc_loss = F.mse_loss(pi, act)
-            actor_loss = -lam * q_pi.mean() + bc_loss
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            soft_update(self.critic_target, self.critic, c.tau)
-            soft_update(self.actor_target, self.actor, c.tau)
-            metrics["train/actor_loss"] = actor_loss.detach()
-            metrics["train/bc_loss"] = bc_loss.detach()
-        return metrics
+    def actor_loss(
+        self, batch: Batch, noise: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """2. the delayed actor: λ-scaled Q plus behaviour cloning."""
+        obs, act = batch.observations, batch.actions
+        pi = self.actor(obs)
+        q_pi = self.critic(obs, pi)[0]  # Q_1 only, as in the paper
+        lam = self.config.alpha / q_pi.abs().mean().detach()
+        bc_loss = F.mse_loss(pi, act)
+        actor_loss = -lam * q_pi.mean() + bc_loss
+        return actor_loss, {
+            "train/actor_loss": actor_loss.detach(),
+            "train/bc_loss": bc_loss.detach(),
+        }
