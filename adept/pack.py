@@ -140,9 +140,6 @@ class Pack:
         self.template = agents[0]
         parts = [agent.components() for agent in agents]
         self.module_names = [n for n, p in parts[0].items() if isinstance(p, nn.Module)]
-        self.optimizer_names = [
-            n for n, p in parts[0].items() if isinstance(p, torch.optim.Optimizer)
-        ]
 
         # stacked parameters (leaves the pack's optimizers step) and buffers, by module
         self.params: dict[str, dict[str, torch.Tensor]] = {}
@@ -162,7 +159,7 @@ class Pack:
 
         # one optimizer per agent optimizer, same class, groups and settings, stacked state
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        for oname in self.optimizer_names:
+        for oname in [n for n, p in parts[0].items() if isinstance(p, torch.optim.Optimizer)]:
             template_opt = parts[0][oname]
             groups = [
                 {
@@ -267,18 +264,21 @@ class Pack:
                     param.copy_(self.params[name][pname][seed])
                     owner, leaf = _owner(parts[name], pname)
                     owner._parameters[leaf] = param
-            for oname, opt in self.optimizers.items():
-                parts[oname].load_state_dict(_slice_state(opt.state_dict(), seed))
+            self._hand_moments(seed)
         self.agents = []
+
+    def _hand_moments(self, seed: int) -> None:
+        """Load seed ``seed``'s slice of the packed optimizer state into its agent's own
+        optimizers (copies)."""
+        parts = self.agents[seed].components()
+        for name, opt in self.optimizers.items():
+            parts[name].load_state_dict(_slice_state(opt.state_dict(), seed))
 
     def agent_state(self, seed: int) -> dict[str, Any]:
         """Seed ``seed``'s agent state as :meth:`Agent.state_dict` gives it for a run of its
         own (copies: saving it does not save the other seeds' slices)."""
-        agent = self.agents[seed]
-        parts = agent.components()
-        for name, opt in self.optimizers.items():
-            parts[name].load_state_dict(_slice_state(opt.state_dict(), seed))
+        self._hand_moments(seed)
         return tree_map(
             lambda value: value.clone() if isinstance(value, torch.Tensor) else value,
-            agent.state_dict(),
+            self.agents[seed].state_dict(),
         )

@@ -25,6 +25,7 @@ from adept.rng import rng_state
 from adept.runs import load_checkpoint
 from adept.train import TrainConfig, train
 from tests.conftest import stopped_at
+from tests.test_artifacts import tensors
 from tests.test_train import config, rows
 
 SEEDS = (0, 1, 2)
@@ -52,21 +53,6 @@ def batch(g: torch.Generator) -> Batch:
         terminals=(torch.rand(64, generator=g) < 0.1).float(),
         timeouts=torch.zeros(64),
     )
-
-
-def tensors(state) -> dict[str, torch.Tensor]:
-    """Every tensor of an agent state (networks and optimizer moments), by path."""
-    out = {}
-
-    def walk(value, path):
-        if isinstance(value, torch.Tensor):
-            out[path] = value
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{path}/{key}")
-
-    walk(state, "")
-    return out
 
 
 @pytest.mark.parametrize("name", ["iql", "sac", "td3bc", "bc"])
@@ -113,7 +99,7 @@ def test_a_packed_seed_updates_as_it_does_alone(name):
         )
     # the seeds are independent runs, not copies of one
     first, second = tensors(pack.agent_state(0)), tensors(pack.agent_state(1))
-    assert not torch.allclose(first["/actor/net.0.weight"], second["/actor/net.0.weight"])
+    assert not torch.allclose(first[".actor.net.0.weight"], second[".actor.net.0.weight"])
 
 
 def test_release_gives_the_agents_back_their_own_parameters():
@@ -198,8 +184,8 @@ def test_train_seeds_writes_the_runs_that_training_each_seed_alone_writes(datase
         for path, value in want.items():
             torch.testing.assert_close(got[path], value, atol=1e-4, rtol=0, msg=path)
         # the checkpoint holds this seed only (no other seed's slice saved through a view)
-        assert got["/actor/net.0.weight"].untyped_storage().nbytes() == (
-            got["/actor/net.0.weight"].numel() * 4
+        assert got[".actor.net.0.weight"].untyped_storage().nbytes() == (
+            got[".actor.net.0.weight"].numel() * 4
         )
     assert rows(tmp_path / "pack" / "seed0") != rows(tmp_path / "pack" / "seed1")
 

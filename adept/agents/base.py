@@ -14,6 +14,7 @@ and ``log_prob`` take env, dataset and world-model states alike.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,7 @@ class Agent:
         metrics: dict[str, torch.Tensor] = {}
         for phase in self.phases():
             # networks a loss reads but does not train: no weight gradients for them
-            frozen = [parts[name] for name in self.trained() if name not in phase.trains]
+            frozen = [parts[name] for name in self.trained if name not in phase.trains]
             for module in frozen:
                 module.requires_grad_(False)
             loss, phase_metrics = phase.loss(batch, noise)
@@ -132,12 +133,10 @@ class Agent:
         self.advance()
         return metrics
 
+    @functools.cached_property
     def trained(self) -> list[str]:
         """The networks some optimizer trains (the others, such as targets, never get
         gradients); worked out once per agent."""
-        known: list[str] | None = self.__dict__.get("_trained")
-        if known is not None:
-            return known
         parts = self.components()
         optimized = {
             id(param)
@@ -146,12 +145,11 @@ class Agent:
             for group in part.param_groups
             for param in group["params"]
         }
-        self._trained = [
+        return [
             name
             for name, part in parts.items()
             if isinstance(part, nn.Module) and any(id(p) in optimized for p in part.parameters())
         ]
-        return self._trained
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log π(a|s) under the actor's exact distribution, ``[batch]``."""
