@@ -694,15 +694,65 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
 
 @dataclass(frozen=True)
 class CellTask:
-    """What a worker needs to run one cell (JSON-serializable, sent to processes and Ray)."""
+    """What a worker needs to run one cell, or a pack of cells that differ only by seed (one
+    ``adept train --seeds`` process); JSON-serializable, sent to processes and Ray."""
 
     id: str
     config: dict[str, Any]
     log: str
     threads: int
+    cells: dict[str, str] = field(default_factory=dict)
+    """A pack's cells: cell id → run directory (empty for a single cell)."""
+
+    def members(self) -> dict[str, str]:
+        """Cell id → run directory of every cell this task runs."""
+        return dict(self.cells) or {self.id: str(self.config["run_dir"])}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
+
+
+def pack_tasks(
+    tasks: Sequence[CellTask], cells: Mapping[str, tuple[Cell, Any]], pack: int
+) -> list[CellTask]:
+    """``tasks`` with the cells that differ only by seed gathered, ``pack`` seeds at most, into
+    tasks of one ``adept train --seeds`` process each (in seed order; a lone cell stays as it
+    is). The pack's run directory is its cells' parent, so each seed trains in its own cell's
+    directory, and ``for_seed`` gives back exactly each cell's own config."""
+    from adept.runs import to_jsonable
+
+    if pack <= 1:
+        return list(tasks)
+    groups: dict[tuple[str, str, str], list[CellTask]] = {}
+    for task in tasks:
+        cell = cells[task.id][0]
+        groups.setdefault((cell.label, cell.variant, cell.agent), []).append(task)
+    out: list[CellTask] = []
+    for (label, variant, agent), members in groups.items():
+        members.sort(key=lambda t: cells[t.id][0].seed)
+        for start in range(0, len(members), pack):
+            chunk = members[start : start + pack]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+                continue
+            seeds = tuple(cells[t.id][0].seed for t in chunk)
+            first = cells[chunk[0].id][1]
+            config = dataclasses.replace(first, seeds=seeds, run_dir=Path(first.run_dir).parent)
+            for t in chunk:
+                if config.for_seed(cells[t.id][0].seed) != cells[t.id][1]:
+                    raise AssertionError(f"pack of {t.id}: its seed's config is not the cell's")
+            name = f"{label}/{variant}/{agent}/seeds{'+'.join(map(str, seeds))}"
+            log = Path(chunk[0].log).with_name(name.replace("/", "__") + ".log")
+            out.append(
+                CellTask(
+                    name,
+                    to_jsonable(config),
+                    str(log),
+                    chunk[0].threads,
+                    {t.id: str(t.config["run_dir"]) for t in chunk},
+                )
+            )
+    return out
 
 
 def config_from_json(cls: type, value: Mapping[str, Any]) -> Any:
@@ -767,10 +817,13 @@ def _attempt(run_dir: Path) -> int:
     return attempts + 1
 
 
-def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> dict[str, Any]:
-    """Run one cell in this process and return its bench.json record (never raises but for
-    KeyboardInterrupt). ``redirect``: append this process's output to the cell's log (Ray
-    workers; a local worker process already writes there)."""
+def execute_cell(
+    task: CellTask | Mapping[str, Any], redirect: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Run one cell (or a pack of them) in this process and return the bench.json record of
+    each, by cell id (never raises but for KeyboardInterrupt). ``redirect``: append this
+    process's output to the task's log (Ray workers; a local worker process already writes
+    there)."""
     import torch
 
     from adept.runs import CHECKPOINT, SUMMARY, load_checkpoint
@@ -780,7 +833,8 @@ def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> 
         task = CellTask(**task)
     log = Path(task.log)
     started = time.perf_counter()
-    record: dict[str, Any] = {}
+    members = task.members()
+    records: dict[str, dict[str, Any]] = {cell_id: {} for cell_id in members}
     with contextlib.ExitStack() as stack:
         if redirect:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -789,33 +843,43 @@ def execute_cell(task: CellTask | Mapping[str, Any], redirect: bool = False) -> 
             stack.enter_context(contextlib.redirect_stderr(out))
         try:
             config = config_from_json(TrainConfig, task.config)
-            record["attempts"] = _attempt(Path(config.run_dir))
             torch.set_num_threads(task.threads)
-            print(f"[{_now()}] cell {task.id}: attempt {record['attempts']}", flush=True)
-            checkpoint = Path(config.run_dir) / CHECKPOINT
-            if checkpoint.exists() and not (Path(config.run_dir) / SUMMARY).exists():
-                step = load_checkpoint(checkpoint)["step"]
-                print(f"[{_now()}] cell {task.id}: resuming from step {step}", flush=True)
-            record.update(_done(train(config)))
+            for cell_id, run_dir in members.items():
+                records[cell_id]["attempts"] = attempt = _attempt(Path(run_dir))
+                print(f"[{_now()}] cell {cell_id}: attempt {attempt}", flush=True)
+                checkpoint = Path(run_dir) / CHECKPOINT
+                if checkpoint.exists() and not (Path(run_dir) / SUMMARY).exists():
+                    step = load_checkpoint(checkpoint)["step"]
+                    print(f"[{_now()}] cell {cell_id}: resuming from step {step}", flush=True)
+            train(config)
+            for cell_id, run_dir in members.items():
+                records[cell_id].update(_done(json.loads((Path(run_dir) / SUMMARY).read_text())))
         except Exception as exc:  # one failed cell never stops the grid
             traceback.print_exc()
             print(f"adept-bench: error: {_one_line(exc)}", file=sys.stderr, flush=True)
-            record.update(state="failed", error=_one_line(exc))
-    record["wall_time"] = round(time.perf_counter() - started, 3)
-    if record["state"] == "failed":
-        record["log_tail"] = _tail(log)
-    return record
+            for cell_id, run_dir in members.items():  # a pack's finished seeds are done
+                summary = Path(run_dir) / SUMMARY
+                if summary.exists():
+                    records[cell_id].update(_done(json.loads(summary.read_text())))
+                else:
+                    records[cell_id].update(state="failed", error=_one_line(exc))
+    wall_time = round(time.perf_counter() - started, 3)
+    for record in records.values():
+        record["wall_time"] = wall_time
+        if record["state"] == "failed":
+            record["log_tail"] = _tail(log)
+    return records
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """``python -m adept.bench TASK_JSON``: a local worker process runs one cell."""
+    """``python -m adept.bench TASK_JSON``: a local worker process runs one cell (or pack)."""
     task = CellTask(**json.loads(argv[0]))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     try:
-        record = execute_cell(task)
+        records = execute_cell(task)
     except KeyboardInterrupt:
         return 130
-    return 0 if record["state"] == "done" else 1
+    return 0 if all(r["state"] == "done" for r in records.values()) else 1
 
 
 Started = Callable[[str], None]
@@ -850,12 +914,15 @@ def run_local(
                         env=_env_threads(task.threads),
                     )
                 running[task.id] = (proc, task, time.perf_counter())
-                started(task.id)
-            for cell_id, (proc, task, t0) in list(running.items()):
+                for cell_id in task.members():
+                    started(cell_id)
+            for task_id, (proc, task, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                del running[cell_id]
-                finished(cell_id, _local_record(proc.returncode, task, time.perf_counter() - t0))
+                del running[task_id]
+                wall_time = time.perf_counter() - t0
+                for cell_id, run_dir in task.members().items():
+                    finished(cell_id, _local_record(proc.returncode, task, run_dir, wall_time))
             time.sleep(0.1)
     except KeyboardInterrupt:
         for proc, _, _ in running.values():
@@ -870,14 +937,17 @@ def run_local(
         raise
 
 
-def _local_record(returncode: int, task: CellTask, wall_time: float) -> dict[str, Any]:
+def _local_record(
+    returncode: int, task: CellTask, cell_dir: str, wall_time: float
+) -> dict[str, Any]:
+    """The record of the cell in ``cell_dir`` after its task's process exited."""
     from adept.runs import SUMMARY
 
-    run_dir = Path(task.config["run_dir"])
+    run_dir = Path(cell_dir)
     record: dict[str, Any] = {"wall_time": round(wall_time, 3)}
     with contextlib.suppress(OSError, ValueError, KeyError):
         record["attempts"] = int(json.loads((run_dir / MARKER).read_text())["attempts"])
-    if returncode == 0:
+    if (run_dir / SUMMARY).exists():  # a failed pack's finished seeds are done
         record.update(_done(json.loads((run_dir / SUMMARY).read_text())))
         return record
     tail = _tail(Path(task.log))
@@ -951,7 +1021,11 @@ def run_ray(
         remote = ray.remote(_ray_cell)
         pending: dict[Any, str] = {}
         submitted = time.time()
-        waiting = {task.id: Path(task.config["run_dir"]) / MARKER for task in tasks}
+        waiting = {
+            cell_id: Path(run_dir) / MARKER
+            for task in tasks
+            for cell_id, run_dir in task.members().items()
+        }
         for task in tasks:
             ref = remote.options(
                 num_cpus=task.threads, num_gpus=gpus, max_retries=max_retries
@@ -966,19 +1040,21 @@ def run_ray(
                         started(cell_id)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
-                cell_id = pending.pop(ref)
-                if waiting.pop(cell_id, None) is not None:
-                    started(cell_id)
+                task = next(t for t in tasks if t.id == pending.pop(ref))
+                for cell_id in task.members():
+                    if waiting.pop(cell_id, None) is not None:
+                        started(cell_id)
                 try:
-                    record = ray.get(ref)
+                    records = ray.get(ref)
                 except Exception as exc:  # the task died more than max_retries times
-                    task = next(t for t in tasks if t.id == cell_id)
-                    record = {
+                    lost = {
                         "state": "failed",
                         "error": f"Ray task lost: {_one_line(exc)}",
                         "log_tail": _tail(Path(task.log)),
                     }
-                finished(cell_id, record)
+                    records = {cell_id: dict(lost) for cell_id in task.members()}
+                for cell_id, record in records.items():
+                    finished(cell_id, record)
     except KeyboardInterrupt:
         for ref in pending:
             with contextlib.suppress(Exception):
@@ -988,7 +1064,7 @@ def run_ray(
         ray.shutdown()
 
 
-def _ray_cell(task: dict[str, Any]) -> dict[str, Any]:
+def _ray_cell(task: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return execute_cell(task, redirect=True)
 
 
@@ -1002,6 +1078,9 @@ class BenchOptions:
     cores, 2 workers × 1 thread ran 30.4 IQL cells/hour, 1 × 2 threads 21.7)."""
     threads: int | None = None
     """Torch threads per cell; None: cores / workers."""
+    pack: int = 1
+    """Cells that differ only by seed trained in one process, up to this many (``adept train
+    --seeds``: their agents' updates batched); 1: every cell its own process."""
     backend: Literal["local", "ray"] = "local"
     address: str | None = None
     gpus_per_cell: float | None = None
@@ -1096,6 +1175,8 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
         raise AdeptError(f"--threads must be positive, got {threads}")
     if options.max_retries < 0:
         raise AdeptError(f"--max-retries must be non-negative, got {options.max_retries}")
+    if options.pack < 1:
+        raise AdeptError(f"--pack must be positive, got {options.pack}")
     if options.backend == "ray":
         _import_ray()
         check_ray_address(options.address)
@@ -1144,6 +1225,10 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
                     )
                 )
             records[cell.id] = record
+        tasks = pack_tasks(tasks, {cell.id: (cell, config) for cell, config in cells}, options.pack)
+        for task in tasks:  # a pack's cells share its log
+            for cell_id in task.members():
+                records[cell_id]["log"] = str(Path(task.log).relative_to(root.path))
         root.state = {
             "format": FORMAT,
             "adept_version": __version__,

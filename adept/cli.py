@@ -218,6 +218,9 @@ class Bench:
     2 workers × 1 thread ran 30.4 cells/hour, 1 worker × 2 threads 21.7."""
     threads: int | None = None
     """Torch threads per cell (default: cores / workers)."""
+    pack: int = 1
+    """Train the cells that differ only by seed in one process, up to this many (adept train
+    --seeds: their agents' updates batched into one computation; a worker runs the pack)."""
     backend: Literal["local", "ray"] = "local"
     """local: worker processes on this machine; ray: Ray tasks on a cluster sharing --root."""
     address: str | None = None
@@ -286,6 +289,7 @@ class Bench:
             root=root,
             workers=self.workers,
             threads=self.threads,
+            pack=self.pack,
             backend=self.backend,
             address=self.address,
             gpus_per_cell=self.gpus_per_cell,

@@ -162,9 +162,10 @@ class GaussianActor(Actor):
         out = self.net(self.normalizer(obs))
         if self.log_std is None:
             mean, log_std = out.chunk(2, dim=-1)
-        else:
-            mean, log_std = out, self.log_std.expand_as(out)
-        return torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+            return torch.tanh(mean), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        # clamped before the expand: one clamp (and its backward) per action dimension, not
+        # per batch row
+        return torch.tanh(out), self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         mean, log_std = self(obs)

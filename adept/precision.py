@@ -6,6 +6,11 @@ optimizer state and gradients stay float32, and evaluation always runs in float3
 AVX-512 BF16 (or AMX) and on recent GPUs the products are faster; the price is a coarser
 forward pass (8 bits of mantissa), which is what the precision benchmark measures.
 
+The two parts of a run are set apart (:class:`Contexts`): the agent's update, and the method's
+generative models. ``bf16`` and ``fp32`` set both; ``auto`` takes each part's measured default
+on the device (:data:`AUTO`), so the agents can run in bf16 where that is free while a world
+model whose pre-training bf16 breaks stays in fp32.
+
 Results computed under autocast differ from fp32 ones, so :func:`active` is part of every cache
 key (:mod:`adept.artifacts`) and ``precision`` is part of a run's config.
 """
@@ -15,30 +20,55 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
 
-AUTO: dict[str, Literal["fp32", "bf16"]] = {"cpu": "fp32", "cuda": "fp32"}
-"""What ``auto`` means on each device type."""
+Part = Literal["agent", "model"]
+"""What a context covers: the agent's update, or the method's generative models (set-up, batch
+sampling, training, rollouts, re-fits)."""
+
+AUTO: dict[str, dict[Part, Literal["fp32", "bf16"]]] = {
+    "cpu": {"agent": "fp32", "model": "fp32"},
+    "cuda": {"agent": "fp32", "model": "fp32"},
+}
+"""What ``auto`` means for each part on each device type."""
 
 
-def resolve(precision: Precision, device: torch.device) -> Literal["fp32", "bf16"]:
-    """``auto`` → the device type's default (:data:`AUTO`); otherwise ``precision``."""
+def resolve(precision: Precision, device: torch.device, part: Part) -> Literal["fp32", "bf16"]:
+    """``auto`` → the part's default on the device type (:data:`AUTO`); otherwise
+    ``precision``, for every part."""
     if precision == "auto":
-        return AUTO.get(device.type, "fp32")
+        return AUTO.get(device.type, {}).get(part, "fp32")
     return precision
 
 
 def autocast(
-    precision: Precision, device: torch.device
+    precision: Precision, device: torch.device, part: Part
 ) -> Callable[[], AbstractContextManager[object]]:
-    """A factory of contexts that run their block in ``precision`` on ``device``."""
-    if resolve(precision, device) == "bf16":
+    """A factory of contexts that run their block in ``part``'s precision on ``device``."""
+    if resolve(precision, device, part) == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """The contexts a run's steps are computed in, one per part."""
+
+    agent: Callable[[], AbstractContextManager[object]]
+    model: Callable[[], AbstractContextManager[object]]
+
+    @classmethod
+    def of(cls, precision: Precision, device: torch.device) -> Contexts:
+        return cls(autocast(precision, device, "agent"), autocast(precision, device, "model"))
+
+
+FP32 = Contexts(contextlib.nullcontext, contextlib.nullcontext)
+"""Both parts in plain float32."""
 
 
 def active() -> str | None:

@@ -16,7 +16,6 @@ import importlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +50,7 @@ from adept.methods import (
     method_options,
 )
 from adept.pack import Pack, Streams
-from adept.precision import Precision, autocast
+from adept.precision import FP32, Contexts, Precision
 from adept.rng import rng_state, seed_everything, set_rng_state
 from adept.runs import (
     DIVERGENCE,
@@ -112,12 +111,12 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device; auto picks CUDA when available."""
     precision: Precision = "auto"
-    """Matrix products of the agent's update and of the method's models (training, sampling,
-    re-fits): fp32, or bf16 autocast (weights, optimizer state and evaluation stay fp32);
-    auto: the device's default (adept.precision.AUTO). Measured so far: bf16 speeds the agents'
-    updates up on CPU, but the diffusion world model's pre-training diverges under it (held-out
-    loss 1.9e6 vs 0.015, true one-step error 114 vs 1.15 on halfcheetah-random): do not use it
-    with --method adept|diffusion yet."""
+    """Matrix products of the agent's update and of the method's models (pre-training,
+    sampling, re-fits, rollouts): fp32, or bf16 autocast (weights, optimizer state and
+    evaluation stay fp32), for both; auto: each part's measured default on the device
+    (adept.precision.AUTO). bf16 breaks the diffusion world model's pre-training (held-out loss
+    1.9e6 vs 0.015, true one-step error 114 vs 1.15 on halfcheetah-random), so auto keeps the
+    models in fp32."""
     tensorboard: bool = False
     """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
     wandb: bool = False
@@ -198,28 +197,24 @@ RESUMABLE_FIELDS = (
 
 
 def fit(
-    agent: Agent, method: Method, start: int, num_steps: int
+    agent: Agent,
+    method: Method,
+    start: int,
+    num_steps: int,
+    contexts: Contexts = FP32,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """The training loop: yields ``(steps done, metrics)`` after each agent update."""
+    """The training loop: yields ``(steps done, metrics)`` after each agent update. The update
+    runs in ``contexts.agent``, the method's work in ``contexts.model`` (the precision's
+    autocasts); what the caller does between steps (evaluation, logging, checkpoints) runs in
+    neither."""
     for step in range(start, num_steps):
-        batch = method.sample(step)
-        metrics = agent.update(batch)
-        metrics.update(method.after_update(step, agent))
+        with contexts.model():
+            batch = method.sample(step)
+        with contexts.agent():
+            metrics = agent.update(batch)
+        with contexts.model():
+            metrics.update(method.after_update(step, agent))
         yield step + 1, metrics
-
-
-def _in_context(
-    steps: Iterator[tuple[int, dict[str, torch.Tensor]]],
-    context: Callable[[], AbstractContextManager[object]],
-) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """``steps``, each one computed inside a fresh ``context()`` (the precision's autocast);
-    what the caller does between them (evaluation, logging, checkpoints) runs outside it."""
-    while True:
-        with context():
-            item = next(steps, None)
-        if item is None:
-            return
-        yield item
 
 
 class _Averager:
@@ -344,9 +339,10 @@ class _Seat:
         config: TrainConfig,
         data: Transitions,
         env_id: str,
-        amp: Callable[[], AbstractContextManager[object]],
+        contexts: Contexts,
     ):
-        self.run, self.config, self.data, self.env_id, self.amp = run, config, data, env_id, amp
+        self.run, self.config, self.data, self.env_id = run, config, data, env_id
+        self.contexts = contexts
         device = resolve_device(config.device)
         seed_everything(config.seed)
         spec = AgentSpec.from_data(data, config.num_steps, device)
@@ -385,7 +381,7 @@ class _Seat:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
-        with self.amp():  # a method may fetch its cached models, keyed by the precision
+        with self.contexts.model():  # a method may fetch its cached models, keyed by precision
             self.method.load_state_dict(state["method"], self.agent)
         self.averager.load_state_dict(state["averager"])
         set_rng_state(state["rng"])
@@ -435,7 +431,7 @@ class _Seat:
         """A fresh run's set-up: the method's (pre-training, synthetic data), logged at step 0."""
         if self.start > 0:
             return
-        with self.amp():
+        with self.contexts.model():
             setup_metrics = self.method.setup(self.agent)
         if setup_metrics:
             self.loggers.write(0, self.clock(), setup_metrics)
@@ -514,8 +510,8 @@ def _bar(config: TrainConfig, start: int, label: str) -> Any:
 
 
 def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
-    amp = autocast(config.precision, resolve_device(config.device))
-    seat = _Seat(run, config, data, env_id, amp)
+    contexts = Contexts.of(config.precision, resolve_device(config.device))
+    seat = _Seat(run, config, data, env_id, contexts)
     seat.resume(seat.latest())
     if seat.finished:
         seat.loggers.close()
@@ -526,9 +522,7 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
     bar = _bar(config, start, config.agent)
     try:
         while start < config.num_steps:
-            for step, metrics in _in_context(
-                fit(seat.agent, seat.method, start, config.num_steps), amp
-            ):
+            for step, metrics in fit(seat.agent, seat.method, start, config.num_steps, contexts):
                 row = seat.row(step, metrics)
                 if row.divergence is not None:
                     # back to the last good checkpoint, learning rates scaled (or raise)
@@ -567,12 +561,12 @@ def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str
     configs = [config.for_seed(seed) for seed in config.seeds]
     summaries: dict[str, Any] = {}
     alone: list[TrainConfig] = []
-    amp = autocast(config.precision, resolve_device(config.device))
+    contexts = Contexts.of(config.precision, resolve_device(config.device))
     with contextlib.ExitStack() as held:
         seats, states, rngs = [], [], []
         for c in configs:
             run = held.enter_context(RunDir(c.resolved_run_dir(), c, ignore=RESUMABLE_FIELDS))
-            seat = _Seat(run, c, data, env_id, amp)
+            seat = _Seat(run, c, data, env_id, contexts)
             seats.append(seat)
             states.append(seat.latest())
             rngs.append(rng_state())  # the seed's stream after its networks' initialization
@@ -597,7 +591,7 @@ def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str
                 seat.begin()
         active = [seat for seat, _, _ in joining]
         if active:
-            finished = _train_pack(config, active, streams, common, amp)
+            finished = _train_pack(config, active, streams, common, contexts)
             for seat, summary in finished.items():
                 summaries[str(seat.run.path)] = summary
             alone += [seat.config for seat in active if seat not in finished]
@@ -612,7 +606,7 @@ def _train_pack(
     seats: list[_Seat],
     streams: Streams,
     start: int,
-    amp: Callable[[], AbstractContextManager[object]],
+    contexts: Contexts,
 ) -> dict[_Seat, dict[str, Any]]:
     """The loop over a pack of seats from ``start``: returns the summaries of the seats that
     finished; a seat that diverged is left out (the caller finishes it alone)."""
@@ -621,16 +615,18 @@ def _train_pack(
     bar = _bar(config, start, f"{config.agent} ×{len(seats)}")
     try:
         for step in range(start, config.num_steps):
-            with amp():
-                batches, noises = [], []
-                for s, seat in enumerate(seats):
-                    with streams.of(s):
+            batches, noises = [], []
+            for s, seat in enumerate(seats):
+                with streams.of(s):
+                    with contexts.model():
                         batches.append(seat.method.sample(step))
+                    with contexts.agent():
                         noises.append(seat.agent.draw(batches[-1]))
+            with contexts.agent():
                 metrics = pack.update(batches, noises)
-                for s, seat in enumerate(seats):
-                    with streams.of(s):
-                        metrics[s].update(seat.method.after_update(step, seat.agent))
+            for s, seat in enumerate(seats):
+                with streams.of(s), contexts.model():
+                    metrics[s].update(seat.method.after_update(step, seat.agent))
             leaving = []
             for s, seat in enumerate(seats):
                 row = seat.row(step + 1, metrics[s])

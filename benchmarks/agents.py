@@ -70,7 +70,7 @@ def measure_speed(args: Args) -> dict[str, dict[str, float]]:
         spec = AgentSpec.from_data(data, args.speed_updates + 100, device)
         for name in args.agents:
             for prec in args.precisions:
-                amp = autocast(prec, device)
+                amp = autocast(prec, device, "agent")
                 torch.manual_seed(0)
                 agent = AGENTS[name](spec)
                 for _ in range(100):

@@ -205,7 +205,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         key = f"{dataset}|{name}"
         change, precision = candidate(name)
         config = change(base_config(args))
-        amp = autocast(precision, device)
+        amp = autocast(precision, device, "model")
         if key in results:
             row = results[key]
             if not np.isfinite(row["steps_per_s"]):  # timing struck out: time it again

@@ -18,8 +18,8 @@ def stopped_at(config: Any, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
     real_fit = train_module.fit
 
-    def fit(agent: Any, method: Any, start: int, num_steps: int) -> Iterator[Any]:
-        for step, metrics in real_fit(agent, method, start, num_steps):
+    def fit(agent: Any, method: Any, start: int, num_steps: int, *contexts: Any) -> Iterator[Any]:
+        for step, metrics in real_fit(agent, method, start, num_steps, *contexts):
             if step == at:
                 raise KeyboardInterrupt
             yield step, metrics

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -409,3 +410,48 @@ def test_repeated_set_and_variant_flags_accumulate():
     assert spec.set["iql.expectile"] == 0.8
     assert {"a", "b", "c"} <= set(spec.variants)
     assert spec.variants["c"] == bench.Variant("diffusion", ("iql",), {"adept.horizon": 3})
+
+
+def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
+    """--pack 2: seeds 0 and 1 of each (variant, agent) train in one `adept train --seeds`
+    process, in their own cells' ordinary run directories, and write what they write alone;
+    seed 2 is a pack of one (its own process)."""
+    root = tmp_path / "grid"
+    spec = tmp_path / "grid.toml"
+    spec.write_text(
+        f'datasets = ["{DATASET}"]\nagents = ["iql"]\nmethods = ["none", "adept"]\n'
+        "seeds = [0, 1, 2]\nnum_steps = 60\neval_every = 30\neval_episodes = 1\n"
+    )
+    sets = [f"{k}={v}" for k, v in TINY_SET.items() if not k.startswith(("dydiff", "pgd"))]
+    args = ["--spec", str(spec), "--root", str(root), "--set", *sets, "--workers", "2"]
+    result = run_bench(*args, "--pack", "2")
+    assert result.returncode == 0, result.stderr
+    cells = state(root)["cells"]
+    assert len(cells) == 6 and {r["state"] for r in cells.values()} == {"done"}
+    for variant in ("none", "adept"):
+        cell = f"{DATASET}/{variant}/iql/seed"
+        pack_log = f"logs/{DATASET}__{variant}__iql__seeds0+1.log"
+        assert cells[cell + "0"]["log"] == cells[cell + "1"]["log"] == pack_log
+        assert cells[cell + "2"]["log"] == f"logs/{DATASET}__{variant}__iql__seed2.log"
+        text = (root / pack_log).read_text()
+        assert f"cell {cell}0: attempt 1" in text and f"cell {cell}1: attempt 1" in text
+        pids = [
+            json.loads((root / f"{cell}{s}" / "bench-cell.json").read_text())["pid"]
+            for s in range(3)
+        ]
+        assert pids[0] == pids[1] != pids[2], "seeds 0 and 1 in one process, seed 2 in another"
+        for s in range(3):
+            summary = json.loads((root / f"{cell}{s}" / "summary.json").read_text())
+            assert cells[f"{cell}{s}"]["normalized_score_last"] == summary["normalized_score_last"]
+    packed = metrics(root / DATASET / "none" / "iql" / "seed1")
+    # the same cell trained alone (--pack 1 after its run directory is removed) writes the
+    # same rows, up to the batched products' rounding
+    shutil.rmtree(root / DATASET / "none" / "iql" / "seed1")
+    again = run_bench(*args, "--pack", "1")
+    assert again.returncode == 0 and "5 already were" in again.stdout, again.stderr
+    alone = metrics(root / DATASET / "none" / "iql" / "seed1")
+    assert [r["step"] for r in alone] == [r["step"] for r in packed]
+    for a, b in zip(alone, packed, strict=True):
+        for key in a:
+            if a[key] != b[key]:
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-4), key

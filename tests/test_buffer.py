@@ -1,3 +1,5 @@
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,36 @@ def test_state_dict_restores_the_sampling_stream(d4rl_file):
     buffer.sample(10)
     buffer.load_state_dict(state)
     assert torch.equal(buffer.sample(10).rewards, expected)
+
+
+def test_saved_rows_are_the_filled_rows_only():
+    """A checkpoint of a model buffer holds its filled rows, not its whole capacity (the fields
+    are views of one table: saving a view would save the table)."""
+    buffer = ReplayBuffer(capacity=1000, obs_dim=3, act_dim=2, device="cpu", with_log_probs=True)
+    r = torch.arange(4, dtype=torch.float32)
+    buffer.add(
+        Batch(
+            r[:, None].repeat(1, 3),
+            -r[:, None].repeat(1, 2),
+            r,
+            r[:, None].repeat(1, 3) + 0.5,
+            r * 0,
+            r * 0 + 1,
+            -r,
+        )
+    )
+    state = buffer.state_dict(include_data=True)["data"]
+    assert set(state) == {f.name for f in fields(Batch)}
+    for name, value in state.items():
+        assert value.untyped_storage().nbytes() == value.numel() * 4, name
+        assert torch.equal(value, getattr(buffer, name)[:4]), name
+    restored = ReplayBuffer(capacity=1000, obs_dim=3, act_dim=2, device="cpu", with_log_probs=True)
+    restored.load_state_dict(buffer.state_dict(include_data=True))
+    assert torch.equal(
+        restored.sample(50, torch.Generator().manual_seed(0)).actions,
+        buffer.sample(50, torch.Generator().manual_seed(0)).actions,
+    )
+    assert sorted(restored.sample(64).action_log_probs.unique().tolist()) == [-3, -2, -1, 0]
 
 
 def test_cat_and_auto_device(d4rl_file):

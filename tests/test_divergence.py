@@ -45,8 +45,8 @@ def poisoned(monkeypatch: pytest.MonkeyPatch, poison: Poison, at: set[int]) -> N
     """Run ``poison(agent, method, metrics)`` right after the agent updates of steps ``at``."""
     real_fit = train_module.fit
 
-    def fit(agent, method, start, num_steps):
-        for step, metrics in real_fit(agent, method, start, num_steps):
+    def fit(agent, method, start, num_steps, *contexts):
+        for step, metrics in real_fit(agent, method, start, num_steps, *contexts):
             if step in at:
                 poison(agent, method, metrics)
             yield step, metrics

@@ -13,24 +13,58 @@ import torch
 
 import adept.train as train_module
 from adept import precision
+from adept.agents import AGENTS
 from adept.artifacts import artifacts_dir
+from adept.methods import METHODS
 from adept.runs import load_checkpoint
 from adept.train import TrainConfig, train
 from tests.test_methods import config, rows, train_interrupted_then_resumed
 from tests.test_methods import dataset as dataset
 
 
-def test_auto_is_the_device_default_and_bf16_casts_the_products():
+def test_auto_is_each_parts_device_default_and_bf16_casts_the_products():
     cpu = torch.device("cpu")
-    assert precision.resolve("auto", cpu) == precision.AUTO["cpu"]
-    assert precision.resolve("bf16", cpu) == "bf16"
+    for part in ("agent", "model"):
+        assert precision.resolve("auto", cpu, part) == precision.AUTO["cpu"][part]
+        assert precision.resolve("bf16", cpu, part) == "bf16"
+        assert precision.resolve("fp32", cpu, part) == "fp32"
     layer = torch.nn.Linear(4, 4)
-    with precision.autocast("bf16", cpu)():
+    with precision.autocast("bf16", cpu, "agent")():
         assert precision.active() == "bfloat16"
         assert layer(torch.ones(2, 4)).dtype == torch.bfloat16
-    with precision.autocast("fp32", cpu)():
+    with precision.autocast("fp32", cpu, "model")():
         assert precision.active() is None
         assert layer(torch.ones(2, 4)).dtype == torch.float32
+
+
+def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch):
+    """With auto meaning bf16 for the agent and fp32 for the models, ADEPT's agent updates run
+    under bf16 while its world model pre-trains, rolls out and re-fits in fp32 (and is the fp32
+    run's cache entry)."""
+    fp32 = run_config(dataset, tmp_path / "fp32", "iql", "adept")
+    train(fp32)
+    cached = sorted(p for p in artifacts_dir().rglob("*.pt"))
+    monkeypatch.setitem(precision.AUTO, "cpu", {"agent": "bf16", "model": "fp32"})
+    seen: dict[str, set[str | None]] = {"update": set(), "setup": set(), "after_update": set()}
+    agent_cls, method_cls = AGENTS["iql"], METHODS["adept"]
+
+    def spy(cls: type, name: str, key: str) -> None:
+        real = getattr(cls, name)
+
+        def recorded(self, *args, **kwargs):
+            seen[key].add(precision.active())
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, recorded)
+
+    spy(agent_cls, "update", "update")
+    spy(method_cls, "setup", "setup")
+    spy(method_cls, "after_update", "after_update")
+    train(replace(fp32, run_dir=tmp_path / "auto", precision="auto"))
+    assert seen == {"update": {"bfloat16"}, "setup": {None}, "after_update": {None}}
+    assert sorted(p for p in artifacts_dir().rglob("*.pt")) == cached, "the fp32 model, reused"
+    a, b = weights(tmp_path / "fp32"), weights(tmp_path / "auto")
+    assert any(not torch.equal(a[k], b[k]) for k in a), "the agent's bf16 changed nothing"
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Transitions as tensors on the training device, and fast uniform batch sampling.
 
-The whole dataset is copied to the device once; a batch is then one ``randint`` and one gather
-per field on that device, with no per-batch numpy → torch copy and no host synchronisation.
-The same buffer serves as a ring buffer for synthetic or online data (``add``).
+The whole dataset is copied to the device once, every field a column block of one row-major
+table; a batch is then one ``randint`` and one gather of whole rows on that device (the batch's
+fields are views of the gathered rows), with no per-batch numpy → torch copy and no host
+synchronisation. The same buffer serves as a ring buffer for synthetic or online data (``add``).
 """
 
 from __future__ import annotations
@@ -87,17 +88,29 @@ class ReplayBuffer:
     ):
         self.device = resolve_device(device)
         self.capacity = capacity
-
-        def zeros(*shape: int) -> torch.Tensor:
-            return torch.zeros(capacity, *shape, device=self.device, dtype=torch.float32)
-
-        self.observations = zeros(obs_dim)
-        self.actions = zeros(act_dim)
-        self.rewards = zeros()
-        self.next_observations = zeros(obs_dim)
-        self.terminals = zeros()
-        self.timeouts = zeros()
-        self.action_log_probs = zeros() if with_log_probs else None
+        # (field, width; 0 for a scalar field): the column blocks of one row of the table
+        layout = [
+            ("observations", obs_dim),
+            ("actions", act_dim),
+            ("rewards", 0),
+            ("next_observations", obs_dim),
+            ("terminals", 0),
+            ("timeouts", 0),
+        ] + ([("action_log_probs", 0)] if with_log_probs else [])
+        self._layout: list[tuple[str, int, int, int]] = []  # (field, start, stop, width)
+        start = 0
+        for name, width in layout:
+            self._layout.append((name, start, start + max(width, 1), width))
+            start += max(width, 1)
+        self._table = torch.zeros(capacity, start, device=self.device, dtype=torch.float32)
+        columns = self._columns(self._table)
+        self.observations = columns["observations"]
+        self.actions = columns["actions"]
+        self.rewards = columns["rewards"]
+        self.next_observations = columns["next_observations"]
+        self.terminals = columns["terminals"]
+        self.timeouts = columns["timeouts"]
+        self.action_log_probs = columns.get("action_log_probs")
         self.size = 0
         self._cursor = 0
         self.generator = torch.Generator(device=self.device)
@@ -122,8 +135,14 @@ class ReplayBuffer:
         return self.size
 
     def _fields(self) -> list[str]:
-        names = [f.name for f in fields(Batch)]
-        return [n for n in names if getattr(self, n) is not None]
+        return [name for name, *_ in self._layout]
+
+    def _columns(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each field's view of table rows ``rows`` ``[n, row width]``."""
+        return {
+            name: rows[:, start:stop] if width else rows[:, start]
+            for name, start, stop, width in self._layout
+        }
 
     def add(self, batch: Batch) -> None:
         """Append a batch, overwriting the oldest rows once full."""
@@ -135,11 +154,13 @@ class ReplayBuffer:
             batch = Batch(**tail)
             n = self.capacity
         positions = (torch.arange(n, device=self.device) + self._cursor) % self.capacity
+        blocks = []
         for name in self._fields():
             value = getattr(batch, name)
             if value is None:
                 raise ValueError(f"batch lacks '{name}', which this buffer stores")
-            getattr(self, name).index_copy_(0, positions, value.to(self.device, torch.float32))
+            blocks.append(value.to(self.device, torch.float32).reshape(n, -1))
+        self._table.index_copy_(0, positions, torch.cat(blocks, dim=1))
         self._cursor = (self._cursor + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -155,7 +176,7 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty buffer")
         rng = self.generator if generator is None else generator
         idx = torch.randint(self.size, (batch_size,), device=self.device, generator=rng)
-        return Batch(**{name: getattr(self, name)[idx] for name in self._fields()})
+        return Batch(**self._columns(self._table[idx]))
 
     def state_dict(self, include_data: bool = False) -> dict[str, Any]:
         """Sampling RNG and fill state; the stored rows too with ``include_data`` (for buffers
@@ -166,8 +187,10 @@ class ReplayBuffer:
             "rng": self.generator.get_state(),
         }
         if include_data:
+            # copies: a view would save the whole table
             state["data"] = {
-                name: getattr(self, name)[: self.size].cpu() for name in self._fields()
+                name: getattr(self, name)[: self.size].to("cpu", copy=True)
+                for name in self._fields()
             }
         return state
 
