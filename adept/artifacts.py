@@ -130,9 +130,12 @@ def cached_file(
 
 def with_precision(key: Mapping[str, Any]) -> Mapping[str, Any]:
     """``key`` plus the autocast dtype in force (:func:`adept.precision.active`), if any: a
-    result computed under bf16 autocast is another result. fp32 keys are left as they were."""
+    result computed under bf16 autocast is another result. fp32 keys are left as they were.
+    ``autocast_cache: False`` names adept's autocast without a weight-cast cache, and sets
+    aside the bf16 entries made before it (trained on stale weights: see
+    :func:`adept.precision.autocast`)."""
     dtype = active()
-    return key if dtype is None else {**key, "autocast": dtype}
+    return key if dtype is None else {**key, "autocast": dtype, "autocast_cache": False}
 
 
 def _discard_temporaries(path: Path) -> None:

@@ -51,7 +51,11 @@ def autocast(
 ) -> Callable[[], AbstractContextManager[object]]:
     """A factory of contexts that run their block in ``part``'s precision on ``device``."""
     if resolve(precision, device, part) == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        # No cast cache: by default autocast keeps the bf16 copy of each weight it casts until
+        # the outermost context exits, so a loop of optimizer steps inside one context (world-
+        # model pre-training, a re-fit's steps, a generator's training) would run every forward
+        # on the weights of its first one and learn nothing.
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext
 
 

@@ -67,6 +67,25 @@ def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch
     assert any(not torch.equal(a[k], b[k]) for k in a), "the agent's bf16 changed nothing"
 
 
+def test_steps_inside_one_bf16_context_train_on_the_current_weights():
+    """Pre-training runs all its optimizer steps inside one context: each forward must use
+    the weights as they are now, not a bf16 copy cached at the first step."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1)
+    layer = torch.nn.Linear(8, 1)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+    losses = []
+    with precision.autocast("bf16", torch.device("cpu"), "model")():
+        for _ in range(100):
+            loss = (layer(x).float() - y).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    assert losses[-1] < 0.05 * losses[0]
+
+
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "checkpoint.pt")["agent"]["actor"]
 
