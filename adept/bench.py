@@ -135,6 +135,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "set": {"pgd.generator_seed": 0, "dydiff.generator_seed": 0},
     },
+    "precision-table": {
+        # Issue 15's accuracy check of bf16 autocast for the agents: each model-free agent in
+        # fp32 and in bf16 (explicit, whatever auto means), 3 seeds, 20k steps.
+        "datasets": ["hopper-random", "halfcheetah-random"],
+        "agents": ["iql", "sac", "td3bc"],
+        "variants": {
+            "fp32": {"method": "none", "precision": "fp32"},
+            "bf16": {"method": "none", "precision": "bf16"},
+        },
+        "seeds": [0, 1, 2],
+        "num_steps": 20_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+    },
     "smoke": {
         # Seconds per cell: a 5k-step dataset, tiny networks, every method once.
         "datasets": ["hopper-random-n5000"],

@@ -55,6 +55,8 @@ class Args:
     """Measurements of each, alternating adept and CORL."""
     batch_size: int = 256
     """Batch size of both."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """adept's ``--precision`` (CORL's script runs in fp32)."""
     out: Path | None = None
     """Also write the results as JSON here."""
     role: Literal["main", "corl"] = "main"
@@ -89,6 +91,8 @@ def _adept_run(args: Args, work: Path) -> float:
         str(num_steps),
         "--run-dir",
         str(run_dir),
+        "--precision",
+        args.precision,
         "--no-progress",
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -245,12 +249,14 @@ def main(args: Args) -> dict[str, Any]:
     ratio = statistics.median(speeds["adept"]) / statistics.median(speeds["corl"])
     results = {
         "dataset": args.dataset,
+        "precision": args.precision,
         "window": [args.from_step, args.to_step],
         "updates_per_s": speeds,
         "median_ratio": round(ratio, 3),
     }
     print(
         f"\nIQL on {args.dataset}, steps {args.from_step}–{args.to_step}: adept "
+        f"(--precision {args.precision}) "
         f"{min(speeds['adept']):.0f}–{max(speeds['adept']):.0f} updates/s, CORL iql.py "
         f"{min(speeds['corl']):.0f}–{max(speeds['corl']):.0f}; median ratio {ratio:.2f}×"
     )
