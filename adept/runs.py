@@ -232,9 +232,13 @@ def state_digest(state: Any) -> str:
 
     def walk(value: Any) -> None:
         if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
+            tensor = value.detach().cpu()
+            flat = tensor.reshape(-1)
+            if flat.stride(0) != 1:
+                # a strided view, e.g. a buffer column (reshape copies only what it must)
+                flat = flat.clone(memory_format=torch.contiguous_format)
             feed(b"T", f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            feed(b"B", tensor.reshape(-1).view(torch.uint8).numpy().data)
+            feed(b"B", flat.view(torch.uint8).numpy().data)
         elif isinstance(value, Mapping):
             feed(b"D", str(len(value)).encode())
             for key, item in value.items():

@@ -132,6 +132,22 @@ def test_every_flipped_bit_in_a_checkpoint_is_caught_or_harmless(tmp_path):
     assert caught >= 250, f"only {caught} of 300 flips were caught"
 
 
+def test_strided_views_save_and_load_as_their_values(tmp_path):
+    """Columns of a row-major table (a replay buffer's fields) are strided views, empty, of one
+    row or many: each saves, is digested by its values and loads back equal."""
+    table = torch.arange(5 * 7, dtype=torch.float32).reshape(5, 7)
+    state = {
+        "empty": table[:0, 3],
+        "one": table[:1, 3],
+        "column": table[:, 3],
+        "block": table[:, 1:3],
+    }
+    path = tmp_path / "checkpoint.pt"
+    save_state(path, state)
+    loaded = load_checkpoint(path)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
 @pytest.mark.parametrize("keep", [0, 1, 100, 0.5, -1])
 def test_a_truncated_checkpoint_is_a_one_line_error_naming_it(tmp_path, keep):
     path = tmp_path / "checkpoint.pt"

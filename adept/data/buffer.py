@@ -189,7 +189,9 @@ class ReplayBuffer:
         if include_data:
             # copies: a view would save the whole table
             state["data"] = {
-                name: getattr(self, name)[: self.size].to("cpu", copy=True)
+                name: getattr(self, name)[: self.size].to(
+                    "cpu", memory_format=torch.contiguous_format, copy=True
+                )
                 for name in self._fields()
             }
         return state
