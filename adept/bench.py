@@ -1033,7 +1033,7 @@ def run_ray(
         if gpus is None:
             gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         remote = ray.remote(_ray_cell)
-        pending: dict[Any, str] = {}
+        pending: dict[Any, CellTask] = {}
         submitted = time.time()
         waiting = {
             cell_id: Path(run_dir) / MARKER
@@ -1044,7 +1044,7 @@ def run_ray(
             ref = remote.options(
                 num_cpus=task.threads, num_gpus=gpus, max_retries=max_retries
             ).remote(dataclasses.asdict(task))
-            pending[ref] = task.id
+            pending[ref] = task
         while pending:
             # Ray says nothing when a task starts: a cell is running once it marks its start
             for cell_id, marker in list(waiting.items()):
@@ -1054,7 +1054,7 @@ def run_ray(
                         started(cell_id)
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
-                task = next(t for t in tasks if t.id == pending.pop(ref))
+                task = pending.pop(ref)
                 for cell_id in task.members():
                     if waiting.pop(cell_id, None) is not None:
                         started(cell_id)

@@ -5,9 +5,9 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     python -m benchmarks.precision                      # hopper-random, torch's default threads
     python -m benchmarks.precision --rounds 60 --threads 1
 
-Each part is timed as ``--rounds`` short blocks of ``--block`` calls, fp32 and bf16 alternating
-block by block (the contexts adept's loop uses: :func:`adept.precision.autocast`), so a drift of
-the machine's speed hits both alike; the speed-up reported is the median over rounds of the
+Each part is timed as ``--rounds`` short blocks (``--block-seconds`` each), fp32 and bf16
+alternating block by block (the contexts adept's loop uses: :func:`adept.precision.autocast`),
+so a drift of the machine's speed hits both alike; the speed-up reported is the median over rounds of the
 ratio of the two blocks of one round. Parts: each agent's update (batch 256), and the default
 diffusion world model's training step (batch 256), its sampling of s′ for ADEPT's rollout batch
 (1024 states), and an IS re-fit step (batch 1024). Accuracy is not measured here: the
@@ -44,10 +44,10 @@ class Args:
     """Agents whose update is timed."""
     world_model: bool = True
     """Also time the world model's training step, sampling and re-fit step."""
-    rounds: int = 40
+    rounds: int = 30
     """Alternating rounds per part."""
-    block: int = 20
-    """Calls per block."""
+    block_seconds: float = 0.4
+    """Length of a block (its number of calls is set from the warm-up's fp32 speed)."""
     threads: int | None = None
     """Torch threads (None: torch's default, all cores)."""
     out: Path | None = None
@@ -60,17 +60,19 @@ def paired(call: Callable[[], Any], part: str, kind: Part, args: Args) -> dict[s
     device = torch.device("cpu")
     contexts = {p: autocast(p, device, kind) for p in ("fp32", "bf16")}
     speeds: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for context in contexts.values():  # warm-up
-        with context():
-            for _ in range(args.block):
+    for context in reversed(contexts.values()):  # warm-up; fp32 last, to size the blocks
+        start = time.perf_counter()
+        for _ in range(3):
+            with context():
                 call()
+    block = max(1, round(args.block_seconds * 3 / (time.perf_counter() - start)))
     for _ in range(args.rounds):
         for precision, context in contexts.items():
             start = time.perf_counter()
-            for _ in range(args.block):
+            for _ in range(block):
                 with context():  # a fresh context per call, as the loop enters one per step
                     call()
-            speeds[precision].append(args.block / (time.perf_counter() - start))
+            speeds[precision].append(block / (time.perf_counter() - start))
     ratios = [b / f for f, b in zip(speeds["fp32"], speeds["bf16"], strict=True)]
     return {
         "part": part,
