@@ -7,10 +7,10 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
 Each part is timed as ``--rounds`` short blocks (``--block-seconds`` each), fp32 and bf16
 alternating block by block (the contexts adept's loop uses: :func:`adept.precision.autocast`),
-so a drift of the machine's speed hits both alike; the speed-up reported is the median over rounds of the
-ratio of the two blocks of one round. Parts: each agent's update (batch 256), and the default
-diffusion world model's training step (batch 256), its sampling of s′ for ADEPT's rollout batch
-(1024 states), and an IS re-fit step (batch 1024). Accuracy is not measured here: the
+so a drift of the machine's speed hits both alike; the speed-up reported is the median over
+rounds of the ratio of the two blocks of one round. Parts: each agent's update (batch 256), and
+the default diffusion world model's training step (batch 256), its sampling of s′ for ADEPT's
+rollout batch (1024 states), and an IS re-fit step (batch 1024). Accuracy is not measured here: the
 ``precision-table`` bench preset (agents) and ``benchmarks.world_models`` with a ``-bf16``
 candidate (world model) measure what bf16 costs.
 """
