@@ -8,8 +8,7 @@ forward pass (8 bits of mantissa), which is what the precision benchmark measure
 
 The two parts of a run are set apart (:class:`Contexts`): the agent's update, and the method's
 generative models. ``bf16`` and ``fp32`` set both; ``auto`` takes each part's measured default
-on the device (:data:`AUTO`), so the agents can run in bf16 where that is free while a world
-model whose pre-training bf16 breaks stays in fp32.
+on the device (:data:`AUTO`), so each part can take bf16 where measurement shows it free.
 
 Results computed under autocast differ from fp32 ones, so :func:`active` is part of every cache
 key (:mod:`adept.artifacts`) and ``precision`` is part of a run's config.
