@@ -455,3 +455,21 @@ def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
         for key in a:
             if a[key] != b[key]:
                 assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-4), key
+
+
+def test_ray_runs_a_pack_as_one_task(tmp_path):
+    pytest.importorskip("ray")
+    root = tmp_path / "grid"
+    sets = [f"{k}={v}" for k, v in TINY_SET.items() if not k.startswith(("dydiff", "pgd"))]
+    args = ["--datasets", DATASET, "--agents", "iql", "--methods", "none", "--seeds", "0", "1",
+            "--num-steps", "40", "--eval-every", "20", "--eval-episodes", "1", "--root", str(root),
+            "--backend", "ray", "--workers", "2", "--threads", "1", "--pack", "2",
+            "--set", *sets]  # fmt: skip
+    result = run_bench(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    cells = state(root)["cells"]
+    assert {r["state"] for r in cells.values()} == {"done"} and len(cells) == 2
+    cell = root / DATASET / "none" / "iql"
+    pids = {json.loads((cell / f"seed{s}" / "bench-cell.json").read_text())["pid"] for s in (0, 1)}
+    assert len(pids) == 1, "both seeds in one Ray task"
+    assert all(r["log"] == f"logs/{DATASET}__none__iql__seeds0+1.log" for r in cells.values())
