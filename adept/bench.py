@@ -866,22 +866,20 @@ def execute_cell(
                     step = load_checkpoint(checkpoint)["step"]
                     print(f"[{_now()}] cell {cell_id}: resuming from step {step}", flush=True)
             train(config)
-            for cell_id, run_dir in members.items():
-                records[cell_id].update(_done(json.loads((Path(run_dir) / SUMMARY).read_text())))
+            error = "the run ended without its summary"
         except Exception as exc:  # one failed cell never stops the grid
             traceback.print_exc()
             print(f"adept-bench: error: {_one_line(exc)}", file=sys.stderr, flush=True)
-            for cell_id, run_dir in members.items():  # a pack's finished seeds are done
-                summary = Path(run_dir) / SUMMARY
-                if summary.exists():
-                    records[cell_id].update(_done(json.loads(summary.read_text())))
-                else:
-                    records[cell_id].update(state="failed", error=_one_line(exc))
+            error = _one_line(exc)
     wall_time = round(time.perf_counter() - started, 3)
-    for record in records.values():
+    for cell_id, run_dir in members.items():  # a failed pack's finished seeds are done
+        record = records[cell_id]
+        summary = Path(run_dir) / SUMMARY
+        if summary.exists():
+            record.update(_done(json.loads(summary.read_text())))
+        else:
+            record.update(state="failed", error=error, log_tail=_tail(log))
         record["wall_time"] = wall_time
-        if record["state"] == "failed":
-            record["log_tail"] = _tail(log)
     return records
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adept.runs import atomic_write_json
+from adept.runs import atomic_write_json, read_metrics
 from adept.train import TrainConfig, train
 
 
@@ -25,6 +25,14 @@ def run_parallel(
     """Train every config (resuming finished or partial runs), ``workers`` at a time."""
     with mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap_unordered(_run, configs)
+
+
+def updates_per_second(run_dir: Path, start: int, end: int) -> float:
+    """Updates/s between the log rows of ``start`` and ``end`` of a run's metrics.csv (the
+    set-up, the warm-up and evaluations outside the window left out)."""
+    _, rows = read_metrics(run_dir / "metrics.csv")
+    times = {int(row["step"]): float(row["wall_time"]) for row in rows}
+    return (end - start) / (times[end] - times[start])
 
 
 def mean_std(values: list[float]) -> str:

@@ -25,9 +25,8 @@ from typing import Any, Literal
 import torch
 import tyro
 
-from adept.runs import read_metrics
 from adept.train import TrainConfig, train
-from benchmarks.common import format_table, mean_std
+from benchmarks.common import format_table, mean_std, updates_per_second
 
 AgentName = Literal["iql", "sac", "td3bc", "bc"]
 
@@ -56,13 +55,6 @@ class Args:
     workers gets on this 2-core machine."""
     out_dir: Path = Path("runs/bench-packs")
     """Where the run directories and results.json go."""
-
-
-def updates_per_second(run_dir: Path, start: int, end: int) -> float:
-    """Updates/s between the log rows of ``start`` and ``end`` of a run's metrics.csv."""
-    _, rows = read_metrics(run_dir / "metrics.csv")
-    times = {int(row["step"]): float(row["wall_time"]) for row in rows}
-    return (end - start) / (times[end] - times[start])
 
 
 def measure(args: Args, agent: AgentName, k: int, packed: bool, repeat: int) -> float:

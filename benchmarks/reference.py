@@ -38,7 +38,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import tyro
 
-from adept.runs import read_metrics
+from benchmarks.common import updates_per_second
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,7 @@ def _adept_run(args: Args, work: Path) -> float:
         "--no-progress",
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    _, rows = read_metrics(run_dir / "metrics.csv")
-    times = {int(row["step"]): float(row["wall_time"]) for row in rows}
-    return (args.to_step - args.from_step) / (times[args.to_step] - times[args.from_step])
+    return updates_per_second(run_dir, args.from_step, args.to_step)
 
 
 def _corl_run(args: Args) -> float:
