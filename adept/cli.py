@@ -173,7 +173,10 @@ class Bench:
     cells. Layers, each overriding the one before: --preset, --spec, then the options here."""
 
     preset: (
-        Literal["paper-ablation", "adept-claim", "synther-table", "trajectory-table", "smoke"]
+        Literal[
+            "paper-ablation", "adept-claim", "synther-table", "trajectory-table",
+            "precision-table", "smoke",
+        ]
         | None
     ) = None
     """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
@@ -182,7 +185,8 @@ class Bench:
     hopper-medium-replay, 50k steps, 3 seeds); 'synther-table' (IQL, SynthER+IQL, TD3+BC,
     SynthER+TD3+BC on hopper- and halfcheetah-random and hopper-medium-replay, 50k steps, 3
     seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and DyDiff+ each, same datasets and budget);
-    or 'smoke' (seconds)."""
+    'precision-table' (IQL, SAC, TD3+BC in fp32 and in bf16 on hopper- and halfcheetah-random,
+    20k steps, 3 seeds); or 'smoke' (seconds)."""
     spec: Path | None = None
     """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
     [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""

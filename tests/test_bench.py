@@ -130,6 +130,15 @@ def test_presets_resolve():
     assert config.dydiff.generator_seed == 0 and config.pgd.generator_seed == 0
 
 
+def test_every_preset_is_offered_on_the_command_line():
+    from typing import get_args, get_type_hints
+
+    from adept.cli import Bench
+
+    offered = set(get_args(get_args(get_type_hints(Bench)["preset"])[0]))
+    assert offered == set(bench.PRESETS)
+
+
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
