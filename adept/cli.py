@@ -174,8 +174,12 @@ class Bench:
 
     preset: (
         Literal[
-            "paper-ablation", "adept-claim", "synther-table", "trajectory-table",
-            "precision-table", "smoke",
+            "paper-ablation",
+            "adept-claim",
+            "synther-table",
+            "trajectory-table",
+            "precision-table",
+            "smoke",
         ]
         | None
     ) = None
