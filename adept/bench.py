@@ -20,6 +20,13 @@ worker starts, and world-model pre-training and the β fit are cached content-ad
 determines them (:mod:`adept.artifacts`), so Diff+X and ADEPT+X with IQL and SAC share one
 pre-trained model per dataset and seed.
 
+A grid can outlive the machine it runs on: with ``--archive DIR`` every finished cell's light
+files (config.json, metrics.csv, summary.json, divergence.json, and its bench.json record; no
+checkpoints) are copied to ``DIR/<cell id>/`` as it finishes, and a grid started on a fresh
+machine (an empty root) takes the finished cells it finds there instead of running them again,
+after checking that each holds this cell's config. Commit the archive beside the grid's report
+and the same command continues the grid in the next session, wherever that runs.
+
 Backends: ``local`` runs each cell in its own Python process (a crash or an out-of-memory kill
 takes only that cell), ``workers`` at a time, each with ``threads`` torch threads; ``ray`` runs
 each cell as a Ray task on a cluster whose nodes share the root folder (and ``$ADEPT_DATA_DIR``)
@@ -56,6 +63,10 @@ LOG_TAIL_LINES = 20
 MARKER = "bench-cell.json"
 """Written into a cell's run dir at each start: attempts, pid, host, start time."""
 STATES = ("queued", "running", "done", "failed")
+ARCHIVED = ("config.json", "metrics.csv", "summary.json", "divergence.json")
+"""A finished cell's files that ``--archive`` keeps (checkpoints and logs are left out)."""
+RECORD = "record.json"
+"""The cell's bench.json record, beside its archived files."""
 
 #: Options the grid itself sets per cell; ``--set`` and variants may not touch them.
 GRID_FIELDS = {
@@ -706,6 +717,86 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
             raise AdeptError(f"cell {cell.id}: {path / SUMMARY} is damaged; {fix}") from None
 
 
+def _copy_cell(src: Path, dest: Path, names: Sequence[str], extra: Mapping[str, Any]) -> None:
+    """Copy ``names`` (those present) from ``src`` and write ``extra`` as JSON files into
+    ``dest``, replacing it whole: everything goes to a temporary sibling first, so a failure
+    leaves ``dest`` as it was."""
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+    old = dest.parent / f".{dest.name}.{os.getpid()}.old"
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        for name in names:
+            if (src / name).is_file():
+                shutil.copy2(src / name, tmp / name)
+        for name, value in extra.items():
+            (tmp / name).write_text(json.dumps(value, indent=2) + "\n")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)
+        reason = exc.strerror or exc
+        raise AdeptError(f"could not write {dest} ({reason}); nothing was changed") from None
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _archived_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a cell's bench.json record the archive keeps (the log belongs to the root)."""
+    return {k: v for k, v in record.items() if k not in ("log", "log_tail", "path")}
+
+
+def archive_cell(archive: Path, cell_id: str, run_dir: Path, record: Mapping[str, Any]) -> None:
+    """Keep a finished cell's light files and record in ``archive/<cell id>/``."""
+    _copy_cell(Path(run_dir), Path(archive) / cell_id, ARCHIVED, {RECORD: _archived_record(record)})
+
+
+def is_archived(archive: Path, cell_id: str, run_dir: Path) -> bool:
+    """Whether ``archive`` holds this finished run (the same summary.json)."""
+    from adept.runs import SUMMARY
+
+    kept = Path(archive) / cell_id / SUMMARY
+    return kept.is_file() and kept.read_bytes() == (Path(run_dir) / SUMMARY).read_bytes()
+
+
+def check_archived(archive: Path, cell: Cell, config: Any) -> dict[str, Any] | None:
+    """The archive's bench.json record of ``cell`` finished, or None when it does not hold the
+    cell finished; a kept run of another config, or a damaged one, is refused with the fix."""
+    from adept.runs import CONFIG, SUMMARY, config_changes
+    from adept.train import RESUMABLE_FIELDS
+
+    src = Path(archive) / cell.id
+    if not (src / SUMMARY).is_file():
+        return None
+    fix = f"delete {src} to run that cell again, or give another --archive"
+    try:
+        changes = config_changes(src, config, RESUMABLE_FIELDS)
+        record = _done(json.loads((src / SUMMARY).read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AdeptError(f"cell {cell.id}: the archive's {src} is damaged ({exc}); {fix}") from None
+    if changes:
+        raise AdeptError(
+            f"cell {cell.id}: the archive's {src / CONFIG} holds another config "
+            f"({'; '.join(changes[:3])}); {fix}"
+        )
+    kept: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        kept = dict(json.loads((src / RECORD).read_text()))
+    return {**kept, **record, "restored": True}
+
+
+def restore_cell(archive: Path, cell: Cell, run_dir: Path) -> None:
+    """Put the archive's finished run of ``cell`` into ``run_dir`` (replacing an unfinished
+    one); check it first with :func:`check_archived`."""
+    _copy_cell(Path(archive) / cell.id, Path(run_dir), ARCHIVED, {})
+
+
 @dataclass(frozen=True)
 class CellTask:
     """What a worker needs to run one cell, or a pack of cells that differ only by seed (one
@@ -1099,6 +1190,9 @@ class BenchOptions:
     max_retries: int = 3
     extend: bool = False
     progress: bool = True
+    archive: Path | None = None
+    """Keep each finished cell's light files here, and take the finished cells found here
+    instead of running them (a grid continued on another machine)."""
 
 
 @dataclass
@@ -1109,6 +1203,8 @@ class BenchResult:
     skipped: int
     total: int
     wall_time: float
+    restored: int = 0
+    """Cells taken from the archive."""
 
 
 def cpu_count() -> int:
@@ -1194,16 +1290,26 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
         check_ray_address(options.address)
     # cells and Ray workers may run elsewhere than this process's working directory
     options = dataclasses.replace(options, root=Path(options.root).absolute())
+    archive = None if options.archive is None else Path(options.archive).absolute()
+    if archive is not None and archive.exists() and not archive.is_dir():
+        raise AdeptError(f"--archive {archive} is a file; give a folder")
     root, spec = prepare(spec, options)
     t0 = time.perf_counter()
     with root.locked():
         cells = _preflight(spec, root.path, options.progress)
+        archived = {}  # every kept cell is checked before any is restored
+        for cell, config in cells:
+            if archive is not None and not (Path(config.run_dir) / "summary.json").exists():
+                kept = check_archived(archive, cell, config)
+                if kept is not None:
+                    archived[cell.id] = kept
         from adept import __version__
         from adept.runs import SUMMARY, to_jsonable
 
         old = root.state.get("cells", {})
         records: dict[str, dict[str, Any]] = {}
         tasks = []
+        restored_count = 0
         for cell, config in cells:
             record = {
                 "dataset": cell.dataset,
@@ -1224,7 +1330,11 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
                 **{k: v for k, v in old.get(cell.id, {}).items() if k != "state"},
             }
             summary = Path(config.run_dir) / SUMMARY
-            if summary.exists():
+            if cell.id in archived:
+                restore_cell(archive, cell, config.run_dir)  # type: ignore[arg-type]
+                record.update(archived[cell.id])
+                restored_count += 1
+            elif summary.exists():
                 record.update(_done(json.loads(summary.read_text())))
             else:
                 record["state"] = "queued"
@@ -1250,6 +1360,21 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
         }
         root.save()
         skipped = len(cells) - len(tasks)
+
+        def keep(cell_id: str) -> None:
+            """Archive a finished cell; a failure is reported, never stops the grid (the next
+            start archives what is missing)."""
+            run_dir = root.path / records[cell_id]["path"]
+            try:
+                archive_cell(archive, cell_id, run_dir, records[cell_id])  # type: ignore[arg-type]
+            except AdeptError as exc:
+                print(f"warning: {exc}", file=sys.stderr, flush=True)
+
+        if archive is not None:
+            for cell_id, record in records.items():
+                run_dir = root.path / record["path"]
+                if record["state"] == "done" and not is_archived(archive, cell_id, run_dir):
+                    keep(cell_id)
         bar = tqdm(
             total=len(cells),
             initial=skipped,
@@ -1277,6 +1402,8 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
                 counts["failed"] += 1
                 bar.write(f"cell {cell_id} failed: {record['error']}")
             root.save()
+            if archive is not None and record["state"] == "done":
+                keep(cell_id)
             bar.update(1)
             show()
 
@@ -1303,7 +1430,9 @@ def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
         bar.close()
     done = sum(r["state"] == "done" for r in records.values())
     failed = sum(r["state"] == "failed" for r in records.values())
-    return BenchResult(root.path, done, failed, skipped, len(records), time.perf_counter() - t0)
+    return BenchResult(
+        root.path, done, failed, skipped, len(records), time.perf_counter() - t0, restored_count
+    )
 
 
 def list_cells(root: Path) -> str:

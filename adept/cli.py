@@ -240,6 +240,10 @@ class Bench:
     report: Path | None = None
     """Also write the grid's report (as adept report ROOT --out DIR) to this folder when the
     grid ends, so one command runs or resumes a grid and renders its results."""
+    archive: Path | None = None
+    """Keep each finished cell's light files (config, metrics, summary; no checkpoints) in this
+    folder, and take the finished cells found there instead of running them: commit it (e.g.
+    beside the --report) and the same command continues the grid on another machine."""
     list: bool = False
     """List the root's cells and their states, and exit."""
     progress: bool = True
@@ -304,11 +308,13 @@ class Bench:
             max_retries=self.max_retries,
             extend=self.extend,
             progress=self.progress,
+            archive=self.archive,
         )
         result = bench.run_bench(spec, options)
+        restored = f", {result.restored} from the archive" if result.restored else ""
         print(
             f"grid {result.root}: {result.done} of {result.total} cells done "
-            f"({result.skipped} already were), {result.failed} failed, "
+            f"({result.skipped} already were{restored}), {result.failed} failed, "
             f"{result.wall_time:.0f} s; tables and plots: adept report {result.root}"
         )
         if self.report is not None:

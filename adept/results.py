@@ -21,6 +21,7 @@ task.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -99,6 +100,8 @@ class Cell:
     auc: float | None = None
     """Mean normalized score over the run's evaluations: the area under its learning curve per
     evaluation, which neither a late collapse (last) nor a lucky peak (best) can hide."""
+    commit: str | None = None
+    """The adept commit the run was started at (its config.json), when known."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,18 @@ def _read_cell(root: Path, key: str, entry: Any, spec: Mapping[str, Any], where:
         return replace(cell, state="failed", error=f"unreadable {summary_path}: {exc}")
     if last is None or best is None:
         return replace(cell, state="failed", error=f"{summary_path} holds no numeric scores")
-    return replace(cell, state="done", error=None, last=last, best=best, auc=_auc(path))
+    commit = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        commit = json.loads((path / "config.json").read_text()).get("git_sha")
+    return replace(
+        cell,
+        state="done",
+        error=None,
+        last=last,
+        best=best,
+        auc=_auc(path),
+        commit=str(commit)[:7] if commit else None,
+    )
 
 
 def _auc(run_dir: Path) -> float | None:
@@ -844,6 +858,18 @@ def _paper_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
     ]
 
 
+def _commits_line(bench: Bench) -> str | None:
+    """Which adept commits the finished cells ran at (a grid continued over sessions from an
+    archive may mix them; the report says so)."""
+    commits = Counter(c.commit or "unknown" for c in bench.done)
+    if not commits:
+        return None
+    if len(commits) == 1:
+        return f"every finished cell ran at adept commit {next(iter(commits))}"
+    shown = ", ".join(f"{sha} ({n} cell{'s' if n > 1 else ''})" for sha, n in commits.most_common())
+    return f"finished cells ran at adept commits {shown}"
+
+
 def _counts_line(bench: Bench) -> str:
     total, done = len(bench.cells), len(bench.done)
     line = f"{done} of {total} cells done."
@@ -868,6 +894,7 @@ def document(bench: Bench, analysis: Analysis, figures: Sequence[Figure], reps: 
         if "eval_every" in spec
         else None,
         f"seeds {seeds}" if seeds else None,
+        _commits_line(bench),
     ]
     blocks: list[Block] = [
         Heading(f"Bench report: {budget} budget", 1),

@@ -482,3 +482,56 @@ def test_ray_runs_a_pack_as_one_task(tmp_path):
     pids = {json.loads((cell / f"seed{s}" / "bench-cell.json").read_text())["pid"] for s in (0, 1)}
     assert len(pids) == 1, "both seeds in one Ray task"
     assert all(r["log"] == f"logs/{DATASET}__none__iql__seeds0+1.log" for r in cells.values())
+
+
+def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
+    """--archive keeps each finished cell's light files; a grid started on an empty root (a
+    fresh machine) takes them instead of running the cells again, and reports the same."""
+    args = ["--datasets", DATASET, "--agents", "iql", "bc", "--methods", "none", "--seeds", "0",
+            "--num-steps", "100", "--eval-every", "50", "--eval-episodes", "1",
+            "--set", *[f"{k}={v}" for k, v in TINY_SET.items()]]  # fmt: skip
+    archive = tmp_path / "archive"
+    first = run_bench(*args, "--root", str(tmp_path / "one"), "--archive", str(archive))
+    assert first.returncode == 0, first.stderr
+    iql, bc = f"{DATASET}/none/iql/seed0", f"{DATASET}/none/bc/seed0"
+    kept = archive / iql
+    assert {p.name for p in kept.iterdir()} == {
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "record.json",
+    }, "light files only: no checkpoint"
+    assert json.loads((kept / "record.json").read_text())["state"] == "done"
+
+    second = run_bench(*args, "--root", str(tmp_path / "two"), "--archive", str(archive))
+    assert second.returncode == 0, second.stderr
+    assert "2 from the archive" in second.stdout
+    for cell in (iql, bc):
+        run_dir = tmp_path / "two" / cell
+        assert not (run_dir / "checkpoint.pt").exists(), "a restored cell is not run again"
+        assert (run_dir / "metrics.csv").read_bytes() == (
+            archive / cell / "metrics.csv"
+        ).read_bytes()
+        record = state(tmp_path / "two")["cells"][cell]
+        assert record["state"] == "done" and record["restored"] and record["attempts"] == 1
+    reports = []
+    for name in ("one", "two"):
+        out = subprocess.run(
+            [sys.executable, "-m", "adept", "report", str(tmp_path / name)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        reports.append((tmp_path / name / "report" / "results.csv").read_text())
+    assert reports[0] == reports[1]
+
+    shutil.rmtree(archive / bc)  # a cell the archive lacks runs, and is kept when it finishes
+    third = run_bench(*args, "--root", str(tmp_path / "three"), "--archive", str(archive))
+    assert third.returncode == 0 and "1 from the archive" in third.stdout, third.stderr
+    assert (tmp_path / "three" / bc / "checkpoint.pt").exists()
+    assert (archive / bc / "summary.json").exists()
+
+    other = run_bench(*args, "--root", str(tmp_path / "four"), "--archive", str(archive),
+                      "--set", "iql.expectile=0.8")  # fmt: skip
+    assert other.returncode == 2 and "holds another config" in other.stderr
+    assert "\n" not in other.stderr.strip()
+    assert not (tmp_path / "four" / iql).exists(), "a refused archive restores nothing"

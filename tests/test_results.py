@@ -259,11 +259,18 @@ def test_partial_grid_counts_failures_and_partial_seeds(tmp_path):
     }
     root = write_bench(tmp_path / "bench", spec(), cells)
     (root / "walker-r/adept/iql/seed1/summary.json").write_text("{")
+    for i, cell in enumerate(["hopper-random/none/iql/seed0", "hopper-random/none/iql/seed1"]):
+        sha = ("abcdef0123", "1234567890")[i]  # a grid continued from an archive over sessions
+        (root / cell / "config.json").write_text(json.dumps({"config": {}, "git_sha": sha}))
     result = write_report(root)
     assert (result.cells_done, result.cells_total) == (5, 12)
     assert result.unfinished == {"queued": 3, "running": 1, "failed": 3}
     md = (result.out / "results.md").read_text()
     assert "5 of 12 cells done. 7 of 12 cells not finished: 3 queued, 1 running, 3 failed." in md
+    assert (
+        "finished cells ran at adept commits unknown (3 cells), abcdef0 (1 cell), 1234567 (1 cell)"
+        in md
+    )
     assert "walker-r/adept/iql/seed1: unreadable" in md
     assert "walker-r/none/iql/seed2: CUDA out of memory Traceback ..." in md
     assert "walker-r/adept/iql/seed0: bench.json says done but" in md
@@ -293,6 +300,7 @@ def test_a_bench_without_world_models_draws_no_diagnostics(tmp_path):
     assert (result.out / "learning_curves.png").exists()
     md = (result.out / "results.md").read_text()
     assert "No reference variant" in md
+    assert "every finished cell ran at adept commit unknown" in md
 
 
 def test_report_command(full, capsys):
