@@ -1030,7 +1030,7 @@ def run_local(
     except KeyboardInterrupt:
         for proc, _, _ in running.values():
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM)  # SIGINT may be ignored (a background start)
         deadline = time.monotonic() + 30
         for proc, _, _ in running.values():
             try:
@@ -1272,7 +1272,21 @@ def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, A
 
 
 def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
-    """Run (or resume) a grid; see the module docstring."""
+    """Run (or resume) a grid; see the module docstring. SIGTERM stops it as Ctrl-C does (the
+    running cells are interrupted, to resume next time): a grid started in the background,
+    where SIGINT is ignored, is stopped with ``kill``, not left with orphaned workers."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _run_bench(spec, options)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_bench(spec, options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     from tqdm.auto import tqdm
 
     workers = cpu_count() if options.workers is None else options.workers

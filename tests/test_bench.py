@@ -328,7 +328,8 @@ LONG_CELL = [
 ]  # fmt: skip
 
 
-def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path, stop):
     reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
     root = tmp_path / "grid"
@@ -338,13 +339,16 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         # a suite started in the background ('cmd &') ignores SIGINT, and the ignoring is
-        # inherited: give the bench Ctrl-C's default so Python installs its handler
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # inherited: give the bench Ctrl-C's default so Python installs its handler; a bench
+        # stopped by kill is one started in the background, SIGINT ignored
+        preexec_fn=lambda: signal.signal(
+            signal.SIGINT, signal.SIG_DFL if stop == signal.SIGINT else signal.SIG_IGN
+        ),
     )
     cell = root / DATASET / "none" / "iql" / "seed0"
     try:
         _wait_for(cell / "checkpoint.pt", proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
