@@ -11,14 +11,17 @@ there). Only live trajectories are stepped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from adept.agents.base import Agent
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats
-from adept.world_model import WorldModel
+from adept.pack import Streams
+from adept.world_model import DiffusionDynamics, WorldModel, sample_stacked
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,91 @@ class Caution:
     stop_above: float | None = None
 
 
+class _Walker:
+    """One batch of imagined trajectories, stepped by its caller: :meth:`query` gives the
+    (s, a) rows whose s′ the world model must sample (π acts here, drawing from torch's RNG),
+    :meth:`advance` takes those s′ and does the rest (clipping, r̂ and d̂, the stored chunk,
+    which trajectories live on). :func:`rollout` steps one; :func:`rollout_stacked` steps
+    several, one per seed, their s′ sampled as one computation."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        world_model: WorldModel,
+        start_obs: torch.Tensor,
+        horizon: int,
+        bounds: StateBounds | None,
+        deterministic: bool,
+        caution: Caution,
+    ):
+        n, device = len(start_obs), start_obs.device
+        self.agent, self.world_model = agent, world_model
+        self.horizon, self.bounds = horizon, bounds
+        self.deterministic, self.caution = deterministic, caution
+        self.h = 0
+        self.obs = start_obs
+        self.act: torch.Tensor | None = None
+        self.alive = torch.arange(n, device=device)  # indices of live trajectories
+        self.returns = torch.zeros(n, device=device)
+        self.lengths = torch.zeros(n, dtype=torch.long, device=device)
+        self.chunks: list[Batch] = []
+        self.spreads: list[torch.Tensor] = []
+
+    @property
+    def done(self) -> bool:
+        return self.h >= self.horizon or len(self.alive) == 0
+
+    def query(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """π's actions at the live states; the (s, a) rows to sample s′ for (each repeated
+        ``caution.samples`` times when the rollout measures the model's spread)."""
+        act = self.agent.sample_actions(self.obs, deterministic=self.deterministic)
+        self.act = act  # [live, act_dim]
+        m = self.caution.samples
+        return (self.obs.repeat(m, 1), act.repeat(m, 1)) if m > 1 else (self.obs, act)
+
+    def advance(self, draws: torch.Tensor) -> None:
+        """Take the sampled s′ of :meth:`query`'s rows and finish the step."""
+        obs, act, bounds, caution = self.obs, self.act, self.bounds, self.caution
+        assert act is not None
+        live = len(obs)
+        if caution.samples > 1:
+            stacked = draws.view(caution.samples, live, -1)
+            next_obs, spread = stacked[0], stacked.std(0).norm(dim=-1)  # [live, obs_dim], [live]
+            self.spreads.append(spread)
+        else:
+            next_obs, spread = draws, None
+        if bounds is not None:
+            next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
+        reward, logit = self.world_model.reward(obs, act, next_obs)
+        done = logit > 0
+        if bounds is not None:
+            reward = reward.clamp(bounds.reward_low, bounds.reward_high)
+        timeout = ~done if self.h == self.horizon - 1 else torch.zeros_like(done)
+        if spread is not None:
+            reward = reward - caution.penalty * spread
+            if caution.stop_above is not None:
+                timeout |= ~done & (spread > caution.stop_above)
+        self.chunks.append(
+            Batch(
+                observations=obs,
+                actions=act,
+                rewards=reward,
+                next_observations=next_obs,
+                terminals=done.float(),
+                timeouts=timeout.float(),
+            )
+        )
+        self.returns.index_add_(0, self.alive, reward)
+        self.lengths.index_add_(0, self.alive, torch.ones_like(self.alive))
+        keep = ~(done | timeout)
+        self.alive, self.obs = self.alive[keep], next_obs[keep]
+        self.h += 1
+
+    def result(self) -> RolloutResult:
+        uncertainty = torch.cat(self.spreads).mean() if self.spreads else None
+        return RolloutResult(Batch.cat(self.chunks), self.returns, self.lengths, uncertainty)
+
+
 @torch.no_grad()
 def rollout(
     agent: Agent,
@@ -71,51 +159,49 @@ def rollout(
 ) -> RolloutResult:
     """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps;
     ``bounds``: clip generated states and rewards to them (None: no clipping)."""
-    n = len(start_obs)
-    device = start_obs.device
-    obs = start_obs
-    alive = torch.arange(n, device=device)  # indices of live trajectories
-    returns = torch.zeros(n, device=device)
-    lengths = torch.zeros(n, dtype=torch.long, device=device)
-    chunks: list[Batch] = []
-    spreads: list[torch.Tensor] = []
-    for h in range(horizon):
-        act = agent.sample_actions(obs, deterministic=deterministic)  # [live, act_dim]
-        live = len(obs)
-        if caution.samples > 1:
-            draws = world_model.dynamics.sample(
-                obs.repeat(caution.samples, 1), act.repeat(caution.samples, 1)
-            ).view(caution.samples, live, -1)
-            next_obs, spread = draws[0], draws.std(0).norm(dim=-1)  # [live, obs_dim], [live]
-            spreads.append(spread)
-        else:
-            next_obs, spread = world_model.dynamics.sample(obs, act), None
-        if bounds is not None:
-            next_obs = torch.maximum(torch.minimum(next_obs, bounds.state_high), bounds.state_low)
-        reward, logit = world_model.reward(obs, act, next_obs)
-        done = logit > 0
-        if bounds is not None:
-            reward = reward.clamp(bounds.reward_low, bounds.reward_high)
-        timeout = ~done if h == horizon - 1 else torch.zeros_like(done)
-        if spread is not None:
-            reward = reward - caution.penalty * spread
-            if caution.stop_above is not None:
-                timeout |= ~done & (spread > caution.stop_above)
-        chunks.append(
-            Batch(
-                observations=obs,
-                actions=act,
-                rewards=reward,
-                next_observations=next_obs,
-                terminals=done.float(),
-                timeouts=timeout.float(),
-            )
-        )
-        returns.index_add_(0, alive, reward)
-        lengths.index_add_(0, alive, torch.ones_like(alive))
-        keep = ~(done | timeout)
-        alive, obs = alive[keep], next_obs[keep]
-        if len(alive) == 0:
+    walker = _Walker(agent, world_model, start_obs, horizon, bounds, deterministic, caution)
+    while not walker.done:
+        walker.advance(world_model.dynamics.sample(*walker.query()))
+    return walker.result()
+
+
+@torch.no_grad()
+def rollout_stacked(
+    agents: Sequence[Agent],
+    world_models: Sequence[WorldModel],
+    start_obs: Sequence[torch.Tensor],
+    horizon: int,
+    bounds: Sequence[StateBounds | None],
+    caution: Caution,
+    streams: Streams,
+) -> list[RolloutResult]:
+    """:func:`rollout` of k seeds at once (seed s: ``agents[s]`` in ``world_models[s]`` from
+    ``start_obs[s]``, drawing from its stream ``streams.of(s)``), each step's s′ of every seed
+    sampled as one batched computation (:func:`adept.world_model.sample_stacked`: the
+    diffusion chain, a rollout's cost). Seed s's results are those of its :func:`rollout`
+    alone: the same draws from its stream in the same order, up to the rounding of batched
+    matrix products."""
+    walkers = [
+        _Walker(a, m, o, horizon, b, False, caution)
+        for a, m, o, b in zip(agents, world_models, start_obs, bounds, strict=True)
+    ]
+    while True:
+        live = [s for s, w in enumerate(walkers) if not w.done]
+        if not live:
             break
-    uncertainty = torch.cat(spreads).mean() if spreads else None
-    return RolloutResult(Batch.cat(chunks), returns, lengths, uncertainty)
+        queries, noises = [], []
+        for s in live:
+            with streams.of(s):
+                obs, act = walkers[s].query()
+                dynamics = cast(DiffusionDynamics, walkers[s].world_model.dynamics)
+                noises.append(dynamics.draw_noise(len(obs), obs.device))
+            queries.append((obs, act))
+        draws = sample_stacked(
+            [cast(DiffusionDynamics, walkers[s].world_model.dynamics) for s in live],
+            [q[0] for q in queries],
+            [q[1] for q in queries],
+            noises,
+        )
+        for s, d in zip(live, draws, strict=True):
+            walkers[s].advance(d)
+    return [w.result() for w in walkers]

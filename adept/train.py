@@ -624,9 +624,12 @@ def _train_pack(
                         noises.append(seat.agent.draw(batches[-1]))
             with contexts.agent():
                 metrics = pack.update(batches, noises)
-            for s, seat in enumerate(seats):
-                with streams.of(s), contexts.model():
-                    metrics[s].update(seat.method.after_update(step, seat.agent))
+            with contexts.model():
+                after = type(seats[0].method).after_update_pack(
+                    [seat.method for seat in seats], step, [seat.agent for seat in seats], streams
+                )
+            for s, seat_metrics in enumerate(after):
+                metrics[s].update(seat_metrics)
             leaving = []
             for s, seat in enumerate(seats):
                 row = seat.row(step + 1, metrics[s])

@@ -205,15 +205,36 @@ class DiffusionDynamics(NextStateModel):
         eps = self.denoiser(self.schedule.add_noise(x0, noise, k), k, self._cond(obs, act), uncond)
         return (eps - noise).pow(2).mean(-1)
 
+    def draw_noise(self, n: int, device: torch.device) -> torch.Tensor:
+        """The chain's random numbers for ``n`` samples, ``[K, n, obs_dim]``: x_K, then the
+        noise of each reverse step k = K−1..1, drawn from torch's RNG in that order."""
+        return torch.stack(
+            [torch.randn(n, self.obs_dim, device=device) for _ in range(self.schedule.num_steps)]
+        )
+
     @torch.no_grad()
     def sample(
-        self, obs: torch.Tensor, act: torch.Tensor, guidance_weight: float | None = None
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        guidance_weight: float | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """s′ ~ p_θ(· | s, a) by the ancestral DDPM chain with guided noise estimates.
+        """s′ ~ p_θ(· | s, a) by the ancestral DDPM chain with guided noise estimates; ``noise``
+        (:meth:`draw_noise`; default: drawn here) holds the chain's random numbers.
 
         With w ≠ 0 the conditional and the null-conditioned halves run as one batch of 2N.
         """
         w = self.config.guidance_weight if guidance_weight is None else guidance_weight
+        if noise is None:
+            noise = self.draw_noise(len(obs), obs.device)
+        return self.chain(obs, act, noise, w)
+
+    def chain(
+        self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor, w: float
+    ) -> torch.Tensor:
+        """The reverse chain from x_K = noise[0], adding noise[K − k] at step k > 0 (no RNG:
+        :func:`sample_stacked` maps it over several models)."""
         n, device = len(obs), obs.device
         cond = self._cond(obs, act)
         guided = w != 0.0
@@ -222,7 +243,7 @@ class DiffusionDynamics(NextStateModel):
             cond, uncond = cond.repeat(2, 1), torch.cat([uncond, ~uncond])
         cond_emb = self.denoiser.embed_condition(cond, uncond)  # once per chain
         sched = self.schedule
-        x = torch.randn(n, obs.shape[-1], device=device)
+        x = noise[0]
         for k in reversed(range(sched.num_steps)):
             step_emb = self.denoiser.embed_step(torch.full((1,), k, device=device))
             if guided:
@@ -234,8 +255,66 @@ class DiffusionDynamics(NextStateModel):
                 eps = self.denoiser.denoise(x, step_emb, cond_emb)
             x0 = torch.clamp(sched.predict_x0(x, eps, k), self.x0_low, self.x0_high)
             mean = sched.posterior_mean_coef_x0[k] * x0 + sched.posterior_mean_coef_xk[k] * x
-            x = mean + sched.posterior_variance[k].sqrt() * torch.randn_like(x) if k > 0 else mean
+            x = (
+                mean + sched.posterior_variance[k].sqrt() * noise[sched.num_steps - k]
+                if k > 0
+                else mean
+            )
         return self._next_obs(obs, x)
+
+
+class _Call(nn.Module):
+    """A module under a name, so :func:`torch.func.functional_call` can swap its tensors while
+    ``forward`` calls one of its methods."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, method: str, *args: Any) -> Any:
+        return getattr(self.module, method)(*args)
+
+
+@torch.no_grad()
+def sample_stacked(
+    models: list[DiffusionDynamics],
+    obs: list[torch.Tensor],
+    act: list[torch.Tensor],
+    noise: list[torch.Tensor],
+) -> list[torch.Tensor]:
+    """s′ of k models (same configuration; one per seed) as one batched computation: model i
+    samples for ``obs[i]``, ``act[i]`` with the chain noise ``noise[i]`` (its
+    :meth:`DiffusionDynamics.draw_noise` from its seed's stream). The models' parameters and
+    buffers are stacked and the chain is mapped over them with :func:`torch.vmap`; the rows of
+    each are padded to the longest (the chain is row-wise, so padding changes no real row).
+    Equals each model's own :meth:`DiffusionDynamics.sample` up to the rounding of batched
+    matrix products."""
+    template = models[0]
+    params, buffers = torch.func.stack_module_state(models)
+    tensors = {f"module.{k}": v for k, v in {**params, **buffers}.items()}
+    rows = max(len(o) for o in obs)
+
+    def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+        extra = rows - x.shape[dim]
+        if extra == 0:
+            return x
+        shape = list(x.shape)
+        shape[dim] = extra
+        return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+    holder = _Call(template)
+    w = template.config.guidance_weight
+
+    def one(t: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, z: torch.Tensor) -> Any:
+        return torch.func.functional_call(holder, t, ("chain", o, a, z, w))
+
+    out = torch.vmap(one)(
+        tensors,
+        torch.stack([pad(o, 0) for o in obs]),
+        torch.stack([pad(a, 0) for a in act]),
+        torch.stack([pad(z, 1) for z in noise]),
+    )
+    return [out[i, : len(o)] for i, o in enumerate(obs)]
 
 
 class GaussianDynamics(NextStateModel):

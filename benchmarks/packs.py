@@ -4,6 +4,7 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
     python -m benchmarks.packs                        # IQL and SAC, k = 3, 5, hopper-random
     python -m benchmarks.packs --agents iql --packs 1 3 5 8 --num-steps 6000
+    python -m benchmarks.packs --agents iql --packs 3 --method adept   # k world models too
 
 Each measurement is an ordinary ``adept train`` (``--seed 0`` alone, ``--seeds 0 .. k-1``
 packed) in a fresh run directory under ``--out-dir``; its speed is read from ``metrics.csv``
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import torch
 import tyro
 
+from adept.methods import ModelBasedConfig
 from adept.train import TrainConfig, train
 from benchmarks.common import format_table, mean_std, updates_per_second
 
@@ -40,6 +42,12 @@ class Args:
     --seeds` with one seed runs the ordinary loop."""
     dataset: str = "hopper-random"
     """Dataset of every run."""
+    method: Literal["none", "diffusion", "adept"] = "none"
+    """The runs' method: with diffusion or adept each seed has its own world model, and a
+    pack's rollouts sample every seed's s′ as one computation (re-fits run seed by seed)."""
+    pretrain_steps: int = 2000
+    """World-model pre-training and β-fit steps of the model-based runs (set-up, outside the
+    timed window; one model shared by every seed and run through the artifact cache)."""
     num_steps: int = 4000
     """Updates of each measured run."""
     from_step: int = 1000
@@ -59,7 +67,7 @@ class Args:
 
 def measure(args: Args, agent: AgentName, k: int, packed: bool, repeat: int) -> float:
     """Updates/s of one seed's training, for a pack of k (``packed``) or one seed alone."""
-    name = f"{agent}-k{k}-{'packed' if packed else 'alone'}-{repeat}"
+    name = f"{args.method}-{agent}-k{k}-{'packed' if packed else 'alone'}-{repeat}"
     run_dir = args.out_dir / name
     shutil.rmtree(run_dir, ignore_errors=True)
     config = TrainConfig(
@@ -74,6 +82,10 @@ def measure(args: Args, agent: AgentName, k: int, packed: bool, repeat: int) -> 
         device=args.device,
         progress=False,
         seeds=tuple(range(k)) if packed else (),
+        method=args.method,
+        adept=ModelBasedConfig(
+            pretrain_steps=args.pretrain_steps, behavior_steps=args.pretrain_steps, pretrain_seed=0
+        ),
     )
     train(config)
     measured = run_dir / "seed0" if packed else run_dir
@@ -89,6 +101,7 @@ def main(args: Args) -> dict[str, object]:
     device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
     results: dict[str, object] = {
         "dataset": args.dataset,
+        "method": args.method,
         "device": device,
         "threads": torch.get_num_threads(),
         "num_steps": args.num_steps,
@@ -122,7 +135,10 @@ def main(args: Args) -> dict[str, object]:
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=2))
     threads = torch.get_num_threads()
-    print(f"\n{args.budget}-step runs on {device} ({threads} threads), {args.dataset}:")
+    print(
+        f"\n{args.budget}-step runs on {device} ({threads} threads), {args.dataset}, "
+        f"method {args.method}:"
+    )
     columns = {
         "agent": "agent",
         "k": "k",

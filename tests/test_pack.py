@@ -319,3 +319,29 @@ def test_one_seed_left_to_pack_runs_in_the_ordinary_loop(dataset, tmp_path, monk
 def test_seeds_named_twice_are_refused(dataset, tmp_path):
     with pytest.raises(Exception, match="names a seed twice"):
         train(config(dataset, tmp_path / "x", seeds=(1, 1)))
+
+
+@pytest.mark.parametrize("method", ["adept", "diffusion"])
+def test_world_model_methods_in_a_pack_write_the_runs_they_write_alone(dataset, tmp_path, method):
+    """ADEPT and Diff+X in a pack: each seed's rollouts, re-fits and diagnostics come out as in
+    its run alone (its own world model, buffers and random streams)."""
+    from dataclasses import replace
+
+    from tests.test_methods import TINY
+
+    adept = replace(TINY, rollout_batch=64, horizon=4, true_error_every=1, cache=False)
+    kw = dict(method=method, num_steps=30, adept=adept, eval_every=30, log_every=5)
+    train(config(dataset, tmp_path / "pack", seeds=(0, 1), **kw))
+    for seed in (0, 1):
+        train(config(dataset, tmp_path / f"alone{seed}", seed=seed, **kw))
+        got, want = rows(tmp_path / "pack" / f"seed{seed}"), rows(tmp_path / f"alone{seed}")
+        assert any(r.get("rollout/mean_return") for r in want), "the runs rolled out"
+        assert_rows_close(got, want)
+        want_model = tensors(load_checkpoint(tmp_path / f"alone{seed}" / "checkpoint.pt")["method"])
+        got_model = tensors(
+            load_checkpoint(tmp_path / "pack" / f"seed{seed}" / "checkpoint.pt")["method"]
+        )
+        for path, value in want_model.items():
+            if value.is_floating_point():
+                torch.testing.assert_close(got_model[path], value, atol=1e-4, rtol=0, msg=path)
+    assert rows(tmp_path / "pack" / "seed0") != rows(tmp_path / "pack" / "seed1")

@@ -11,6 +11,7 @@ from adept.world_model import (
     RewardTerminalModel,
     WorldModel,
     WorldModelConfig,
+    sample_stacked,
 )
 
 
@@ -222,3 +223,29 @@ def test_train_step_weights_select_the_samples_that_count(dynamics):
     assert any(
         not torch.equal(a, b) for a, b in zip(step(batch, None), step(garbage, None), strict=True)
     )
+
+
+@pytest.mark.parametrize("condition", ["input", "blocks"])
+def test_several_models_sample_as_one_computation_as_each_does_alone(condition):
+    """sample_stacked: k models (different weights and data statistics), ragged batches, each
+    with its own chain noise, equal each model's own sample with that noise."""
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        s, _, s_next, _, _ = linear_gaussian(500, seed=seed)
+        models.append(
+            dynamics(s * (seed + 1), s_next, hidden=32, depth=2, condition=condition,
+                     denoising_steps=4, guidance_weight=0.5)
+        )  # fmt: skip
+    g = torch.Generator().manual_seed(7)
+    obs = [torch.randn(n, 2, generator=g) for n in (40, 13, 40)]
+    act = [torch.rand(n, 1, generator=g) * 2 - 1 for n in (40, 13, 40)]
+    torch.manual_seed(3)
+    noise = [m.draw_noise(len(o), o.device) for m, o in zip(models, obs, strict=True)]
+    assert noise[0].shape == (4, 40, 2)
+    together = sample_stacked(models, obs, act, noise)
+    for m, o, a, z, got in zip(models, obs, act, noise, together, strict=True):
+        torch.testing.assert_close(got, m.sample(o, a, noise=z), atol=1e-5, rtol=0)
+    torch.manual_seed(3)  # sample() draws its chain as draw_noise does: the same s′
+    torch.testing.assert_close(models[0].sample(obs[0], act[0]), together[0], atol=1e-5, rtol=0)
+    assert not torch.allclose(together[0], together[2]), "each model samples with its own weights"

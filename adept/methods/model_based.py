@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
@@ -43,9 +43,10 @@ from adept.importance import (
 from adept.methods.base import Method, mixed_sample
 from adept.methods.pretraining import holdout_mask, pretrain, pretrain_key
 from adept.nets import Actor
+from adept.pack import Streams
 from adept.rng import seeded
-from adept.rollout import Caution, StateBounds, rollout
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.rollout import Caution, RolloutResult, StateBounds, rollout, rollout_stacked
+from adept.world_model import DiffusionDynamics, WorldModel, WorldModelConfig
 
 
 @dataclass(frozen=True)
@@ -280,11 +281,55 @@ class DiffusionMethod(Method):
     def sample(self, step: int) -> Batch:
         return mixed_sample(self.buffer, self.model_buffer, self.batch_size, self.real_rows(step))
 
+    def _rolls_after(self, step: int) -> bool:
+        """Whether a rollout round (re-fit, diagnostics, rollouts) follows update ``step``."""
+        done = step + 1
+        return done % self.config.rollout_every == 0 and done >= self.config.rollout_start
+
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        if not self._rolls_after(step):
+            return {}
+        metrics = self._before_rollouts(step, agent)
+        metrics.update(self._rollouts(agent))
+        return metrics
+
+    @staticmethod
+    def after_update_pack(
+        methods: Sequence[Method], step: int, agents: Sequence[Agent], streams: Streams
+    ) -> list[dict[str, torch.Tensor]]:
+        """The seeds' rounds, their rollouts stepped together: each step's s′ of every seed
+        sampled as one batched computation (:func:`adept.rollout.rollout_stacked`); re-fits
+        and diagnostics seed after seed. Each seed's results are those of its round alone."""
+        models = cast(list[DiffusionMethod], list(methods))
+        first = models[0]
+        if len(models) < 2 or not all(
+            isinstance(m.world_model.dynamics, DiffusionDynamics) for m in models
+        ):
+            return Method.after_update_pack(methods, step, agents, streams)
+        if not first._rolls_after(step):
+            return [{} for _ in models]
+        metrics, starts = [], []
+        for s, (method, agent) in enumerate(zip(models, agents, strict=True)):
+            with streams.of(s):
+                metrics.append(method._before_rollouts(step, agent))
+                starts.append(method._rollout_starts())
+        results = rollout_stacked(
+            agents,
+            [m.world_model for m in models],
+            starts,
+            first.config.horizon,
+            [m.bounds for m in models],
+            first.caution,
+            streams,
+        )
+        for method, seed_metrics, result in zip(models, metrics, results, strict=True):
+            seed_metrics.update(method._store_rollouts(result))
+        return metrics
+
+    def _before_rollouts(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
+        """A round's work before its rollouts: the re-fit (ADEPT), the diagnostics."""
         c = self.config
         done = step + 1
-        if done % c.rollout_every != 0 or done < c.rollout_start:
-            return {}
         metrics: dict[str, torch.Tensor] = {}
         if self.adapts:
             metrics.update(self._adapt(agent))
@@ -295,7 +340,6 @@ class DiffusionMethod(Method):
         round_ = done // c.rollout_every
         if self.truth is not None and round_ % c.true_error_every == 0:
             metrics.update(self._true_error(agent))
-        metrics.update(self._rollouts(agent))
         return metrics
 
     def _adapt(self, agent: Agent) -> dict[str, torch.Tensor]:
@@ -306,10 +350,18 @@ class DiffusionMethod(Method):
 
     def _rollouts(self, agent: Agent) -> dict[str, torch.Tensor]:
         """Policy evaluation in the model: imagined rollouts of π into the model buffer."""
-        start = self.buffer.sample(self.config.rollout_batch).observations
+        start = self._rollout_starts()
         result = rollout(
             agent, self.world_model, start, self.config.horizon, self.bounds, caution=self.caution
         )
+        return self._store_rollouts(result)
+
+    def _rollout_starts(self) -> torch.Tensor:
+        """A round's start states: dataset states drawn uniformly."""
+        return self.buffer.sample(self.config.rollout_batch).observations
+
+    def _store_rollouts(self, result: RolloutResult) -> dict[str, torch.Tensor]:
+        """Add a round's imagined transitions to the model buffer; their metrics."""
         self.model_buffer.add(result.transitions)
         metrics = {
             "rollout/mean_return": result.returns.mean(),
