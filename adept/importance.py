@@ -167,21 +167,33 @@ def importance_sampled_update(
     ``generator`` and trained on with equal weights. ``uniform`` trains on ``batch`` with equal
     weights; the IS weights are computed and logged all the same.
     """
+    rows, weights, stats = refit_rows(batch, policy, behavior, rule, batch_size, generator)
+    return {**world_model.train_step(rows, weights), **stats}
+
+
+def refit_rows(
+    batch: Batch,
+    policy: Agent,
+    behavior: BehaviorModel,
+    rule: RefitRule = RefitRule(),
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Batch, torch.Tensor | None, dict[str, torch.Tensor]]:
+    """What one step of :func:`importance_sampled_update` trains on: the rows, their weights
+    (None: equal) and the weights' statistics."""
     with torch.no_grad():
         log_pi = policy.log_prob(batch.observations, batch.actions)
     iw = importance_weights(log_pi, behavior.log_prob(batch), rule.truncate, rule.truncate_ratio)
-    if rule.weights == "uniform":
-        metrics = world_model.train_step(batch)
-    elif rule.loss == "resample":
+    stats: dict[str, torch.Tensor] = {}
+    rows, weights = batch, None
+    if rule.weights == "is" and rule.loss == "resample":
         n = len(batch) if batch_size is None else batch_size
         index = torch.multinomial(iw.weights, n, replacement=True, generator=generator)
-        metrics = world_model.train_step(batch.take(index))
-        metrics["world_model/is_resampled_unique"] = torch.tensor(
-            float(len(torch.unique(index))) / n
-        )
-    else:
-        metrics = world_model.train_step(batch, iw.weights)
-    metrics.update(
+        rows = batch.take(index)
+        stats["world_model/is_resampled_unique"] = torch.tensor(float(len(torch.unique(index))) / n)
+    elif rule.weights == "is":
+        weights = iw.weights
+    stats.update(
         {
             "world_model/is_ess": iw.ess,
             "world_model/is_ess_fraction": iw.ess / len(batch),
@@ -191,4 +203,4 @@ def importance_sampled_update(
             "world_model/is_log_ratio_std": iw.log_ratio_std,
         }
     )
-    return metrics
+    return rows, weights, stats

@@ -26,7 +26,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -195,15 +195,26 @@ class DiffusionDynamics(NextStateModel):
         act: torch.Tensor,
         next_obs: torch.Tensor,
         p_uncond: float | None = None,
+        draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Per-sample ε-prediction loss ``[batch]`` (mean over state dimensions)."""
+        """Per-sample ε-prediction loss ``[batch]`` (mean over state dimensions); ``draws``
+        (:meth:`draw_loss_noise`; default: drawn here) holds its random numbers."""
         x0 = self._x0(obs, next_obs)
-        noise = torch.randn_like(x0)
-        k = torch.randint(0, self.schedule.num_steps, (len(x0),), device=x0.device)
+        noise, k, coin = self.draw_loss_noise(len(x0), x0.device) if draws is None else draws
         share = self.config.p_uncond if p_uncond is None else p_uncond
-        uncond = torch.rand(len(x0), device=x0.device) < share
+        uncond = coin < share
         eps = self.denoiser(self.schedule.add_noise(x0, noise, k), k, self._cond(obs, act), uncond)
         return (eps - noise).pow(2).mean(-1)
+
+    def draw_loss_noise(
+        self, n: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training loss's random numbers for ``n`` rows, drawn from torch's RNG in this
+        order: ε ``[n, obs_dim]``, the diffusion steps ``[n]``, and the coins ``[n]`` in [0, 1)
+        that null the condition of the rows below ``p_uncond``."""
+        noise = torch.randn(n, self.obs_dim, device=device)
+        k = torch.randint(0, self.schedule.num_steps, (n,), device=device)
+        return noise, k, torch.rand(n, device=device)
 
     def draw_noise(self, n: int, device: torch.device) -> torch.Tensor:
         """The chain's random numbers for ``n`` samples, ``[K, n, obs_dim]``: x_K, then the
@@ -529,13 +540,29 @@ class WorldModel(nn.Module):
         self, batch: Batch, weights: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """One Adam step on Σ_i w_i (ℓ_denoise + ℓ_reward + ℓ_terminal)_i (w_i = 1/N if None)."""
-        denoise, reward, terminal = self.losses(batch)
-        w = torch.full_like(denoise, 1.0 / len(denoise)) if weights is None else weights
-        loss = (w * (denoise + reward + terminal)).sum()
+        loss, metrics = self.weighted_loss(batch, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {
+        return metrics
+
+    def weighted_loss(
+        self,
+        batch: Batch,
+        weights: torch.Tensor | None = None,
+        draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`train_step`'s loss and its parts; ``draws``: the diffusion loss's random
+        numbers (:meth:`DiffusionDynamics.draw_loss_noise`; default: drawn here)."""
+        obs, act, next_obs = batch.observations, batch.actions, batch.next_observations
+        if draws is None:
+            denoise = self.dynamics.loss(obs, act, next_obs)
+        else:
+            denoise = cast(DiffusionDynamics, self.dynamics).loss(obs, act, next_obs, draws=draws)
+        reward, terminal = self.reward.loss(obs, act, next_obs, batch.rewards, batch.terminals)
+        w = torch.full_like(denoise, 1.0 / len(denoise)) if weights is None else weights
+        loss = (w * (denoise + reward + terminal)).sum()
+        return loss, {
             "world_model/denoise_loss": (w * denoise).sum().detach(),
             "world_model/reward_loss": (w * reward).sum().detach(),
             "world_model/terminal_loss": (w * terminal).sum().detach(),
@@ -566,3 +593,85 @@ class WorldModel(nn.Module):
     def load_state_dict_all(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+
+
+class StackedWorldModels:
+    """k world models (same configuration, one per seed, diffusion dynamics) trained as one
+    computation for a run of steps: their parameters, buffers and Adam states stacked on a
+    leading seed axis, each step's loss mapped over it with :func:`torch.vmap` (seed s's
+    parameters get exactly the gradient of seed s's loss; Adam is elementwise, so one stacked
+    Adam is k Adams). :meth:`write_back` hands each model its slice again."""
+
+    def __init__(self, models: list[WorldModel]):
+        from adept.pack import _stack_state
+
+        self.models = models
+        first = models[0]
+        self.params = {
+            name: torch.stack([m.get_parameter(name).detach() for m in models]).requires_grad_()
+            for name, _ in first.named_parameters()
+        }
+        self.buffers = {
+            name: torch.stack([m.get_buffer(name) for m in models])
+            for name, _ in first.named_buffers()
+        }
+        where = {id(p): name for name, p in first.named_parameters()}
+        groups = [
+            {
+                **{k: v for k, v in group.items() if k != "params"},
+                "params": [self.params[where[id(p)]] for p in group["params"]],
+            }
+            for group in first.optimizer.param_groups
+        ]
+        self.optimizer = type(first.optimizer)(groups)
+        self.optimizer.load_state_dict(_stack_state([m.optimizer.state_dict() for m in models]))
+        self._holder = _Call(first)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The stacked parameters, in the models' parameter order."""
+        return list(self.params.values())
+
+    def train_step(
+        self,
+        batches: list[Batch],
+        weights: list[torch.Tensor],
+        draws: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    ) -> list[dict[str, torch.Tensor]]:
+        """One Adam step of every model: model s on ``batches[s]`` with ``weights[s]`` and its
+        loss's random numbers ``draws[s]``; each model's :meth:`WorldModel.train_step` metrics."""
+        from adept.pack import _batch_fields
+
+        tensors = {f"module.{k}": v for k, v in {**self.params, **self.buffers}.items()}
+        holder = self._holder
+
+        def one(
+            t: dict[str, torch.Tensor],
+            fields: dict[str, torch.Tensor],
+            w: torch.Tensor,
+            d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        ) -> Any:
+            return torch.func.functional_call(holder, t, ("weighted_loss", Batch(**fields), w, d))
+
+        stacked_draws = (
+            torch.stack([d[0] for d in draws]),
+            torch.stack([d[1] for d in draws]),
+            torch.stack([d[2] for d in draws]),
+        )
+        losses, metrics = torch.vmap(one)(
+            tensors, _batch_fields(batches), torch.stack(weights), stacked_draws
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optimizer.step()
+        return [{k: v[s] for k, v in metrics.items()} for s in range(len(self.models))]
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Each model's parameters and Adam state from its slice."""
+        from adept.pack import _slice_state
+
+        state = self.optimizer.state_dict()
+        for s, model in enumerate(self.models):
+            for name, param in model.named_parameters():
+                param.copy_(self.params[name][s])
+            model.optimizer.load_state_dict(_slice_state(state, s))

@@ -321,15 +321,27 @@ def test_seeds_named_twice_are_refused(dataset, tmp_path):
         train(config(dataset, tmp_path / "x", seeds=(1, 1)))
 
 
-@pytest.mark.parametrize("method", ["adept", "diffusion"])
-def test_world_model_methods_in_a_pack_write_the_runs_they_write_alone(dataset, tmp_path, method):
-    """ADEPT and Diff+X in a pack: each seed's rollouts, re-fits and diagnostics come out as in
-    its run alone (its own world model, buffers and random streams)."""
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("adept", {}),  # IS weights, resampled, the re-fit training an averaged copy
+        ("adept", {"is_loss": "weighted", "refit_average": 0.0}),
+        ("adept", {"refit": "uniform"}),
+        ("diffusion", {}),
+    ],
+    ids=["adept", "adept-weighted-unaveraged", "adept-uniform", "diffusion"],
+)
+def test_world_model_methods_in_a_pack_write_the_runs_they_write_alone(
+    dataset, tmp_path, method, options
+):
+    """ADEPT and Diff+X in a pack (re-fits and rollouts batched over the seeds' world models):
+    each seed's rollouts, re-fits and diagnostics come out as in its run alone (its own world
+    model, buffers and random streams)."""
     from dataclasses import replace
 
     from tests.test_methods import TINY
 
-    adept = replace(TINY, rollout_batch=64, horizon=4, true_error_every=1, cache=False)
+    adept = replace(TINY, rollout_batch=64, horizon=4, true_error_every=1, cache=False, **options)
     kw = dict(method=method, num_steps=30, adept=adept, eval_every=30, log_every=5)
     train(config(dataset, tmp_path / "pack", seeds=(0, 1), **kw))
     for seed in (0, 1):
@@ -338,6 +350,7 @@ def test_world_model_methods_in_a_pack_write_the_runs_they_write_alone(dataset, 
         assert any(r.get("rollout/mean_return") for r in want), "the runs rolled out"
         assert_rows_close(got, want)
         want_model = tensors(load_checkpoint(tmp_path / f"alone{seed}" / "checkpoint.pt")["method"])
+        assert any("world_model" in path for path in want_model)
         got_model = tensors(
             load_checkpoint(tmp_path / "pack" / f"seed{seed}" / "checkpoint.pt")["method"]
         )

@@ -39,6 +39,7 @@ from adept.importance import (
     RefitRule,
     importance_sampled_update,
     importance_weights,
+    refit_rows,
 )
 from adept.methods.base import Method, mixed_sample
 from adept.methods.pretraining import holdout_mask, pretrain, pretrain_key
@@ -46,7 +47,12 @@ from adept.nets import Actor
 from adept.pack import Streams
 from adept.rng import seeded
 from adept.rollout import Caution, RolloutResult, StateBounds, rollout, rollout_stacked
-from adept.world_model import DiffusionDynamics, WorldModel, WorldModelConfig
+from adept.world_model import (
+    DiffusionDynamics,
+    StackedWorldModels,
+    WorldModel,
+    WorldModelConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -297,9 +303,11 @@ class DiffusionMethod(Method):
     def after_update_pack(
         methods: Sequence[Method], step: int, agents: Sequence[Agent], streams: Streams
     ) -> list[dict[str, torch.Tensor]]:
-        """The seeds' rounds, their rollouts stepped together: each step's s′ of every seed
-        sampled as one batched computation (:func:`adept.rollout.rollout_stacked`); re-fits
-        and diagnostics seed after seed. Each seed's results are those of its round alone."""
+        """The seeds' rounds as batched computations: ADEPT's re-fit steps train every seed's
+        world model in one step (:meth:`Refitter.round_stacked`), and the rollouts step every
+        seed together, each step's s′ of all seeds sampled at once
+        (:func:`adept.rollout.rollout_stacked`); the diagnostics run seed after seed. Each
+        seed's results are those of its round alone."""
         models = cast(list[DiffusionMethod], list(methods))
         first = models[0]
         if len(models) < 2 or not all(
@@ -308,10 +316,21 @@ class DiffusionMethod(Method):
             return Method.after_update_pack(methods, step, agents, streams)
         if not first._rolls_after(step):
             return [{} for _ in models]
-        metrics, starts = [], []
+        metrics: list[dict[str, torch.Tensor]] = [{} for _ in models]
+        if first.adapts:
+            refits = Refitter.round_stacked(
+                [cast(Refitter, m.refitter) for m in models],
+                [m.model_data for m in models],
+                agents,
+                [cast(BehaviorModel, m.behavior) for m in models],
+                streams,
+            )
+            for seed_metrics, refit in zip(metrics, refits, strict=True):
+                seed_metrics.update(refit)
+        starts = []
         for s, (method, agent) in enumerate(zip(models, agents, strict=True)):
             with streams.of(s):
-                metrics.append(method._before_rollouts(step, agent))
+                metrics[s].update(method._before_rollouts(step, agent, refit=False))
                 starts.append(method._rollout_starts())
         results = rollout_stacked(
             agents,
@@ -326,13 +345,17 @@ class DiffusionMethod(Method):
             seed_metrics.update(method._store_rollouts(result))
         return metrics
 
-    def _before_rollouts(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
-        """A round's work before its rollouts: the re-fit (ADEPT), the diagnostics."""
+    def _before_rollouts(
+        self, step: int, agent: Agent, refit: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """A round's work before its rollouts: the re-fit (ADEPT; ``refit=False``: done
+        already), the diagnostics."""
         c = self.config
         done = step + 1
         metrics: dict[str, torch.Tensor] = {}
         if self.adapts:
-            metrics.update(self._adapt(agent))
+            if refit:
+                metrics.update(self._adapt(agent))
             if c.flush_on_refit:
                 self.model_buffer.clear()
         if c.diagnostics:
@@ -543,6 +566,67 @@ class Refitter:
             for key, value in out.items():
                 sums[key] = sums.get(key, torch.zeros_like(value)) + value
         return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    @staticmethod
+    def round_stacked(
+        refitters: Sequence[Refitter],
+        samplers: Sequence[ReplayBuffer],
+        policies: Sequence[Agent],
+        behaviors: Sequence[BehaviorModel],
+        streams: Streams,
+    ) -> list[dict[str, torch.Tensor]]:
+        """:meth:`round` of k seeds' re-fitters (same configuration), each step of every seed's
+        model one batched computation (:class:`adept.world_model.StackedWorldModels`): seed
+        s draws its rows with ``samplers[s]`` and its loss's random numbers from
+        ``streams.of(s)`` as its round alone does, so its results are that round's, up to the
+        rounding of batched matrix products. Returns each seed's metrics."""
+        first = refitters[0]
+        trained = StackedWorldModels([r.trained() for r in refitters])
+        averaged = (
+            None
+            if first.online is None
+            else [
+                torch.stack([p.detach() for p in params])
+                for params in zip(*(r.model.parameters() for r in refitters), strict=True)
+            ]
+        )
+        sums: list[dict[str, torch.Tensor]] = [{} for _ in refitters]
+        for _ in range(first.steps):
+            batches, weights, draws, stats = [], [], [], []
+            for s, r in enumerate(refitters):
+                with streams.of(s):
+                    rows, w, seed_stats = refit_rows(
+                        samplers[s].sample(r.pool),
+                        policies[s],
+                        behaviors[s],
+                        r.rule,
+                        r.batch_size,
+                        samplers[s].generator,
+                    )
+                    dynamics = cast(DiffusionDynamics, r.trained().dynamics)
+                    draws.append(dynamics.draw_loss_noise(len(rows), rows.observations.device))
+                batches.append(rows)
+                weights.append(
+                    torch.full((len(rows),), 1.0 / len(rows), device=rows.observations.device)
+                    if w is None
+                    else w
+                )
+                stats.append(seed_stats)
+            losses = trained.train_step(batches, weights, draws)
+            if averaged is not None:
+                with torch.no_grad():
+                    first.average_into(averaged, trained.parameters(), None)
+            for s in range(len(refitters)):
+                for key, value in {**losses[s], **stats[s]}.items():
+                    sums[s][key] = sums[s].get(key, torch.zeros_like(value)) + value
+        trained.write_back()
+        if averaged is not None:
+            with torch.no_grad():
+                for s, r in enumerate(refitters):
+                    for param, stack in zip(r.model.parameters(), averaged, strict=True):
+                        param.copy_(stack[s])
+        steps = max(first.steps, 1)
+        return [{k: v / steps for k, v in seed.items()} for seed in sums]
 
     def trained(self) -> WorldModel:
         """The model the re-fit steps train: the copy under averaging, else ``model``."""
