@@ -17,9 +17,11 @@ key (:mod:`adept.artifacts`) and ``precision`` is part of a run's config.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -37,11 +39,35 @@ AUTO: dict[str, dict[Part, Literal["fp32", "bf16"]]] = {
 """What ``auto`` means for each part on each device type."""
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 products natively: a GPU that supports bf16, or a CPU
+    with AVX-512 BF16 or AMX (read from /proc/cpuinfo; elsewhere unknown, so False). On other
+    CPUs bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
 def resolve(precision: Precision, device: torch.device, part: Part) -> Literal["fp32", "bf16"]:
-    """``auto`` → the part's default on the device type (:data:`AUTO`); otherwise
-    ``precision``, for every part."""
+    """``auto`` → the part's default on the device type (:data:`AUTO`), bf16 only where the
+    device has it natively (:func:`native_bf16`); otherwise ``precision``, for every part."""
     if precision == "auto":
-        return AUTO.get(device.type, {}).get(part, "fp32")
+        chosen = AUTO.get(device.type, {}).get(part, "fp32")
+        return chosen if chosen == "fp32" or native_bf16(device) else "fp32"
     return precision
 
 

@@ -84,7 +84,8 @@ class TrainConfig:
     """Train these seeds in one process (instead of --seed), the agents' updates batched into
     one computation (adept.pack); each seed is an ordinary run in its own directory
     (<run-dir>/seed<s>, default runs/<dataset>-<agent>-<method>-seed<s>) that resumes exactly,
-    in a pack or alone. A method's own work (rollouts, re-fits, generation) runs seed by seed."""
+    in a pack or alone. Diff+X's and ADEPT's rollouts and re-fits batch the seeds' world
+    models too; other methods' work (generation) and the diagnostics run seed by seed."""
     run_dir: Path | None = None
     """Run directory; default runs/<dataset>-<agent>-<method>-seed<seed>."""
     env_id: str | None = None
@@ -552,8 +553,9 @@ def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str
 
     Each seed is an ordinary run (``config.for_seed``): its own directory, config, metrics,
     evaluations and checkpoints, its own random streams (:class:`adept.pack.Streams`), and it
-    can be resumed alone or in a pack. The methods' own work (rollouts, re-fits, generation)
-    runs seed after seed. A seed leaves the pack and is finished alone, from its last
+    can be resumed alone or in a pack. Diff+X's and ADEPT's rounds batch the seeds' world models
+    (:meth:`adept.methods.Method.after_update_pack`); other methods' work runs seed after seed.
+    A seed leaves the pack and is finished alone, from its last
     checkpoint, by the ordinary loop when it diverges (that loop then stops or rolls back as
     --on-divergence says), or when a resume finds its checkpoint at another step than the
     others' (a kill between two seeds' checkpoints; a seed ahead first tries its previous

@@ -37,6 +37,19 @@ def test_auto_is_each_parts_device_default_and_bf16_casts_the_products():
         assert layer(torch.ones(2, 4)).dtype == torch.float32
 
 
+def test_auto_takes_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setitem(precision.AUTO, "cpu", {"agent": "bf16", "model": "fp32"})
+    for native, agent in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(
+            precision, "_cpu_flags", lambda n=native: frozenset({"avx512_bf16"} if n else {"avx2"})
+        )
+        assert precision.native_bf16(cpu) is native
+        assert precision.resolve("auto", cpu, "agent") == agent
+        assert precision.resolve("auto", cpu, "model") == "fp32"
+        assert precision.resolve("bf16", cpu, "model") == "bf16", "asked for, it is given"
+
+
 def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch):
     """With auto meaning bf16 for the agent and fp32 for the models, ADEPT's agent updates run
     under bf16 while its world model pre-trains, rolls out and re-fits in fp32 (and is the fp32
@@ -45,6 +58,7 @@ def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch
     train(fp32)
     cached = sorted(p for p in artifacts_dir().rglob("*.pt"))
     monkeypatch.setitem(precision.AUTO, "cpu", {"agent": "bf16", "model": "fp32"})
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     seen: dict[str, set[str | None]] = {"update": set(), "setup": set(), "after_update": set()}
     agent_cls, method_cls = AGENTS["iql"], METHODS["adept"]
 
