@@ -115,9 +115,9 @@ class TrainConfig:
     """Matrix products of the agent's update and of the method's models (pre-training,
     sampling, re-fits, rollouts): fp32, or bf16 autocast (weights, optimizer state and
     evaluation stay fp32), for both; auto: each part's measured default on the device
-    (adept.precision.AUTO; fp32 until the precision-table grid has measured bf16's cost to
-    the agents' learning). On this CPU bf16 runs the agents' updates 1.07–1.28× and the world
-    model's steps 1.16–1.38× as fast (benchmarks.precision)."""
+    (adept.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
+    precision-table grid; $ADEPT_PRECISION overrides it). On this CPU bf16 runs the agents'
+    updates 1.07–1.28× and the world model's steps 1.16–1.38× as fast (benchmarks.precision)."""
     tensorboard: bool = False
     """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
     wandb: bool = False

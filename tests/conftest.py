@@ -74,3 +74,6 @@ def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's dataset cache or Minari folder from a test."""
     monkeypatch.setenv("ADEPT_DATA_DIR", str(tmp_path / "adept-data"))
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    # --precision auto means fp32 in every test, and in the processes tests start: the suite's
+    # numbers must not depend on whether this CPU has bf16 (a test that wants bf16 asks for it)
+    monkeypatch.setenv("ADEPT_PRECISION", "fp32")

@@ -15,6 +15,7 @@ import adept.train as train_module
 from adept import precision
 from adept.agents import AGENTS
 from adept.artifacts import artifacts_dir
+from adept.errors import AdeptError
 from adept.methods import METHODS
 from adept.runs import load_checkpoint
 from adept.train import TrainConfig, train
@@ -22,10 +23,12 @@ from tests.test_methods import config, rows, train_interrupted_then_resumed
 from tests.test_methods import dataset as dataset
 
 
-def test_auto_is_each_parts_device_default_and_bf16_casts_the_products():
+def test_auto_is_each_parts_device_default_and_bf16_casts_the_products(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv("ADEPT_PRECISION")
     for part in ("agent", "model"):
-        assert precision.resolve("auto", cpu, part) == precision.AUTO["cpu"][part]
+        default = precision.AUTO["cpu"][part] if precision.native_bf16(cpu) else "fp32"
+        assert precision.resolve("auto", cpu, part) == default
         assert precision.resolve("bf16", cpu, part) == "bf16"
         assert precision.resolve("fp32", cpu, part) == "fp32"
     layer = torch.nn.Linear(4, 4)
@@ -39,6 +42,7 @@ def test_auto_is_each_parts_device_default_and_bf16_casts_the_products():
 
 def test_auto_takes_bf16_only_where_the_device_computes_it_natively(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv("ADEPT_PRECISION")
     monkeypatch.setitem(precision.AUTO, "cpu", {"agent": "bf16", "model": "fp32"})
     for native, agent in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(
@@ -48,6 +52,12 @@ def test_auto_takes_bf16_only_where_the_device_computes_it_natively(monkeypatch)
         assert precision.resolve("auto", cpu, "agent") == agent
         assert precision.resolve("auto", cpu, "model") == "fp32"
         assert precision.resolve("bf16", cpu, "model") == "bf16", "asked for, it is given"
+    for forced in ("fp32", "bf16"):  # $ADEPT_PRECISION decides what auto means
+        monkeypatch.setenv("ADEPT_PRECISION", forced)
+        assert {precision.resolve("auto", cpu, p) for p in ("agent", "model")} == {forced}
+    monkeypatch.setenv("ADEPT_PRECISION", "fp16")
+    with pytest.raises(AdeptError, match="ADEPT_PRECISION must be fp32 or bf16"):
+        precision.resolve("auto", cpu, "agent")
 
 
 def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch):
@@ -59,6 +69,7 @@ def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch
     cached = sorted(p for p in artifacts_dir().rglob("*.pt"))
     monkeypatch.setitem(precision.AUTO, "cpu", {"agent": "bf16", "model": "fp32"})
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.delenv("ADEPT_PRECISION")
     seen: dict[str, set[str | None]] = {"update": set(), "setup": set(), "after_update": set()}
     agent_cls, method_cls = AGENTS["iql"], METHODS["adept"]
 
