@@ -228,7 +228,8 @@ class Bench:
     """Torch threads per cell (default: cores / workers)."""
     pack: int = 1
     """Train the cells that differ only by seed in one process, up to this many (adept train
-    --seeds: their agents' updates batched into one computation; a worker runs the pack)."""
+    --seeds: their agents' updates, and Diff+X's and ADEPT's world models, batched into one
+    computation; a worker runs the pack). For GPUs: on a CPU it saves nothing."""
     backend: Literal["local", "ray"] = "local"
     """local: worker processes on this machine; ray: Ray tasks on a cluster sharing --root."""
     address: str | None = None
