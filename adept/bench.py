@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
+import functools
 import json
 import os
 import signal
@@ -765,11 +766,15 @@ def is_archived(archive: Path, cell_id: str, run_dir: Path) -> bool:
     return kept.is_file() and kept.read_bytes() == (Path(run_dir) / SUMMARY).read_bytes()
 
 
-def check_archived(archive: Path, cell: Cell, config: Any) -> dict[str, Any] | None:
+def check_archived(
+    archive: Path, cell: Cell, config: Any, fingerprint: Callable[[], str]
+) -> dict[str, Any] | None:
     """The archive's bench.json record of ``cell`` finished, or None when it does not hold the
-    cell finished; a kept run of another config, or a damaged one, is refused with the fix."""
-    from adept.runs import CONFIG, SUMMARY, config_changes
-    from adept.train import RESUMABLE_FIELDS
+    cell finished; a kept run of another config, of other data (``fingerprint``: today's
+    dataset's, asked for only when the kept run recorded one), or a damaged one, is refused
+    with the fix."""
+    from adept.runs import CONFIG, SUMMARY, config_changes, fact_changes
+    from adept.train import DATASET_FINGERPRINT, RESUMABLE_FIELDS
 
     src = Path(archive) / cell.id
     if not (src / SUMMARY).is_file():
@@ -785,6 +790,14 @@ def check_archived(archive: Path, cell: Cell, config: Any) -> dict[str, Any] | N
             f"cell {cell.id}: the archive's {src / CONFIG} holds another config "
             f"({'; '.join(changes[:3])}); {fix}"
         )
+    if DATASET_FINGERPRINT in json.loads((src / CONFIG).read_text()):
+        changed = fact_changes(src, {DATASET_FINGERPRINT: fingerprint()})
+        if changed:
+            raise AdeptError(
+                f"cell {cell.id}: the archive's run was made from {changed[0]} than "
+                f"{cell.dataset} is on this machine; make that dataset as it was made there "
+                f"(same version, seed and threads), or {fix}"
+            )
     kept: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         kept = dict(json.loads((src / RECORD).read_text()))
@@ -1239,8 +1252,11 @@ def prepare(spec: GridSpec, options: BenchOptions) -> tuple[BenchRoot, GridSpec]
     return root, spec
 
 
-def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, Any]]:
-    """Make the datasets, build and check every cell's config, before anything is written."""
+def _preflight(
+    spec: GridSpec, root: Path, progress: bool
+) -> tuple[list[tuple[Cell, Any]], dict[str, Any]]:
+    """Make the datasets, build and check every cell's config, before anything is written;
+    returns the cells with their configs, and the datasets by name."""
     from adept.data.registry import dataset_label, load_dataset
     from adept.methods import check_method
 
@@ -1268,7 +1284,7 @@ def _preflight(spec: GridSpec, root: Path, progress: bool) -> list[tuple[Cell, A
     for cell, config in cells:
         check_method(config, datasets[cell.dataset])
         check_cell_dir(cell, config)
-    return cells
+    return cells, datasets
 
 
 def run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
@@ -1310,11 +1326,20 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     root, spec = prepare(spec, options)
     t0 = time.perf_counter()
     with root.locked():
-        cells = _preflight(spec, root.path, options.progress)
+        cells, datasets = _preflight(spec, root.path, options.progress)
         archived = {}  # every kept cell is checked before any is restored
+        fingerprints: dict[str, str] = {}
+
+        def fingerprint_of(dataset: str) -> str:
+            if dataset not in fingerprints:
+                fingerprints[dataset] = datasets[dataset].fingerprint()
+            return fingerprints[dataset]
+
         for cell, config in cells:
             if archive is not None and not (Path(config.run_dir) / "summary.json").exists():
-                kept = check_archived(archive, cell, config)
+                kept = check_archived(
+                    archive, cell, config, functools.partial(fingerprint_of, cell.dataset)
+                )
                 if kept is not None:
                     archived[cell.id] = kept
         from adept import __version__

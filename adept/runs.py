@@ -123,6 +123,18 @@ def config_changes(path: Path, config: Any, ignore: tuple[str, ...] = ()) -> lis
     ]
 
 
+def fact_changes(path: Path, facts: Mapping[str, str]) -> list[str]:
+    """How ``facts`` differ from those stored with the run at ``path`` ('other data
+    (dataset_fingerprint 1a2b… here, 3c4d… now)'); a fact the run did not store is not checked
+    (runs from before it was recorded)."""
+    stored = read_json(Path(path) / CONFIG, f"delete {path} to start the run over")
+    return [
+        f"other data ({key} {str(stored[key])[:12]}… there, {str(value)[:12]}… now)"
+        for key, value in facts.items()
+        if key in stored and stored[key] != value
+    ]
+
+
 class RunDir:
     """Creates or reopens a run directory; refuses a config that differs from the stored one."""
 
@@ -132,11 +144,15 @@ class RunDir:
         config: Any,
         ignore: tuple[str, ...] = (),
         hint: str = "use a new --run-dir or repeat the original command to resume",
+        facts: Mapping[str, str] | None = None,
     ):
         """``ignore`` names config fields that may change between sessions (device, logging);
-        nested ones as ``parent.field``. ``hint``: what to do when the configs differ."""
+        nested ones as ``parent.field``. ``hint``: what to do when the configs differ.
+        ``facts``: what the run is made from beyond its config (the dataset's fingerprint),
+        stored beside it and checked like it when the run is reopened."""
         self.path = Path(path)
         self.config = to_jsonable(config)
+        self.facts = dict(facts or {})
         make_folder(self.path, "run dir", "choose another --run-dir")
         self._held = contextlib.ExitStack()
         self._held.enter_context(
@@ -165,10 +181,18 @@ class RunDir:
                 raise AdeptError(
                     f"run dir {self.path} holds a run with a different config ({shown}); {hint}"
                 )
+            changed = fact_changes(self.path, self.facts)
+            if changed:
+                raise AdeptError(f"run dir {self.path} holds a run made from {changed[0]}; {hint}")
             return True
         atomic_write_json(
             stored_path,
-            {"config": self.config, "adept_version": __version__, "git_sha": git_sha()},
+            {
+                "config": self.config,
+                "adept_version": __version__,
+                "git_sha": git_sha(),
+                **self.facts,
+            },
         )
         return False
 

@@ -534,6 +534,14 @@ def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
     assert (tmp_path / "three" / bc / "checkpoint.pt").exists()
     assert (archive / bc / "summary.json").exists()
 
+    kept_config = json.loads((archive / iql / "config.json").read_text())
+    assert kept_config["dataset_fingerprint"], "a run records what data it was made from"
+    kept_config["dataset_fingerprint"] = "0" * 32  # as if made on another machine's data
+    (archive / iql / "config.json").write_text(json.dumps(kept_config))
+    elsewhere = run_bench(*args, "--root", str(tmp_path / "five"), "--archive", str(archive))
+    assert elsewhere.returncode == 2 and "made from other data" in elsewhere.stderr
+    assert not (tmp_path / "five" / iql).exists() and not (tmp_path / "five" / bc).exists()
+
     other = run_bench(*args, "--root", str(tmp_path / "four"), "--archive", str(archive),
                       "--set", "iql.expectile=0.8")  # fmt: skip
     assert other.returncode == 2 and "holds another config" in other.stderr

@@ -108,6 +108,21 @@ def test_finished_run_is_reported_not_retrained(dataset, tmp_path, monkeypatch):
     assert train(cfg) == first
 
 
+def test_a_run_resumed_on_other_data_is_refused(tmp_path, monkeypatch):
+    """The same config (the same dataset path) over a file whose content changed: refused."""
+    path = tmp_path / "hopper-random.hdf5"
+    make_dataset("hopper-random", path, num_steps=800, seed=0, progress=False)
+    cfg = config(str(path), tmp_path / "run")
+    stopped_at(cfg, 20, monkeypatch)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(stored["dataset_fingerprint"]) == 32
+    make_dataset("hopper-random", path, num_steps=800, seed=1, progress=False)
+    with pytest.raises(AdeptError, match="holds a run made from other data"):
+        train(cfg)
+    make_dataset("hopper-random", path, num_steps=800, seed=0, progress=False)
+    train(cfg)  # the data it was made from: it resumes
+
+
 def test_different_config_on_existing_run_dir_is_refused(dataset, tmp_path):
     train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10))
     with pytest.raises(AdeptError, match=r"different config \(iql\.expectile: 0\.7 → 0\.9\)"):
