@@ -1,7 +1,7 @@
 """A run directory: resolved config, metrics log, checkpoints and the final summary.
 
 RUN_DIR/
-  config.json      resolved config + package version + git SHA
+  config.json      resolved config + package version + git SHA + the data's fingerprint
   metrics.csv      one row per log event (train averages, eval scores), long format
   checkpoint.pt    latest state (torch.save of state dicts; loaded with weights_only=True),
                    with the SHA-256 of its contents and the metrics rows logged up to it
