@@ -1327,6 +1327,9 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     t0 = time.perf_counter()
     with root.locked():
         cells, datasets = _preflight(spec, root.path, options.progress)
+        from adept import __version__
+        from adept.runs import SUMMARY, to_jsonable
+
         archived = {}  # every kept cell is checked before any is restored
         fingerprints: dict[str, str] = {}
 
@@ -1336,14 +1339,12 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
             return fingerprints[dataset]
 
         for cell, config in cells:
-            if archive is not None and not (Path(config.run_dir) / "summary.json").exists():
+            if archive is not None and not (Path(config.run_dir) / SUMMARY).exists():
                 kept = check_archived(
                     archive, cell, config, functools.partial(fingerprint_of, cell.dataset)
                 )
                 if kept is not None:
                     archived[cell.id] = kept
-        from adept import __version__
-        from adept.runs import SUMMARY, to_jsonable
 
         old = root.state.get("cells", {})
         records: dict[str, dict[str, Any]] = {}

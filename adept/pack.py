@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -69,7 +69,7 @@ class _Holder(nn.Module):
         return loss(batch, noise)
 
 
-def _batch_fields(batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+def batch_fields(batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
     """The seeds' batches stacked field by field, ``[k, batch, ...]`` (absent fields left out)."""
     out = {}
     for f in fields(Batch):
@@ -104,7 +104,28 @@ def _stack_state(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"state": stacked, "param_groups": first["param_groups"]}
 
 
-def _slice_state(state: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def stacked_optimizer(
+    optimizers: Sequence[torch.optim.Optimizer],
+    stack_of: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.optim.Optimizer:
+    """One optimizer for k seeds' ``optimizers`` (same class, groups and settings): the first's
+    class and groups over the stacked tensors (``stack_of`` maps a parameter of the first to
+    its stack), with the k states stacked (:func:`_stack_state`)."""
+    template = optimizers[0]
+    groups = [
+        {
+            **{k: v for k, v in group.items() if k != "params"},
+            "params": [stack_of(p) for p in group["params"]],
+        }
+        for group in template.param_groups
+    ]
+    kind: Any = type(template)  # Adam, AdamW, ...: built from the groups, as the template was
+    stacked: torch.optim.Optimizer = kind(groups)
+    stacked.load_state_dict(_stack_state([o.state_dict() for o in optimizers]))
+    return stacked
+
+
+def slice_state(state: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Seed ``seed``'s optimizer state dict out of the stacked one (copies)."""
 
     def one(key: str, value: Any) -> Any:
@@ -158,21 +179,14 @@ class Pack:
             }
 
         # one optimizer per agent optimizer, same class, groups and settings, stacked state
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        for oname in [n for n, p in parts[0].items() if isinstance(p, torch.optim.Optimizer)]:
-            template_opt = parts[0][oname]
-            groups = [
-                {
-                    **{k: v for k, v in group.items() if k != "params"},
-                    "params": [
-                        self.params[m][p] for m, p in (where[id(q)] for q in group["params"])
-                    ],
-                }
-                for group in template_opt.param_groups
-            ]
-            opt = type(template_opt)(groups)
-            opt.load_state_dict(_stack_state([p[oname].state_dict() for p in parts]))
-            self.optimizers[oname] = opt
+        def stack_of(param: torch.Tensor) -> torch.Tensor:
+            module, name = where[id(param)]
+            return self.params[module][name]
+
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            oname: stacked_optimizer([p[oname] for p in parts], stack_of)
+            for oname in [n for n, p in parts[0].items() if isinstance(p, torch.optim.Optimizer)]
+        }
 
         # each agent's parameters become views of its slice (acting and evaluating need no
         # copy); its own parameter objects wait for release()
@@ -211,7 +225,7 @@ class Pack:
         """One update of every seed: seed s on ``batches[s]`` with the random numbers
         ``noises[s]`` (what ``agents[s].draw`` gave from seed s's stream). Returns each seed's
         metrics, as :meth:`Agent.update` does."""
-        batch = _batch_fields(batches)
+        batch = batch_fields(batches)
         noise = {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
         holder = self._holder
 
@@ -272,7 +286,7 @@ class Pack:
         optimizers (copies)."""
         parts = self.agents[seed].components()
         for name, opt in self.optimizers.items():
-            parts[name].load_state_dict(_slice_state(opt.state_dict(), seed))
+            parts[name].load_state_dict(slice_state(opt.state_dict(), seed))
 
     def agent_state(self, seed: int) -> dict[str, Any]:
         """Seed ``seed``'s agent state as :meth:`Agent.state_dict` gives it for a run of its

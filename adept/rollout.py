@@ -21,7 +21,7 @@ from adept.agents.base import Agent
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats
 from adept.pack import Streams
-from adept.world_model import DiffusionDynamics, WorldModel, sample_stacked
+from adept.world_model import DiffusionDynamics, StackedDynamics, WorldModel
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,8 @@ def rollout_stacked(
 ) -> list[RolloutResult]:
     """:func:`rollout` of k seeds at once (seed s: ``agents[s]`` in ``world_models[s]`` from
     ``start_obs[s]``, drawing from its stream ``streams.of(s)``), each step's s′ of every seed
-    sampled as one batched computation (:func:`adept.world_model.sample_stacked`: the
+    sampled as one batched computation (:class:`adept.world_model.StackedDynamics`, stacked
+    once per rollout: the
     diffusion chain, a rollout's cost). Seed s's results are those of its :func:`rollout`
     alone: the same draws from its stream in the same order, up to the rounding of batched
     matrix products."""
@@ -185,6 +186,8 @@ def rollout_stacked(
         _Walker(a, m, o, horizon, b, False, caution)
         for a, m, o, b in zip(agents, world_models, start_obs, bounds, strict=True)
     ]
+    models = [cast(DiffusionDynamics, w.world_model.dynamics) for w in walkers]
+    stacked = StackedDynamics(models)  # the weights stay as they are for the whole rollout
     while True:
         live = [s for s, w in enumerate(walkers) if not w.done]
         if not live:
@@ -193,15 +196,9 @@ def rollout_stacked(
         for s in live:
             with streams.of(s):
                 obs, act = walkers[s].query()
-                dynamics = cast(DiffusionDynamics, walkers[s].world_model.dynamics)
-                noises.append(dynamics.draw_noise(len(obs), obs.device))
+                noises.append(models[s].draw_noise(len(obs), obs.device))
             queries.append((obs, act))
-        draws = sample_stacked(
-            [cast(DiffusionDynamics, walkers[s].world_model.dynamics) for s in live],
-            [q[0] for q in queries],
-            [q[1] for q in queries],
-            noises,
-        )
+        draws = stacked.sample([q[0] for q in queries], [q[1] for q in queries], noises, live)
         for s, d in zip(live, draws, strict=True):
             walkers[s].advance(d)
     return [w.result() for w in walkers]

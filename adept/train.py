@@ -326,28 +326,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
     check_method(config, data)  # before the run directory is written
     if config.seeds:
         return {"runs": train_seeds(config, data, data.env_id)}
-    with run_dir(config, data) as run:
+    with run_dir(config, data.fingerprint()) as run:
         return _train_in(run, config, data, data.env_id)
 
 
-def run_dir(config: TrainConfig, data: Transitions) -> RunDir:
-    """The run's directory, opened: its config, and the fingerprint of the data it trains on
-    (a resume, or a bench grid continued elsewhere, on other data is refused)."""
-    facts = {DATASET_FINGERPRINT: _fingerprint(data)}
+def run_dir(config: TrainConfig, fingerprint: str) -> RunDir:
+    """The run's directory, opened: its config, and the ``fingerprint`` of the data it trains
+    on (:meth:`Transitions.fingerprint`; a resume, or a bench grid continued elsewhere, on
+    other data is refused)."""
+    facts = {DATASET_FINGERPRINT: fingerprint}
     return RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS, facts=facts)
 
 
 DATASET_FINGERPRINT = "dataset_fingerprint"
 """The key of the data's :meth:`Transitions.fingerprint` in a run's config.json."""
-
-
-def _fingerprint(data: Transitions) -> str:
-    """``data.fingerprint()``, once per dataset object (a pack opens k run directories)."""
-    cached = getattr(data, "_adept_fingerprint", None)
-    if cached is None:
-        cached = data.fingerprint()
-        object.__setattr__(data, "_adept_fingerprint", cached)
-    return cached
 
 
 class _Seat:
@@ -584,10 +576,11 @@ def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str
     summaries: dict[str, Any] = {}
     alone: list[TrainConfig] = []
     contexts = Contexts.of(config.precision, resolve_device(config.device))
+    fingerprint = data.fingerprint()  # once for the k run directories
     with contextlib.ExitStack() as held:
         seats, states, rngs = [], [], []
         for c in configs:
-            run = held.enter_context(run_dir(c, data))
+            run = held.enter_context(run_dir(c, fingerprint))
             seat = _Seat(run, c, data, env_id, contexts)
             seats.append(seat)
             states.append(seat.latest())
@@ -618,7 +611,7 @@ def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str
                 summaries[str(seat.run.path)] = summary
             alone += [seat.config for seat in active if seat not in finished]
     for c in alone:  # the pack's run dirs are released: the ordinary loop takes them over
-        with run_dir(c, data) as run:
+        with run_dir(c, fingerprint) as run:
             summaries[str(run.path)] = _train_in(run, c, data, env_id)
     return summaries
 

@@ -245,7 +245,7 @@ class DiffusionDynamics(NextStateModel):
         self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor, w: float
     ) -> torch.Tensor:
         """The reverse chain from x_K = noise[0], adding noise[K − k] at step k > 0 (no RNG:
-        :func:`sample_stacked` maps it over several models)."""
+        :class:`StackedDynamics` maps it over several models)."""
         n, device = len(obs), obs.device
         cond = self._cond(obs, act)
         guided = w != 0.0
@@ -286,46 +286,69 @@ class _Call(nn.Module):
         return getattr(self.module, method)(*args)
 
 
-@torch.no_grad()
+class StackedDynamics:
+    """k diffusion models (same configuration; one per seed) stacked once, to sample as one
+    computation (:meth:`sample`) as often as their weights stay as they are (a rollout)."""
+
+    def __init__(self, models: list[DiffusionDynamics]):
+        params, buffers = torch.func.stack_module_state(models)
+        self.tensors = {f"module.{k}": v for k, v in {**params, **buffers}.items()}
+        self.holder = _Call(models[0])
+        self.guidance_weight = models[0].config.guidance_weight
+        self.k = len(models)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        obs: list[torch.Tensor],
+        act: list[torch.Tensor],
+        noise: list[torch.Tensor],
+        which: list[int] | None = None,
+    ) -> list[torch.Tensor]:
+        """s′ of the models ``which`` (default: all, in order): the i-th of them samples for
+        ``obs[i]``, ``act[i]`` with the chain noise ``noise[i]`` (its
+        :meth:`DiffusionDynamics.draw_noise` from its seed's stream). The chain is mapped over
+        the stacked parameters with :func:`torch.vmap`; the rows of each are padded to the
+        longest (the chain is row-wise, so padding changes no real row). Equals each model's
+        own :meth:`DiffusionDynamics.sample` up to the rounding of batched matrix products."""
+        tensors = self.tensors
+        if which is not None and which != list(range(self.k)):
+            index = torch.tensor(which)
+            tensors = {name: value[index] for name, value in tensors.items()}
+        rows = max(len(o) for o in obs)
+
+        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+            extra = rows - x.shape[dim]
+            if extra == 0:
+                return x
+            shape = list(x.shape)
+            shape[dim] = extra
+            return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+        holder, w = self.holder, self.guidance_weight
+
+        def one(
+            t: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, z: torch.Tensor
+        ) -> Any:
+            return torch.func.functional_call(holder, t, ("chain", o, a, z, w))
+
+        out = torch.vmap(one)(
+            tensors,
+            torch.stack([pad(o, 0) for o in obs]),
+            torch.stack([pad(a, 0) for a in act]),
+            torch.stack([pad(z, 1) for z in noise]),
+        )
+        return [out[i, : len(o)] for i, o in enumerate(obs)]
+
+
 def sample_stacked(
     models: list[DiffusionDynamics],
     obs: list[torch.Tensor],
     act: list[torch.Tensor],
     noise: list[torch.Tensor],
 ) -> list[torch.Tensor]:
-    """s′ of k models (same configuration; one per seed) as one batched computation: model i
-    samples for ``obs[i]``, ``act[i]`` with the chain noise ``noise[i]`` (its
-    :meth:`DiffusionDynamics.draw_noise` from its seed's stream). The models' parameters and
-    buffers are stacked and the chain is mapped over them with :func:`torch.vmap`; the rows of
-    each are padded to the longest (the chain is row-wise, so padding changes no real row).
-    Equals each model's own :meth:`DiffusionDynamics.sample` up to the rounding of batched
-    matrix products."""
-    template = models[0]
-    params, buffers = torch.func.stack_module_state(models)
-    tensors = {f"module.{k}": v for k, v in {**params, **buffers}.items()}
-    rows = max(len(o) for o in obs)
-
-    def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-        extra = rows - x.shape[dim]
-        if extra == 0:
-            return x
-        shape = list(x.shape)
-        shape[dim] = extra
-        return torch.cat([x, x.new_zeros(shape)], dim=dim)
-
-    holder = _Call(template)
-    w = template.config.guidance_weight
-
-    def one(t: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, z: torch.Tensor) -> Any:
-        return torch.func.functional_call(holder, t, ("chain", o, a, z, w))
-
-    out = torch.vmap(one)(
-        tensors,
-        torch.stack([pad(o, 0) for o in obs]),
-        torch.stack([pad(a, 0) for a in act]),
-        torch.stack([pad(z, 1) for z in noise]),
-    )
-    return [out[i, : len(o)] for i, o in enumerate(obs)]
+    """One :meth:`StackedDynamics.sample` of ``models``, stacked for it."""
+    return StackedDynamics(models).sample(obs, act, noise)
 
 
 class GaussianDynamics(NextStateModel):
@@ -603,7 +626,7 @@ class StackedWorldModels:
     Adam is k Adams). :meth:`write_back` hands each model its slice again."""
 
     def __init__(self, models: list[WorldModel]):
-        from adept.pack import _stack_state
+        from adept.pack import stacked_optimizer
 
         self.models = models
         first = models[0]
@@ -616,15 +639,9 @@ class StackedWorldModels:
             for name, _ in first.named_buffers()
         }
         where = {id(p): name for name, p in first.named_parameters()}
-        groups = [
-            {
-                **{k: v for k, v in group.items() if k != "params"},
-                "params": [self.params[where[id(p)]] for p in group["params"]],
-            }
-            for group in first.optimizer.param_groups
-        ]
-        self.optimizer = type(first.optimizer)(groups)
-        self.optimizer.load_state_dict(_stack_state([m.optimizer.state_dict() for m in models]))
+        self.optimizer = stacked_optimizer(
+            [m.optimizer for m in models], lambda p: self.params[where[id(p)]]
+        )
         self._holder = _Call(first)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -639,7 +656,7 @@ class StackedWorldModels:
     ) -> list[dict[str, torch.Tensor]]:
         """One Adam step of every model: model s on ``batches[s]`` with ``weights[s]`` and its
         loss's random numbers ``draws[s]``; each model's :meth:`WorldModel.train_step` metrics."""
-        from adept.pack import _batch_fields
+        from adept.pack import batch_fields
 
         tensors = {f"module.{k}": v for k, v in {**self.params, **self.buffers}.items()}
         holder = self._holder
@@ -658,7 +675,7 @@ class StackedWorldModels:
             torch.stack([d[2] for d in draws]),
         )
         losses, metrics = torch.vmap(one)(
-            tensors, _batch_fields(batches), torch.stack(weights), stacked_draws
+            tensors, batch_fields(batches), torch.stack(weights), stacked_draws
         )
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
@@ -668,10 +685,10 @@ class StackedWorldModels:
     @torch.no_grad()
     def write_back(self) -> None:
         """Each model's parameters and Adam state from its slice."""
-        from adept.pack import _slice_state
+        from adept.pack import slice_state
 
         state = self.optimizer.state_dict()
         for s, model in enumerate(self.models):
             for name, param in model.named_parameters():
                 param.copy_(self.params[name][s])
-            model.optimizer.load_state_dict(_slice_state(state, s))
+            model.optimizer.load_state_dict(slice_state(state, s))

@@ -9,6 +9,7 @@ from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.world_model import (
     DiffusionDynamics,
     RewardTerminalModel,
+    StackedDynamics,
     WorldModel,
     WorldModelConfig,
     sample_stacked,
@@ -249,3 +250,9 @@ def test_several_models_sample_as_one_computation_as_each_does_alone(condition):
     torch.manual_seed(3)  # sample() draws its chain as draw_noise does: the same s′
     torch.testing.assert_close(models[0].sample(obs[0], act[0]), together[0], atol=1e-5, rtol=0)
     assert not torch.allclose(together[0], together[2]), "each model samples with its own weights"
+    # a subset of the stacked models (a rollout whose other seeds have ended), in any order
+    part = StackedDynamics(models).sample(
+        [obs[2], obs[0]], [act[2], act[0]], [noise[2], noise[0]], [2, 0]
+    )
+    for got, want in zip(part, (together[2], together[0]), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
