@@ -692,7 +692,7 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
     """Refuse a cell whose run directory does not hold this cell's run (edited by hand, or
     written by another grid), with the fix; an unfinished run is fine (it resumes)."""
     from adept.runs import CHECKPOINT, CONFIG, SUMMARY, config_changes
-    from adept.train import RESUMABLE_FIELDS
+    from adept.train import same_run_fields
 
     path = Path(config.run_dir)
     fix = f"delete {path} to run that cell again"
@@ -703,7 +703,7 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
             raise AdeptError(f"cell {cell.id}: {path} has run files but no {CONFIG}; {fix}")
         return
     try:
-        changes = config_changes(path, config, RESUMABLE_FIELDS)
+        changes = config_changes(path, config, same_run_fields(config))
     except ValueError as exc:
         raise AdeptError(f"cell {cell.id}: {path / CONFIG} is unreadable ({exc}); {fix}") from None
     if changes:
@@ -766,6 +766,35 @@ def is_archived(archive: Path, cell_id: str, run_dir: Path) -> bool:
     return kept.is_file() and kept.read_bytes() == (Path(run_dir) / SUMMARY).read_bytes()
 
 
+def _kept_run(src: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
+    """How the finished run kept at ``src`` differs from ``config`` (in the fields its run
+    reads), and its bench.json outcome; ValueError, KeyError or TypeError when damaged."""
+    from adept.runs import SUMMARY, config_changes
+    from adept.train import same_run_fields
+
+    changes = config_changes(src, config, same_run_fields(config))
+    return changes, _done(json.loads((src / SUMMARY).read_text()))
+
+
+def _other_data(src: Path, fingerprint: Callable[[], str]) -> str | None:
+    """'other data (…)' when the run kept at ``src`` recorded a data fingerprint that is not
+    ``fingerprint()`` (asked for only then); None when it is the same data, or not recorded."""
+    from adept.runs import CONFIG, fact_changes
+    from adept.train import DATASET_FINGERPRINT
+
+    if DATASET_FINGERPRINT not in json.loads((src / CONFIG).read_text()):
+        return None
+    changed = fact_changes(src, {DATASET_FINGERPRINT: fingerprint()})
+    return changed[0] if changed else None
+
+
+def _kept_record(src: Path) -> dict[str, Any]:
+    """The bench.json record kept beside an archived run (empty when there is none)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return dict(json.loads((src / RECORD).read_text()))
+    return {}
+
+
 def check_archived(
     archive: Path, cell: Cell, config: Any, fingerprint: Callable[[], str]
 ) -> dict[str, Any] | None:
@@ -773,16 +802,15 @@ def check_archived(
     cell finished; a kept run of another config, of other data (``fingerprint``: today's
     dataset's, asked for only when the kept run recorded one), or a damaged one, is refused
     with the fix."""
-    from adept.runs import CONFIG, SUMMARY, config_changes, fact_changes
-    from adept.train import DATASET_FINGERPRINT, RESUMABLE_FIELDS
+    from adept.runs import CONFIG, SUMMARY
 
     src = Path(archive) / cell.id
     if not (src / SUMMARY).is_file():
         return None
     fix = f"delete {src} to run that cell again, or give another --archive"
     try:
-        changes = config_changes(src, config, RESUMABLE_FIELDS)
-        record = _done(json.loads((src / SUMMARY).read_text()))
+        changes, record = _kept_run(src, config)
+        other = _other_data(src, fingerprint)
     except (ValueError, KeyError, TypeError) as exc:
         raise AdeptError(f"cell {cell.id}: the archive's {src} is damaged ({exc}); {fix}") from None
     if changes:
@@ -790,24 +818,90 @@ def check_archived(
             f"cell {cell.id}: the archive's {src / CONFIG} holds another config "
             f"({'; '.join(changes[:3])}); {fix}"
         )
-    if DATASET_FINGERPRINT in json.loads((src / CONFIG).read_text()):
-        changed = fact_changes(src, {DATASET_FINGERPRINT: fingerprint()})
-        if changed:
+    if other:
+        raise AdeptError(
+            f"cell {cell.id}: the archive's run was made from {other} than "
+            f"{cell.dataset} is on this machine; make that dataset as it was made there "
+            f"(same version, seed and threads), or {fix}"
+        )
+    return {**_kept_record(src), **record, "restored": True}
+
+
+RunKey = tuple[str, str, str, int]
+"""What a finished run is looked up by among other grids' runs: dataset, agent, method, seed."""
+
+
+def reusable_runs(sources: Sequence[Path]) -> dict[RunKey, list[tuple[Path, str]]]:
+    """Every finished run held by ``sources`` (other grids' ``--archive`` folders or roots),
+    as (source, run's path in it) by :data:`RunKey`; a folder without runs gives none."""
+    from adept.runs import CONFIG, SUMMARY
+
+    found: dict[RunKey, list[tuple[Path, str]]] = {}
+    for source in sources:
+        source = Path(source).absolute()
+        if not source.is_dir():
             raise AdeptError(
-                f"cell {cell.id}: the archive's run was made from {changed[0]} than "
-                f"{cell.dataset} is on this machine; make that dataset as it was made there "
-                f"(same version, seed and threads), or {fix}"
+                f"--reuse {source} is not a folder; give another grid's --archive folder or root"
             )
-    kept: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        kept = dict(json.loads((src / RECORD).read_text()))
-    return {**kept, **record, "restored": True}
+        for summary in sorted(source.rglob(SUMMARY)):
+            try:
+                c = json.loads((summary.parent / CONFIG).read_text())["config"]
+                key = (str(c["dataset"]), str(c["agent"]), str(c["method"]), int(c["seed"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a finished run of adept train
+            found.setdefault(key, []).append(
+                (source, summary.parent.relative_to(source).as_posix())
+            )
+    return found
 
 
-def restore_cell(archive: Path, cell: Cell, run_dir: Path) -> None:
-    """Put the archive's finished run of ``cell`` into ``run_dir`` (replacing an unfinished
-    one); check it first with :func:`check_archived`."""
-    _copy_cell(Path(archive) / cell.id, Path(run_dir), ARCHIVED, {})
+def _shown(path: Path) -> str:
+    """``path`` as a report names it: relative to the working directory when inside it."""
+    with contextlib.suppress(ValueError):
+        return Path(path).relative_to(Path.cwd()).as_posix()
+    return str(path)
+
+
+_OUTCOME: tuple[str, ...] = ("wall_time", "attempts", "finished")
+"""What a reused cell's record takes from the other grid's (its names and path stay this grid's)."""
+
+
+def find_reused(
+    candidates: Sequence[tuple[Path, str]], cell: Cell, config: Any, fingerprint: Callable[[], str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The first of ``candidates`` (other grids' finished runs of this cell's dataset, agent,
+    method and seed, from :func:`reusable_runs`) that is this cell's run — the same config in
+    every field the run reads, made from the same data — and the bench.json record it gives
+    the cell; None when none is. A damaged run, or one made from other data, is passed over
+    with a warning."""
+    for source, name in candidates:
+        src = source / name
+        try:
+            changes, record = _kept_run(src, config)
+            other = None if changes else _other_data(src, fingerprint)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"warning: cell {cell.id}: {src} is damaged ({exc}); not reused", file=sys.stderr)
+            continue
+        if other:
+            print(
+                f"warning: cell {cell.id}: {src} was made from {other} than {cell.dataset} is "
+                "on this machine; not reused",
+                file=sys.stderr,
+            )
+        if changes or other:
+            continue
+        kept = _kept_record(src)
+        outcome: dict[str, Any] = {k: kept[k] for k in _OUTCOME if k in kept}
+        reused = {"archive": _shown(source), "cell": name}
+        return src, {**outcome, **record, "restored": True, "reused_from": reused}
+    return None
+
+
+def restore_cell(src: Path, run_dir: Path) -> None:
+    """Put the finished run kept at ``src`` (an archive's or another grid's, checked first by
+    :func:`check_archived` or :func:`find_reused`) into ``run_dir``, replacing an unfinished
+    one."""
+    _copy_cell(Path(src), Path(run_dir), ARCHIVED, {})
 
 
 @dataclass(frozen=True)
@@ -1206,6 +1300,9 @@ class BenchOptions:
     archive: Path | None = None
     """Keep each finished cell's light files here, and take the finished cells found here
     instead of running them (a grid continued on another machine)."""
+    reuse: tuple[Path, ...] = ()
+    """Other grids' archives or roots: a cell that one of them already ran (the same config in
+    every field the run reads, the same data) is taken from there instead of run."""
 
 
 @dataclass
@@ -1218,6 +1315,8 @@ class BenchResult:
     wall_time: float
     restored: int = 0
     """Cells taken from the archive."""
+    reused: int = 0
+    """Cells taken from other grids (``--reuse``)."""
 
 
 def cpu_count() -> int:
@@ -1330,7 +1429,8 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
         from adept import __version__
         from adept.runs import SUMMARY, to_jsonable
 
-        archived = {}  # every kept cell is checked before any is restored
+        reusable = reusable_runs(options.reuse)
+        kept_runs: dict[str, tuple[Path, dict[str, Any]]] = {}  # all checked before any is restored
         fingerprints: dict[str, str] = {}
 
         def fingerprint_of(dataset: str) -> str:
@@ -1339,17 +1439,22 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
             return fingerprints[dataset]
 
         for cell, config in cells:
-            if archive is not None and not (Path(config.run_dir) / SUMMARY).exists():
-                kept = check_archived(
-                    archive, cell, config, functools.partial(fingerprint_of, cell.dataset)
-                )
-                if kept is not None:
-                    archived[cell.id] = kept
+            if (Path(config.run_dir) / SUMMARY).exists():
+                continue
+            data = functools.partial(fingerprint_of, cell.dataset)
+            kept = None if archive is None else check_archived(archive, cell, config, data)
+            if kept is not None:
+                kept_runs[cell.id] = (archive / cell.id, kept)  # type: ignore[operator]
+                continue
+            key = (config.dataset, config.agent, config.method, config.seed)
+            found = find_reused(reusable.get(key, []), cell, config, data)
+            if found is not None:
+                kept_runs[cell.id] = found
 
         old = root.state.get("cells", {})
         records: dict[str, dict[str, Any]] = {}
         tasks = []
-        restored_count = 0
+        restored_count = reused_count = 0
         for cell, config in cells:
             record = {
                 "dataset": cell.dataset,
@@ -1370,10 +1475,14 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
                 **{k: v for k, v in old.get(cell.id, {}).items() if k != "state"},
             }
             summary = Path(config.run_dir) / SUMMARY
-            if cell.id in archived:
-                restore_cell(archive, cell, config.run_dir)  # type: ignore[arg-type]
-                record.update(archived[cell.id])
-                restored_count += 1
+            if cell.id in kept_runs:
+                src, kept = kept_runs[cell.id]
+                restore_cell(src, config.run_dir)
+                record.update(kept)
+                if archive is not None and src == archive / cell.id:
+                    restored_count += 1
+                else:
+                    reused_count += 1
             elif summary.exists():
                 record.update(_done(json.loads(summary.read_text())))
             else:
@@ -1471,7 +1580,14 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     done = sum(r["state"] == "done" for r in records.values())
     failed = sum(r["state"] == "failed" for r in records.values())
     return BenchResult(
-        root.path, done, failed, skipped, len(records), time.perf_counter() - t0, restored_count
+        root.path,
+        done,
+        failed,
+        skipped,
+        len(records),
+        time.perf_counter() - t0,
+        restored_count,
+        reused_count,
     )
 
 

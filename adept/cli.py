@@ -245,6 +245,11 @@ class Bench:
     """Keep each finished cell's light files (config, metrics, summary; no checkpoints) in this
     folder, and take the finished cells found there instead of running them: commit it (e.g.
     beside the --report) and the same command continues the grid on another machine."""
+    reuse: tuple[Path, ...] = ()
+    """Other grids' --archive folders (or roots): a cell one of them already ran — the same
+    config in every field the run reads (other agents' and methods' options aside), the same
+    data — is taken from there instead of run, e.g. the IQL cells the synther-table grid shares
+    with adept-claim. Its record names where it came from."""
     list: bool = False
     """List the root's cells and their states, and exit."""
     progress: bool = True
@@ -310,9 +315,11 @@ class Bench:
             extend=self.extend,
             progress=self.progress,
             archive=self.archive,
+            reuse=tuple(self.reuse),
         )
         result = bench.run_bench(spec, options)
         restored = f", {result.restored} from the archive" if result.restored else ""
+        restored += f", {result.reused} from other grids" if result.reused else ""
         print(
             f"grid {result.root}: {result.done} of {result.total} cells done "
             f"({result.skipped} already were{restored}), {result.failed} failed, "

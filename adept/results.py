@@ -102,6 +102,8 @@ class Cell:
     evaluation, which neither a late collapse (last) nor a lucky peak (best) can hide."""
     commit: str | None = None
     """The adept commit the run was started at (its config.json), when known."""
+    reused_from: str | None = None
+    """The other grid's archive or root the run was taken from (``adept bench --reuse``)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ def _read_cell(root: Path, key: str, entry: Any, spec: Mapping[str, Any], where:
     path = root / str(entry["path"])
     state = str(entry.get("state", "queued"))
     error = entry.get("error")
+    reused = entry.get("reused_from")
     cell = Cell(
         key=key,
         dataset=str(entry["dataset_label"]),
@@ -161,6 +164,9 @@ def _read_cell(root: Path, key: str, entry: Any, spec: Mapping[str, Any], where:
         path=path,
         state=state if state in STATES else "queued",
         error=None if error is None else str(error),
+        reused_from=str(reused["archive"])
+        if isinstance(reused, dict) and "archive" in reused
+        else None,
     )
     summary_path = path / "summary.json"
     if not summary_path.exists():
@@ -870,6 +876,16 @@ def _commits_line(bench: Bench) -> str | None:
     return f"finished cells ran at adept commits {shown}"
 
 
+def _reused_line(bench: Bench) -> str | None:
+    """Which finished cells were taken from other grids (``adept bench --reuse``): the same
+    runs, so their numbers are those grids' too."""
+    sources = Counter(c.reused_from for c in bench.done if c.reused_from)
+    if not sources:
+        return None
+    shown = ", ".join(f"{n} from {src}" for src, n in sources.most_common())
+    return f"{sum(sources.values())} finished cells are other grids' runs ({shown})"
+
+
 def _counts_line(bench: Bench) -> str:
     total, done = len(bench.cells), len(bench.done)
     line = f"{done} of {total} cells done."
@@ -895,6 +911,7 @@ def document(bench: Bench, analysis: Analysis, figures: Sequence[Figure], reps: 
         else None,
         f"seeds {seeds}" if seeds else None,
         _commits_line(bench),
+        _reused_line(bench),
     ]
     blocks: list[Block] = [
         Heading(f"Bench report: {budget} budget", 1),

@@ -40,6 +40,7 @@ from adept.data.transitions import Transitions
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
 from adept.methods import (
+    METHODS,
     DyDiffConfig,
     Method,
     ModelBasedConfig,
@@ -197,6 +198,22 @@ RESUMABLE_FIELDS = (
 )
 
 
+def unread_fields(agent: str, method: str) -> tuple[str, ...]:
+    """The option sections a run with ``agent`` and ``method`` never reads: the other agents'
+    (``--sac.*`` in an IQL run) and the other methods' (``--synther.*`` in an ADEPT run). Two
+    runs whose configs differ only there, and in :data:`RESUMABLE_FIELDS`, are the same run
+    (``adept bench --reuse`` takes one grid's finished run for another's cell)."""
+    own = METHODS[method].options
+    others = sorted({m.options for m in METHODS.values() if m.options not in (None, own)})
+    return (*(name for name in AGENTS if name != agent), *others)
+
+
+def same_run_fields(config: TrainConfig) -> tuple[str, ...]:
+    """The config fields in which a stored run may differ from ``config`` and still be its run
+    (a resume, an archived or reused cell): :data:`RESUMABLE_FIELDS` and :func:`unread_fields`."""
+    return (*RESUMABLE_FIELDS, *unread_fields(config.agent, config.method))
+
+
 def fit(
     agent: Agent,
     method: Method,
@@ -335,7 +352,7 @@ def run_dir(config: TrainConfig, fingerprint: str) -> RunDir:
     on (:meth:`Transitions.fingerprint`; a resume, or a bench grid continued elsewhere, on
     other data is refused)."""
     facts = {DATASET_FINGERPRINT: fingerprint}
-    return RunDir(config.resolved_run_dir(), config, ignore=RESUMABLE_FIELDS, facts=facts)
+    return RunDir(config.resolved_run_dir(), config, ignore=same_run_fields(config), facts=facts)
 
 
 DATASET_FINGERPRINT = "dataset_fingerprint"

@@ -547,3 +547,62 @@ def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
     assert other.returncode == 2 and "holds another config" in other.stderr
     assert "\n" not in other.stderr.strip()
     assert not (tmp_path / "four" / iql).exists(), "a refused archive restores nothing"
+
+
+def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path):
+    """--reuse takes a finished run of another grid for a cell whose config differs from it only
+    in options the run never reads (another method's); any read option differing, or other
+    data, and the cell runs. The reused cell is kept in this grid's archive, restores from it,
+    and the report says whose runs it holds."""
+    base = ["--datasets", DATASET, "--methods", "none", "--seeds", "0", "--num-steps", "100",
+            "--eval-every", "50", "--eval-episodes", "1",
+            "--set", *[f"{k}={v}" for k, v in TINY_SET.items()]]  # fmt: skip
+    theirs = tmp_path / "theirs"
+    first = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "one"),
+                      "--archive", str(theirs), "--set", "synther.generator_seed=0")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    iql, bc = f"{DATASET}/none/iql/seed0", f"{DATASET}/none/bc/seed0"
+
+    ours = tmp_path / "ours"
+    second = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
+                       "--archive", str(ours), "--reuse", str(theirs),
+                       "--set", "adept.pretrain_seed=0")  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "1 from other grids" in second.stdout
+    run_dir = tmp_path / "two" / iql
+    assert not (run_dir / "checkpoint.pt").exists(), "a reused cell is not run again"
+    assert metrics(run_dir) == metrics(tmp_path / "one" / iql)
+    assert (tmp_path / "two" / bc / "checkpoint.pt").exists(), "a cell no other grid ran runs"
+    record = state(tmp_path / "two")["cells"][iql]
+    assert record["state"] == "done" and record["reused_from"]["cell"] == iql
+    assert Path(record["reused_from"]["archive"]).name == "theirs"
+    assert json.loads((ours / iql / "record.json").read_text())["reused_from"]
+
+    fresh = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "three"),
+                      "--archive", str(ours), "--set", "adept.pretrain_seed=0")  # fmt: skip
+    assert fresh.returncode == 0 and "2 from the archive" in fresh.stdout, fresh.stderr
+    report = subprocess.run(
+        [sys.executable, "-m", "adept", "report", str(tmp_path / "three")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "three" / "report" / "results.md").read_text()
+    assert "1 finished cells are other grids' runs (1 from " in text
+
+    read = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "four"),
+                     "--reuse", str(theirs), "--set", "iql.expectile=0.8")  # fmt: skip
+    assert read.returncode == 0 and "from other grids" not in read.stdout, read.stderr
+    assert (tmp_path / "four" / iql / "checkpoint.pt").exists(), "an option it reads differs"
+
+    kept = json.loads((theirs / iql / "config.json").read_text())
+    kept["dataset_fingerprint"] = "0" * 32  # as if made on another machine's data
+    (theirs / iql / "config.json").write_text(json.dumps(kept))
+    other = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "five"),
+                      "--reuse", str(theirs))  # fmt: skip
+    assert other.returncode == 0 and "from other grids" not in other.stdout, other.stderr
+    assert "made from other data" in other.stderr and "not reused" in other.stderr
+
+    missing = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "six"),
+                        "--reuse", str(tmp_path / "nowhere"))  # fmt: skip
+    assert missing.returncode == 2 and "--reuse" in missing.stderr
+    assert not (tmp_path / "six" / iql).exists()

@@ -10,7 +10,7 @@ from adept.cli import main
 from adept.data.generate import make_dataset
 from adept.errors import AdeptError
 from adept.runs import RunDir, load_checkpoint
-from adept.train import TrainConfig, load_agent, train
+from adept.train import TrainConfig, load_agent, train, unread_fields
 from tests.conftest import stopped_at
 
 
@@ -135,8 +135,29 @@ def test_different_config_on_existing_run_dir_is_refused(dataset, tmp_path):
                 iql=replace(TrainConfig().iql, expectile=0.9),
             )
         )
-    # fields that do not change results may differ
+    # fields that do not change results may differ, and options the run never reads
     train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10, progress=True))
+    unread = {
+        "sac": replace(TrainConfig().sac, tau=0.5),
+        "adept": replace(TrainConfig().adept, horizon=3),
+    }
+    train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10, **unread))
+
+
+def test_a_run_reads_no_other_agents_or_methods_options():
+    """What may differ between two configs of one run: the sections of the agents and methods
+    it does not use (its own are read)."""
+    assert unread_fields("iql", "adept") == ("sac", "td3bc", "bc", "dydiff", "pgd", "synther")
+    assert unread_fields("sac", "diffusion") == ("iql", "td3bc", "bc", "dydiff", "pgd", "synther")
+    assert unread_fields("td3bc", "none") == (
+        "iql",
+        "sac",
+        "bc",
+        "adept",
+        "dydiff",
+        "pgd",
+        "synther",
+    )
 
 
 def test_bad_config_values(dataset, tmp_path):
