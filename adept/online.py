@@ -143,6 +143,10 @@ class PolicySnapshot:
     target_return: float | None = None
     reached_target: bool | None = None
     replay: Transitions | None = None
+    compute: tuple[str, ...] = ()
+    """What computed the run up to this step (:func:`compute_tag` of each process that trained
+    it; 'unknown' for a part trained before this was recorded): its data depends on it, as
+    matrix products round differently across devices and thread counts."""
 
     def actor(self, device: str | torch.device = "cpu") -> TanhGaussianActor:
         obs_dim, act_dim = env_dims(self.env_id)
@@ -222,6 +226,7 @@ class OnlineSAC:
         self.finished_returns: list[float] = []
         self.wall_time = 0.0
         self.medium_step: int | None = None
+        self.compute = (compute_tag(self.device),)
         self.target_return = config.medium_fraction * reference_returns(env_id)[1]
         self._uniform_log_prob = -act_dim * math.log(2.0)
 
@@ -316,6 +321,7 @@ class OnlineSAC:
             target_return=self.target_return,
             reached_target=eval_return >= self.target_return,
             replay=self.replay_data() if with_replay else None,
+            compute=self.compute,
         )
 
     def _env_state(self) -> dict[str, Any]:
@@ -356,6 +362,7 @@ class OnlineSAC:
             "finished_returns": list(self.finished_returns),
             "wall_time": self.wall_time,
             "medium_step": self.medium_step,
+            "compute": list(self.compute),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,6 +378,8 @@ class OnlineSAC:
         self.finished_returns = list(state["finished_returns"])
         self.wall_time = float(state["wall_time"])
         self.medium_step = state["medium_step"]
+        stored = state.get("compute", ["unknown"] if n else [])
+        self.compute = tuple(sorted({*stored, *self.compute}))
 
     def close(self) -> None:
         self.env.close()
@@ -508,6 +517,13 @@ class SACRun:
                     return
 
 
+def compute_tag(device: torch.device) -> str:
+    """What computes on ``device`` in this process: 'cpu, 2 threads' or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}, {torch.get_num_threads()} threads"
+
+
 def save_snapshot(path: Path, snapshot: PolicySnapshot) -> None:
     state: dict[str, Any] = {
         "env_id": snapshot.env_id,
@@ -518,6 +534,7 @@ def save_snapshot(path: Path, snapshot: PolicySnapshot) -> None:
         "sac": {"hidden": snapshot.sac.hidden, "depth": snapshot.sac.depth},
         "target_return": snapshot.target_return,
         "reached_target": snapshot.reached_target,
+        "compute": list(snapshot.compute),
     }
     if snapshot.replay is not None:
         state["replay"] = {k: torch.from_numpy(v) for k, v in snapshot.replay.arrays().items()}
@@ -541,6 +558,7 @@ def load_snapshot(path: Path) -> PolicySnapshot:
         target_return=state["target_return"],
         reached_target=state["reached_target"],
         replay=replay,
+        compute=tuple(state.get("compute", ["unknown"])),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from adept import online
 from adept.agents import SACConfig
 from adept.cli import main
 from adept.data import load_hdf5, make_dataset
@@ -127,8 +128,12 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tiny_run(tmp_path / "b").expert()
     monkeypatch.setattr(OnlineSAC, "env_step", original)
+    monkeypatch.setattr(online, "compute_tag", lambda device: "cpu, 99 threads")  # elsewhere
     run_b = tiny_run(tmp_path / "b")
     resumed = run_b.expert()
+    here = f"cpu, {torch.get_num_threads()} threads"
+    assert reference.compute == (here,), "the snapshot names what computed its run"
+    assert resumed.compute == tuple(sorted((here, "cpu, 99 threads"))), "both processes"
 
     for key, value in reference.actor_state.items():
         assert torch.equal(value, resumed.actor_state[key]), key
@@ -252,6 +257,7 @@ def test_metadata_round_trip(tmp_path):
         assert key in meta, key
     assert (meta["env_id"], meta["kind"], meta["seed"]) == (ENV, "expert", 0)
     assert meta["sac_steps"] == BUDGET
+    assert meta["sac_compute"] == f"cpu, {torch.get_num_threads()} threads"
     assert meta["behavior_policy_hidden"] == 32 and meta["behavior_policy_depth"] == 2
     weights = read_behavior_policy(tmp_path / "hopper-expert.hdf5")
     actor = load_behavior_actor(tmp_path / "hopper-expert.hdf5")

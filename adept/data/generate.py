@@ -262,6 +262,7 @@ def _sac_metadata(
         "sac_budget": run.budget,
         "sac_eval_return": snapshot.eval_return,
         "sac_wall_time_s": round(snapshot.wall_time, 1),
+        "sac_compute": "; ".join(snapshot.compute) or "unknown",
     }
     if with_target and snapshot.target_return is not None:
         meta["target_return"] = snapshot.target_return
