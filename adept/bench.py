@@ -120,6 +120,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "set": {"adept.pretrain_seed": 0},
     },
+    "adept-levers": {
+        # Issue 11 §3: which lever keeps ADEPT+IQL's early gain where its score swings or
+        # collapses. Each variant changes one thing of adept-claim's ADEPT+IQL, whose cells
+        # (variant 'adept', the same config) this grid takes with --reuse of that grid's archive.
+        # The penalty's λ = 5: the spread of 4 s′ samples is u ≈ 0.07 a step on hopper-random
+        # (rollout/uncertainty of a 5k-step run) against r̂ ≈ 1.3, so λu ≈ a quarter of r̂.
+        "datasets": ["hopper-random", "walker2d-random"],
+        "agents": ["iql"],
+        "variants": {
+            "adept": {"method": "adept"},
+            "adept-flush": {"method": "adept", "adept.flush_on_refit": True},
+            "adept-real-share": {"method": "adept", "adept.real_ratio_final": 0.9},
+            "adept-h5": {"method": "adept", "adept.horizon": 5},
+            "adept-penalty": {
+                "method": "adept",
+                "adept.uncertainty_samples": 4,
+                "adept.uncertainty_penalty": 5.0,
+            },
+        },
+        "seeds": [0, 1, 2],
+        "num_steps": 50_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+        "set": {"adept.pretrain_seed": 0},
+    },
     "synther-table": {
         # Issue 12's learning table: X vs SynthER+X for IQL and TD3+BC, at the adept-claim
         # grid's budget and evaluation schedule, one generator (the 'cpu' preset) and one

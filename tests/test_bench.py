@@ -130,6 +130,35 @@ def test_presets_resolve():
     assert config.dydiff.generator_seed == 0 and config.pgd.generator_seed == 0
 
 
+def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
+    """adept-levers' 'adept' cells are adept-claim's (so --reuse takes them), and each lever
+    variant differs from them in its lever alone."""
+    from adept.runs import _diff, _ignored, to_jsonable
+    from adept.train import same_run_fields
+
+    claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
+    levers = resolve_spec([("preset", bench.PRESETS["adept-levers"])])
+    ids = {c.id: c for c in claim.cells()}
+    lever_cells = levers.cells()
+    assert len(lever_cells) == 2 * 5 * 3
+    for cell in lever_cells:
+        config = levers.cell_config(cell, tmp_path)
+        reference = claim.cell_config(ids[f"{cell.dataset}/adept/iql/seed{cell.seed}"], tmp_path)
+        changes = [
+            c.split(":")[0]
+            for c in _diff(to_jsonable(reference), to_jsonable(config))
+            if not _ignored(c.split(":")[0], same_run_fields(config))
+        ]
+        lever = {
+            "adept": [],
+            "adept-flush": ["adept.flush_on_refit"],
+            "adept-real-share": ["adept.real_ratio_final"],
+            "adept-h5": ["adept.horizon"],
+            "adept-penalty": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
+        }[cell.variant]
+        assert sorted(changes) == sorted(lever), cell.id
+
+
 def test_every_preset_is_offered_on_the_command_line():
     from typing import get_args, get_type_hints
 
