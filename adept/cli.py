@@ -190,11 +190,11 @@ class Bench:
     hopper-medium-replay, 50k steps, 3 seeds); 'adept-levers' (adept-claim's ADEPT+IQL and four
     variants of it, one lever each against a late collapse: flush on re-fit, a growing real
     share, H = 5, an uncertainty penalty; hopper- and walker2d-random; with --reuse of
-    adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL, SynthER+IQL, TD3+BC,
-    SynthER+TD3+BC on hopper- and halfcheetah-random and hopper-medium-replay, 50k steps, 3
-    seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and DyDiff+ each, same datasets and budget);
-    'precision-table' (IQL, SAC, TD3+BC in fp32 and in bf16 on hopper- and halfcheetah-random,
-    20k steps, 3 seeds); or 'smoke' (seconds)."""
+    adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL,
+    SynthER+IQL, TD3+BC, SynthER+TD3+BC on hopper- and halfcheetah-random and
+    hopper-medium-replay, 50k steps, 3 seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and
+    DyDiff+ each, same datasets and budget); 'precision-table' (IQL, SAC, TD3+BC in fp32 and
+    in bf16 on hopper- and halfcheetah-random, 20k steps, 3 seeds); or 'smoke' (seconds)."""
     spec: Path | None = None
     """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
     [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""
