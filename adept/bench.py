@@ -803,12 +803,10 @@ def _kept_run(src: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
 
 def _other_data(src: Path, fingerprint: Callable[[], str]) -> str | None:
     """'other data (…)' when the run kept at ``src`` recorded a data fingerprint that is not
-    ``fingerprint()`` (asked for only then); None when it is the same data, or not recorded."""
-    from adept.runs import CONFIG, fact_changes
+    ``fingerprint()``; None when it is the same data, or not recorded (``runs.fact_changes``)."""
+    from adept.runs import fact_changes
     from adept.train import DATASET_FINGERPRINT
 
-    if DATASET_FINGERPRINT not in json.loads((src / CONFIG).read_text()):
-        return None
     changed = fact_changes(src, {DATASET_FINGERPRINT: fingerprint()})
     return changed[0] if changed else None
 
@@ -825,7 +823,7 @@ def check_archived(
 ) -> dict[str, Any] | None:
     """The archive's bench.json record of ``cell`` finished, or None when it does not hold the
     cell finished; a kept run of another config, of other data (``fingerprint``: today's
-    dataset's, asked for only when the kept run recorded one), or a damaged one, is refused
+    dataset's, asked for only when the archive holds the cell), or a damaged one, is refused
     with the fix."""
     from adept.runs import CONFIG, SUMMARY
 
