@@ -22,6 +22,8 @@ refit         ``importance_sampled_update``                                     
 rollout       ``adept.methods.model_based.rollout``                               rollout round
 diffusion     ``DiffusionTrainer.step``                                           SynthER, PGD,
                                                                                   DyDiff models
+progress      ``tqdm.__init__``, holding tqdm's lock (taken even for a disabled   any loop
+              bar)
 timer         a random instant after the start                                    anywhere
 ============  ==================================================================  ============
 """
@@ -42,7 +44,7 @@ import gymnasium
 import h5py
 import torch
 import torch._dynamo
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 import adept.atomic
 import adept.data.generate
@@ -56,8 +58,6 @@ import adept.train
 import adept.world_model
 from adept.cli import main
 
-tqdm.get_lock()  # made once here, not in each child: a killed child cannot release its own
-
 SITES = (
     "write",
     "rename",
@@ -69,6 +69,7 @@ SITES = (
     "refit",
     "rollout",
     "diffusion",
+    "progress",
 )
 
 
@@ -92,6 +93,10 @@ def run(argv: list[str], data_dir: str, kill: Kill | None, counts: str | None, s
     the exit code that the forkserver relays (it once came back as 255, 'status lost')."""
     os.environ["ADEPT_DATA_DIR"] = data_dir
     torch.set_num_threads(1)
+    # tqdm takes its lock even for a disabled bar, and the lock it makes by default is a
+    # multiprocessing one that every child of the server would share: a child killed while
+    # holding it would hang every later child. This process's own lock dies with it.
+    tqdm.set_lock(threading.RLock())
     calls: Counter[str] = Counter()
     report = Path(status)
 
@@ -154,6 +159,13 @@ def _install(hit: Callable[..., None], kill: Kill | None) -> None:
         return real_write(self, data)
 
     Path.write_bytes = write_bytes  # type: ignore[method-assign]
+    real_init = tqdm.__init__
+
+    def progress(self: tqdm, *args: Any, **kwargs: Any) -> None:
+        hit("progress", lambda: tqdm.get_lock().acquire())
+        real_init(self, *args, **kwargs)
+
+    tqdm.__init__ = progress  # type: ignore[method-assign]
     around(adept.atomic.os, "replace", "rename")
     around(os, "link", "link")
     counted(h5py.Group, "create_dataset", "hdf5")

@@ -114,7 +114,12 @@ def argv(name: str, folder: Path, dataset: Path) -> list[str]:
 
 
 def launch(
-    context: Any, args: list[str], folder: Path, kill: Kill | None, counts: Path | None
+    context: Any,
+    args: list[str],
+    folder: Path,
+    kill: Kill | None,
+    counts: Path | None,
+    timeout: float = 300.0,
 ) -> str:
     """Run ``adept <args>`` in a forked child; how it ended: 'killed', 'done' or the failure."""
     status = folder / "status.txt"
@@ -125,7 +130,7 @@ def launch(
         args=(args, str(folder / "data"), kill, None if counts is None else str(counts), status),
     )
     process.start()
-    process.join(timeout=300)
+    process.join(timeout=timeout)
     if process.exitcode is None:
         process.kill()
         pytest.fail(f"adept {' '.join(args)} hung")
@@ -169,14 +174,19 @@ def chain(context: Any, name: str, root: Path, dataset: Path) -> Chain:
     return result
 
 
+def server() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.killing"])
+    return context
+
+
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory) -> dict[str, Chain]:
     from adept.data.generate import make_dataset
 
     root = tmp_path_factory.mktemp("kills")
     dataset = make_dataset("hopper-random", root / "hopper-random.hdf5", 1000, progress=False)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tests.killing"])
+    context = server()
     with ThreadPoolExecutor(2) as pool:
         futures = {n: pool.submit(chain, context, n, root / f"c{i}", dataset)
                    for i, n in enumerate(COMMANDS)}  # fmt: skip
@@ -239,3 +249,17 @@ def test_the_kills_land_in_every_phase(chains):
     landed = {k.site for c in chains.values() for k in c.landed}
     assert set(PHASES) <= landed
     assert sum(len(c.landed) for c in chains.values()) >= 3 * len(chains)
+
+
+def test_a_child_killed_holding_the_progress_lock_hangs_no_later_child(tmp_path):
+    """tqdm takes its lock even for a disabled bar; a timer kill can land while a child holds
+    it. Every child of the server must have its own lock, or the next one waits forever (it
+    once hung the suite on a slower machine)."""
+    context = server()
+    args = ["data", "make", "hopper-random", "--num-steps", "50", "--no-progress"]
+    first = launch(context, [*args, "--out", str(tmp_path / "a.hdf5")], tmp_path / "a",
+                   Kill("progress"), None)  # fmt: skip
+    assert first == "killed"
+    second = launch(context, [*args, "--out", str(tmp_path / "b.hdf5")], tmp_path / "b", None,
+                    None, timeout=60)  # fmt: skip
+    assert second == "done"
