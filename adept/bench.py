@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adept.atomic import sole_lock
-from adept.errors import AdeptError
+from adept.errors import AdeptError, warn
 
 FORMAT = 1
 BENCH_JSON = "bench.json"
@@ -859,13 +859,10 @@ def reusable_runs(sources: Sequence[Path]) -> dict[RunKey, list[tuple[Path, str]
     as (source, run's path in it) by :data:`RunKey`; a folder without runs gives none."""
     from adept.runs import CONFIG, SUMMARY
 
+    check_reuse(sources)
     found: dict[RunKey, list[tuple[Path, str]]] = {}
     for source in sources:
         source = Path(source).absolute()
-        if not source.is_dir():
-            raise AdeptError(
-                f"--reuse {source} is not a folder; give another grid's --archive folder or root"
-            )
         for summary in sorted(source.rglob(SUMMARY)):
             try:
                 c = json.loads((summary.parent / CONFIG).read_text())["config"]
@@ -895,24 +892,32 @@ def find_reused(
     """The first of ``candidates`` (other grids' finished runs of this cell's dataset, agent,
     method and seed, from :func:`reusable_runs`) that is this cell's run — the same config in
     every field the run reads, made from the same data — and the bench.json record it gives
-    the cell; None when none is. A damaged run, or one made from other data, is passed over
-    with a warning."""
+    the cell; None when none is. Each candidate passed over is named in a warning with why
+    (damaged, made from other data, or another config: its first differences), so a cell that
+    runs again never does so silently. A run from before runs recorded their data's
+    fingerprint is reused with a warning that its data could not be checked."""
+    from adept.runs import CONFIG
+    from adept.train import DATASET_FINGERPRINT
+
     for source, name in candidates:
         src = source / name
         try:
             changes, record = _kept_run(src, config)
             other = None if changes else _other_data(src, fingerprint)
+            unchecked = DATASET_FINGERPRINT not in json.loads((src / CONFIG).read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"warning: cell {cell.id}: {src} is damaged ({exc}); not reused", file=sys.stderr)
+            warn(f"cell {cell.id}: {src} is damaged ({exc}); not reused")
             continue
-        if other:
-            print(
-                f"warning: cell {cell.id}: {src} was made from {other} than {cell.dataset} is "
-                "on this machine; not reused",
-                file=sys.stderr,
-            )
         if changes or other:
+            why = other or f"another config: {'; '.join(changes[:3])}"
+            warn(f"cell {cell.id}: {src} was made from {why}; not reused")
             continue
+        if unchecked:
+            warn(
+                f"cell {cell.id}: {src} records no data fingerprint (a run from before adept "
+                f"recorded it), so its data is taken on trust; delete it there to run the "
+                "cell here instead"
+            )
         kept = _kept_record(src)
         outcome: dict[str, Any] = {k: kept[k] for k in _OUTCOME if k in kept}
         reused = {"archive": _shown(source), "cell": name}
@@ -920,11 +925,28 @@ def find_reused(
     return None
 
 
-def restore_cell(src: Path, run_dir: Path) -> None:
+_PROVENANCE: tuple[str, ...] = ("restored", "reused_from", *_OUTCOME)
+"""What a restored cell's record says about where its run came from; kept in the run
+directory too (:func:`restore_cell`), so a restore the driver did not live to record in
+bench.json still says so on the next start."""
+
+
+def restore_cell(src: Path, run_dir: Path, record: Mapping[str, Any]) -> None:
     """Put the finished run kept at ``src`` (an archive's or another grid's, checked first by
     :func:`check_archived` or :func:`find_reused`) into ``run_dir``, replacing an unfinished
-    one."""
-    _copy_cell(Path(src), Path(run_dir), ARCHIVED, {})
+    one, with ``record``'s provenance beside it."""
+    provenance = {k: record[k] for k in _PROVENANCE if k in record}
+    _copy_cell(Path(src), Path(run_dir), ARCHIVED, {RECORD: provenance})
+
+
+def check_reuse(sources: Sequence[Path]) -> None:
+    """Refuse a ``--reuse`` source that is not a folder, before the grid makes anything."""
+    for source in sources:
+        if not Path(source).is_dir():
+            raise AdeptError(
+                f"--reuse {Path(source).absolute()} is not a folder; give another grid's "
+                "--archive folder or root"
+            )
 
 
 @dataclass(frozen=True)
@@ -1445,6 +1467,7 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     archive = None if options.archive is None else Path(options.archive).absolute()
     if archive is not None and archive.exists() and not archive.is_dir():
         raise AdeptError(f"--archive {archive} is a file; give a folder")
+    check_reuse(options.reuse)
     root, spec = prepare(spec, options)
     t0 = time.perf_counter()
     with root.locked():
@@ -1500,7 +1523,7 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
             summary = Path(config.run_dir) / SUMMARY
             if cell.id in kept_runs:
                 src, kept = kept_runs[cell.id]
-                restore_cell(src, config.run_dir)
+                restore_cell(src, config.run_dir, kept)
                 record.update(kept)
                 if archive is not None and src == archive / cell.id:
                     restored_count += 1
@@ -1508,8 +1531,12 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
                     reused_count += 1
             elif summary.exists():
                 record.update(_done(json.loads(summary.read_text())))
+                kept_here = _kept_record(Path(config.run_dir))  # restored by an earlier start
+                record.update({k: kept_here[k] for k in _PROVENANCE if k in kept_here})
             else:
                 record["state"] = "queued"
+                for stale in ("restored", "reused_from"):  # a run from elsewhere is gone
+                    record.pop(stale, None)
                 tasks.append(
                     CellTask(
                         cell.id,

@@ -23,6 +23,8 @@ from adept.cli import main
 from adept.errors import AdeptError
 
 DATASET = "hopper-random-n3000"
+ARCHIVE = Path(__file__).parents[1] / "docs" / "results"
+"""The committed grids' reports and archives."""
 TINY_SET = dict(bench.PRESETS["smoke"]["set"])
 
 
@@ -133,9 +135,10 @@ def test_presets_resolve():
 def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     """adept-levers' 'adept' cells are adept-claim's (so --reuse takes them), and each lever
     variant differs from them in its lever alone."""
-    from adept.runs import _diff, _ignored, to_jsonable
+    from adept.runs import _diff, _ignored, config_changes, to_jsonable
     from adept.train import same_run_fields
 
+    checked = 0
     claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
     levers = resolve_spec([("preset", bench.PRESETS["adept-levers"])])
     ids = {c.id: c for c in claim.cells()}
@@ -157,6 +160,11 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
             "adept-penalty": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
         }[cell.variant]
         assert sorted(changes) == sorted(lever), cell.id
+        kept = ARCHIVE / "adept-claim-cpu50k" / "cells" / cell.id
+        if cell.variant == "adept" and kept.is_dir():  # the committed runs --reuse would take
+            assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+            checked += 1
+    assert checked >= 3, "the committed claim archive holds hopper-random's ADEPT+IQL cells"
 
 
 def test_every_preset_is_offered_on_the_command_line():
@@ -578,7 +586,7 @@ def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
     assert not (tmp_path / "four" / iql).exists(), "a refused archive restores nothing"
 
 
-def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path):
+def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path, monkeypatch):
     """--reuse takes a finished run of another grid for a cell whose config differs from it only
     in options the run never reads (another method's); any read option differing, or other
     data, and the cell runs. The reused cell is kept in this grid's archive, restores from it,
@@ -607,6 +615,25 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path):
     assert Path(record["reused_from"]["archive"]).name == "theirs"
     assert json.loads((ours / iql / "record.json").read_text())["reused_from"]
 
+    # a driver that died between restoring the cell and saving bench.json: the run directory
+    # still says where its run came from
+    died = state(tmp_path / "two")
+    for key in ("reused_from", "restored"):
+        died["cells"][iql].pop(key)
+    died["cells"][iql]["state"] = "queued"
+    (tmp_path / "two" / "bench.json").write_text(json.dumps(died))
+    again = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
+                      "--set", "adept.pretrain_seed=0")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert state(tmp_path / "two")["cells"][iql]["reused_from"]["cell"] == iql
+    # the reused run deleted: the cell runs here, and its record no longer names another grid
+    shutil.rmtree(run_dir)
+    rerun = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
+                      "--set", "adept.pretrain_seed=0")  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert (run_dir / "checkpoint.pt").exists()
+    assert "reused_from" not in state(tmp_path / "two")["cells"][iql]
+
     fresh = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "three"),
                       "--archive", str(ours), "--set", "adept.pretrain_seed=0")  # fmt: skip
     assert fresh.returncode == 0 and "2 from the archive" in fresh.stdout, fresh.stderr
@@ -622,6 +649,7 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path):
                      "--reuse", str(theirs), "--set", "iql.expectile=0.8")  # fmt: skip
     assert read.returncode == 0 and "from other grids" not in read.stdout, read.stderr
     assert (tmp_path / "four" / iql / "checkpoint.pt").exists(), "an option it reads differs"
+    assert "another config" in read.stderr and "expectile" in read.stderr, "and says so"
 
     kept = json.loads((theirs / iql / "config.json").read_text())
     kept["dataset_fingerprint"] = "0" * 32  # as if made on another machine's data
@@ -631,7 +659,17 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path):
     assert other.returncode == 0 and "from other grids" not in other.stdout, other.stderr
     assert "made from other data" in other.stderr and "not reused" in other.stderr
 
+    del kept["dataset_fingerprint"]  # a run from before adept recorded it
+    (theirs / iql / "config.json").write_text(json.dumps(kept))
+    unchecked = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "seven"),
+                          "--reuse", str(theirs))  # fmt: skip
+    assert unchecked.returncode == 0 and "1 from other grids" in unchecked.stdout
+    assert "records no data fingerprint" in unchecked.stderr, "taken on trust, and said so"
+
+    monkeypatch.setenv("ADEPT_DATA_DIR", str(tmp_path / "no-data-yet"))
     missing = run_bench(*base, "--agents", "iql", "--root", str(tmp_path / "six"),
                         "--reuse", str(tmp_path / "nowhere"))  # fmt: skip
     assert missing.returncode == 2 and "--reuse" in missing.stderr
-    assert not (tmp_path / "six" / iql).exists()
+    assert not (tmp_path / "six").exists() and not (tmp_path / "no-data-yet").exists(), (
+        "refused before the grid makes anything (its datasets included)"
+    )
