@@ -757,6 +757,7 @@ def _verdict_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
 
 
 COLLAPSE_COLUMNS = (
+    ("episode length", ("eval/length",)),
     ("Q model − Q real", ("q/model", "q/real")),
     ("imagined − real return", ("world_model/true_return_gap",)),
     ("true 1-step error", ("world_model/true_error_1step",)),
@@ -775,6 +776,11 @@ def _value_at(
         before = np.flatnonzero(steps <= step)
         values.append(float(logged[before[-1]]) if len(before) else float("nan"))
     return values[0] - values[1] if len(values) == 2 else values[0]
+
+
+def _short(value: float) -> str:
+    """Three significant digits, without an exponent for values of 100 and more."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def collapse_table(bench: Bench) -> Table | None:
@@ -805,7 +811,7 @@ def collapse_table(bench: Bench) -> Table | None:
                 at_end = np.array([d[i][1] for *_, d in per_seed])
                 finite = np.isfinite(at_peak) & np.isfinite(at_end)
                 shown.append(
-                    f"{at_peak[finite].mean():.3g} → {at_end[finite].mean():.3g}"
+                    f"{_short(at_peak[finite].mean())} → {_short(at_end[finite].mean())}"
                     if finite.any()
                     else "–"
                 )
@@ -822,7 +828,9 @@ def collapse_table(bench: Bench) -> Table | None:
     if not rows:
         return None
     header = ("dataset", "method", "peak step", "best", "last", *(c for c, _ in COLLAPSE_COLUMNS))
-    return Table(header, tuple(rows))
+    # a diagnostic no run logged (a model-free grid's, or a metric newer than the runs) goes
+    kept = [i for i in range(len(header)) if i < 5 or any(row[i] != "–" for row in rows)]
+    return Table(tuple(header[i] for i in kept), tuple(tuple(row[i] for i in kept) for row in rows))
 
 
 def _collapse_blocks(bench: Bench) -> list[Block]:
@@ -833,11 +841,14 @@ def _collapse_blocks(bench: Bench) -> list[Block]:
         Heading(f"Rise and collapse ({bench.budget} budget)", 2),
         Text(
             "Means over finished seeds: the step of each run's best evaluation, its best and "
-            "last normalized scores, and the world-model diagnostics at that peak → at the end "
-            "(the last value logged at or before each): critics' mean Q on imagined minus real "
+            "last normalized scores, and at that peak → at the end (the last value logged at or "
+            "before each): the evaluation episodes' mean length (1000: π stays up the whole "
+            "episode, which on hopper and walker2d can be standing still), then the world-model "
+            "diagnostics — critics' mean Q on imagined minus real "
             "rows (above 0 and growing: the agent exploits the model), how much more return the "
             "model promises than MuJoCo pays for π's actions over H steps, and the model's true "
-            "one-step error under π. –: not logged (model-free runs)."
+            "one-step error under π. –: not logged (model-free runs; episode length: runs "
+            "from before adept logged it)."
         ),
         table,
     ]

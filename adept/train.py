@@ -503,6 +503,9 @@ class _Seat:
             values["eval/normalized_score"] = self.last_eval
             values["eval/normalized_score_std"] = float(result.normalized_scores.std())
             values["eval/return"] = result.mean_return
+            # how long π stays up: tells a hopper or walker standing still for the whole
+            # episode (the alive bonus alone, ≈ 1000) from one that moves and falls
+            values["eval/length"] = float(result.lengths.mean())
         if values:
             self.loggers.write(row.step, self.clock(), values)
         if row.saving:

@@ -552,6 +552,7 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
                     "step": step,
                     "wall_time": 1.5 + i,
                     "eval/normalized_score": (1.0, 5.0 + seed, 2.0)[i],
+                    "eval/length": (80.0, 1000.0, 150.0 + 100 * seed)[i],
                 }
             )
         with (root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv").open("w") as f:
@@ -563,9 +564,22 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
     rows = {r[1]: r for r in table.rows}
     # peak at the second evaluation (step 200) in both seeds; best 5 and 6, last 2
     assert rows["ADEPT+IQL"][2:5] == ("200", "5.5", "2.0")
-    assert rows["ADEPT+IQL"][5] == "15 → 25", "Q model − Q real at step 150 → at step 250"
-    assert rows["ADEPT+IQL"][6] == "1.5 → 2.5", "the return gap, mean over seeds"
-    assert rows["ADEPT+IQL"][7] == "–", "not logged"
-    assert rows["IQL"][5:] == ("–", "–", "–"), "a model-free run has no diagnostics"
+    assert rows["ADEPT+IQL"][5] == "1000 → 200", "episode length at the peak → at the end"
+    assert rows["ADEPT+IQL"][6] == "15 → 25", "Q model − Q real at step 150 → at step 250"
+    assert rows["ADEPT+IQL"][7] == "1.5 → 2.5", "the return gap, mean over seeds"
+    assert rows["IQL"][5:] == ("–",) * 3, "a model-free run has no diagnostics (nor, here, lengths)"
     md = (write_report(root).out / "results.md").read_text()
     assert "## Rise and collapse" in md and "| hopper-random | ADEPT+IQL | 200 | 5.5 | 2.0 |" in md
+    # no run logged the true error: its column goes
+    assert table.header[5:] == ("episode length", "Q model − Q real", "imagined − real return")
+    for seed in (0, 1):  # runs from before the length was logged: its column goes
+        path = root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv"
+        with path.open() as f:
+            kept = [{k: v for k, v in r.items() if k != "eval/length"} for r in csv.DictReader(f)]
+        with path.open("w") as f:
+            writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+    older = collapse_table(load_bench(root))
+    assert older is not None and "episode length" not in older.header
+    assert {r[1]: r for r in older.rows}["ADEPT+IQL"][5] == "15 → 25"

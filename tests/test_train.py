@@ -8,6 +8,7 @@ import torch
 import adept.train as train_module
 from adept.cli import main
 from adept.data.generate import make_dataset
+from adept.envs import evaluate
 from adept.errors import AdeptError
 from adept.runs import RunDir, load_checkpoint
 from adept.train import TrainConfig, load_agent, train, unread_fields
@@ -43,7 +44,7 @@ def rows(run_dir) -> list[dict[str, str]]:
 
 
 def test_run_directory_contents(dataset, tmp_path):
-    summary = train(config(dataset, tmp_path / "run"))
+    summary = train(config(dataset, tmp_path / "run", eval_episodes=3))
     run = tmp_path / "run"
     stored = json.loads((run / "config.json").read_text())
     assert stored["config"]["agent"] == "iql" and stored["config"]["iql"]["expectile"] == 0.7
@@ -74,6 +75,14 @@ def test_run_directory_contents(dataset, tmp_path):
     assert summary["return_last"] == pytest.approx(returns[-1])
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["step"] == 60 and state["meta"]["env_id"] == "Hopper-v5"
+    # the last evaluation's episode lengths: those of the final policy's episodes, replayed
+    agent, _ = load_agent(run, device="cpu")
+    c = config(dataset, run, eval_episodes=3)
+    replay = evaluate(lambda o: agent.act(o), "Hopper-v5", c.eval_episodes, seed=(c.seed, 60))
+    assert float(logged[-1]["eval/return"]) == pytest.approx(replay.mean_return)
+    assert float(logged[-1]["eval/length"]) == pytest.approx(replay.lengths.mean())
+    assert 0 < replay.lengths.mean() < 1000, "an untrained hopper falls"
+    assert len(set(replay.lengths)) > 1, "episodes of different lengths: the mean is tested"
 
 
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
