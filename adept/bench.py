@@ -856,10 +856,10 @@ RunKey = tuple[str, str, str, int]
 
 def reusable_runs(sources: Sequence[Path]) -> dict[RunKey, list[tuple[Path, str]]]:
     """Every finished run held by ``sources`` (other grids' ``--archive`` folders or roots),
-    as (source, run's path in it) by :data:`RunKey`; a folder without runs gives none."""
+    as (source, run's path in it) by :data:`RunKey`; a folder without runs gives none (the
+    sources are folders: :func:`check_reuse` refused the others before the grid began)."""
     from adept.runs import CONFIG, SUMMARY
 
-    check_reuse(sources)
     found: dict[RunKey, list[tuple[Path, str]]] = {}
     for source in sources:
         source = Path(source).absolute()
@@ -904,7 +904,6 @@ def find_reused(
         try:
             changes, record = _kept_run(src, config)
             other = None if changes else _other_data(src, fingerprint)
-            unchecked = DATASET_FINGERPRINT not in json.loads((src / CONFIG).read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warn(f"cell {cell.id}: {src} is damaged ({exc}); not reused")
             continue
@@ -912,7 +911,7 @@ def find_reused(
             why = other or f"another config: {'; '.join(changes[:3])}"
             warn(f"cell {cell.id}: {src} was made from {why}; not reused")
             continue
-        if unchecked:
+        if DATASET_FINGERPRINT not in json.loads((src / CONFIG).read_text()):  # read above
             warn(
                 f"cell {cell.id}: {src} records no data fingerprint (a run from before adept "
                 f"recorded it), so its data is taken on trust; delete it there to run the "

@@ -827,9 +827,10 @@ def collapse_table(bench: Bench) -> Table | None:
             )
     if not rows:
         return None
-    header = ("dataset", "method", "peak step", "best", "last", *(c for c, _ in COLLAPSE_COLUMNS))
+    leading = ("dataset", "method", "peak step", "best", "last")
+    header = (*leading, *(c for c, _ in COLLAPSE_COLUMNS))
     # a diagnostic no run logged (a model-free grid's, or a metric newer than the runs) goes
-    kept = [i for i in range(len(header)) if i < 5 or any(row[i] != "–" for row in rows)]
+    kept = [i for i in range(len(header)) if i < len(leading) or any(row[i] != "–" for row in rows)]
     return Table(tuple(header[i] for i in kept), tuple(tuple(row[i] for i in kept) for row in rows))
 
 

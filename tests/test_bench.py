@@ -23,7 +23,7 @@ from adept.cli import main
 from adept.errors import AdeptError
 
 DATASET = "hopper-random-n3000"
-ARCHIVE = Path(__file__).parents[1] / "docs" / "results"
+RESULTS = Path(__file__).parents[1] / "docs" / "results"
 """The committed grids' reports and archives."""
 TINY_SET = dict(bench.PRESETS["smoke"]["set"])
 
@@ -160,7 +160,7 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
             "adept-penalty": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
         }[cell.variant]
         assert sorted(changes) == sorted(lever), cell.id
-        kept = ARCHIVE / "adept-claim-cpu50k" / "cells" / cell.id
+        kept = RESULTS / "adept-claim-cpu50k" / "cells" / cell.id
         if cell.variant == "adept" and kept.is_dir():  # the committed runs --reuse would take
             assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
             checked += 1
