@@ -20,7 +20,8 @@ Candidates are changes from the first recipe of issue 11 (``diffusion``: width 2
 one linear layer, 20k steps), spelled out so that results stay valid when the library's defaults
 move; the library's default today is ``diffusion-2-linear-40k``. ``ensemble`` is the MOPO-style
 Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same wall-clock
-budget as ``diffusion`` (its step cap is set from a timed warm-up). A name with ``-bf16`` runs
+budget as ``diffusion`` (its step cap is set from a timed warm-up); ``ensemble-long``, the same
+ensemble given the default's budget (BUDGETS). A name with ``-bf16`` runs
 that candidate under bf16 autocast (``adept train --precision bf16``): training, timing and the
 error measurements (the model's samples) all in bf16.
 
@@ -83,11 +84,18 @@ CANDIDATES: dict[str, Change] = {
         select_patience=5,
     ),
 }
+CANDIDATES["ensemble-long"] = CANDIDATES["ensemble"]
 """Named world models: each a change from :func:`base_config`, the first recipe (width 256, 3
 residual blocks of one linear layer, condition at the input, EMA 0.999 with held-out selection,
 ``--pretrain-steps``). The library's default is 'diffusion-2-linear-40k' (DEFAULT)."""
 
 DEFAULT = "diffusion-2-linear-40k"
+
+BUDGETS = {"ensemble": "diffusion", "ensemble-long": DEFAULT}
+"""The ensemble candidates' wall-clock: each is given the world-model training time of a
+diffusion candidate measured on the same dataset before it (its step cap = that time × its own
+measured steps/s; held-out early stopping may end it sooner): the first recipe's, and the
+library default's."""
 
 BF16 = "-bf16"
 """Suffix of a candidate run under bf16 autocast (``adept train --precision bf16``): trained,
@@ -200,7 +208,6 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     starts = torch.as_tensor(data.observations[np.sort(pick)])
     train_part = data.subset(train_rows)
     sampler = ReplayBuffer.from_transitions(train_part, device=device, seed=args.seed)
-    diffusion_seconds: float | None = results.get(f"{dataset}|diffusion", {}).get("train_s")
     for name in args.candidates:
         key = f"{dataset}|{name}"
         change, precision = candidate(name)
@@ -214,10 +221,16 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
                 row["train_s"] = row["pretrain_steps"] / row["steps_per_s"]
                 save_results(path, results)
             continue
+        budget = results.get(f"{dataset}|{BUDGETS.get(name)}", {}).get("train_s", 0.0)
+        if name in BUDGETS and not budget:
+            raise SystemExit(
+                f"{name} is given {BUDGETS[name]}'s training time on {dataset}, which is not"
+                f" measured yet: list {BUDGETS[name]} before {name} in --candidates"
+            )
         with amp():
             rate = steps_per_second(config, train_part, sampler)
-        if name == "ensemble" and diffusion_seconds is not None:
-            config = replace(config, pretrain_steps=max(int(diffusion_seconds * rate), 1000))
+        if name in BUDGETS:
+            config = replace(config, pretrain_steps=max(int(budget * rate), 1000))
         started = time.perf_counter()
         with amp():
             result, model, bc = pretrained(data, train_part, config, args.seed)
@@ -243,8 +256,6 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             "pi_1step": pi_1,
             "pi_10step": pi_10,
         }
-        if name == "diffusion":
-            diffusion_seconds = row["train_s"]
         results[key] = row
         save_results(path, results)
         print(f"  {row}", flush=True)
