@@ -161,7 +161,8 @@ class Eval:
         print(
             f"{meta['env_id']} step {meta['step']}: return {result.mean_return:.1f} "
             f"± {result.returns.std():.1f}, normalized score {result.mean_normalized_score:.1f} "
-            f"± {result.normalized_scores.std():.1f} over {self.episodes} episodes"
+            f"± {result.normalized_scores.std():.1f}, length {result.lengths.mean():.0f} "
+            f"(min {result.lengths.min()}) over {self.episodes} episodes"
         )
 
 

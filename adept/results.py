@@ -65,10 +65,18 @@ GAMMA = 100.0
 DIAGNOSTICS = (
     ("world_model/true_error_1step", "true 1-step error vs MuJoCo", "mean ‖ŝ′ − s′‖₂", True),
     ("world_model/eps_m", "ε_m, π/β-weighted model error", "held-out error", True),
-    ("world_model/is_ess", "IS effective sample size", "ESS (samples)", False),
+    (
+        "world_model/is_ess_fraction",
+        "IS effective sample size / rows weighed",
+        "ESS / rows",
+        True,
+    ),
     ("world_model/true_return_gap", "imagined − real return, π's actions", "H-step gap", False),
 )
-"""(metrics.csv column, panel title, y label, log scale) of the world-model diagnostics."""
+"""(metrics.csv column, panel title, y label, log scale) of the world-model diagnostics. The ESS
+is shown as a share of the rows its weights are taken over: a resampling re-fit weighs a pool of
+``is_resample_pool`` batches, a weighted or uniform one a single batch, so raw ESS counts of two
+rules are not comparable."""
 
 Method = tuple[str, str]  # (variant, agent)
 

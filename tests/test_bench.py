@@ -265,6 +265,9 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
         text=True,
     )
     assert evaluated.returncode == 0 and "normalized score" in evaluated.stdout
+    assert re.search(r"length \d+ \(min \d+\) over 1 episodes", evaluated.stdout), (
+        "eval says how long the episodes lasted (standing still vs falling)"
+    )
     mtime = (adept_dir / "summary.json").stat().st_mtime_ns
 
     again = run_bench("--preset", "smoke", "--root", str(root))

@@ -65,7 +65,11 @@ def write_metrics(path: Path, method: str, curve: tuple[float, ...], seed: int) 
     and eval scores on the same rows; world-model diagnostics only for world-model methods."""
     columns = ["step", "wall_time", "train/q_loss", "eval/normalized_score", "eval/return"]
     if method != "none":
-        columns += ["world_model/true_error_1step", "world_model/eps_m", "world_model/is_ess"]
+        columns += [
+            "world_model/true_error_1step",
+            "world_model/eps_m",
+            "world_model/is_ess_fraction",
+        ]
     rows = []
     if method != "none":
         rows.append({"step": 0, "wall_time": 1.0, "world_model/eps_m": 0.5 + seed})
@@ -76,7 +80,7 @@ def write_metrics(path: Path, method: str, curve: tuple[float, ...], seed: int) 
             row |= {
                 "world_model/true_error_1step": 0.2 / (i + 1) + 0.01 * seed,
                 "world_model/eps_m": 0.4 / (i + 1),
-                "world_model/is_ess": 600 + 100 * i,
+                "world_model/is_ess_fraction": 0.6 - 0.05 * i,
             }
         rows.append(row)
     with (path / "metrics.csv").open("w", newline="") as f:
