@@ -76,7 +76,8 @@ DIAGNOSTICS = (
 """(metrics.csv column, panel title, y label, log scale) of the world-model diagnostics. The ESS
 is shown as a share of the rows its weights are taken over: a resampling re-fit weighs a pool of
 ``is_resample_pool`` batches, a weighted or uniform one a single batch, so raw ESS counts of two
-rules are not comparable."""
+rules are not comparable. The shares are close to comparable, not exactly: the truncation cap
+(√N times the mean weight by default) is looser on a larger pool."""
 
 Method = tuple[str, str]  # (variant, agent)
 
