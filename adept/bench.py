@@ -120,6 +120,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_episodes": 10,
         "set": {"adept.pretrain_seed": 0},
     },
+    "adept-claim-sac": {
+        # adept-claim's controls for SAC: its grid has SAC and ADEPT+SAC but neither Diff+SAC
+        # (is it the model or the re-fit?) nor the uniform re-fit (the weights or the extra
+        # training?), while ADEPT+SAC is where ADEPT gains most. The 'none' and 'adept' cells are
+        # adept-claim's (the same configs): --reuse of that grid's archive takes them.
+        "datasets": [
+            "hopper-medium-replay",
+            "halfcheetah-random",
+            "hopper-random",
+            "walker2d-random",
+        ],
+        "agents": ["sac"],
+        "variants": {
+            "none": {"method": "none"},
+            "diffusion": {"method": "diffusion"},
+            "adept": {"method": "adept"},
+            "adept-uniform": {"method": "adept", "adept.refit": "uniform"},
+        },
+        "seeds": [0, 1, 2],
+        "num_steps": 50_000,
+        "eval_every": 2_500,
+        "eval_episodes": 10,
+        "set": {"adept.pretrain_seed": 0},
+    },
     "adept-levers": {
         # Issue 11 §3: which lever keeps ADEPT+IQL's early gain where its score swings or
         # collapses. Each variant changes one thing of adept-claim's ADEPT+IQL, whose cells

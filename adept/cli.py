@@ -177,6 +177,7 @@ class Bench:
         Literal[
             "paper-ablation",
             "adept-claim",
+            "adept-claim-sac",
             "adept-levers",
             "synther-table",
             "trajectory-table",
@@ -188,10 +189,12 @@ class Bench:
     """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
     BC, on the random and medium-replay datasets, 1M steps, 5 seeds); 'adept-claim' (IQL,
     Diff+IQL, ADEPT+IQL, ADEPT-uniform+IQL, SAC, ADEPT+SAC on the random datasets and
-    hopper-medium-replay, 50k steps, 3 seeds); 'adept-levers' (adept-claim's ADEPT+IQL and four
-    variants of it, one lever each against a late collapse: flush on re-fit, a growing real
-    share, H = 5, an uncertainty penalty; hopper- and walker2d-random; with --reuse of
-    adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL,
+    hopper-medium-replay, 50k steps, 3 seeds); 'adept-claim-sac' (its controls for SAC: SAC,
+    Diff+SAC, ADEPT+SAC, ADEPT-uniform+SAC on the same datasets; with --reuse of adept-claim's
+    archive its SAC and ADEPT+SAC cells are not run again); 'adept-levers' (adept-claim's
+    ADEPT+IQL and four variants of it, one lever each against a late collapse: flush on re-fit,
+    a growing real share, H = 5, an uncertainty penalty; hopper- and walker2d-random; with
+    --reuse of adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL,
     SynthER+IQL, TD3+BC, SynthER+TD3+BC on hopper- and halfcheetah-random and
     hopper-medium-replay, 50k steps, 3 seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and
     DyDiff+ each, same datasets and budget); 'precision-table' (IQL, SAC, TD3+BC in fp32 and

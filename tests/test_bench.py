@@ -167,6 +167,41 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     assert checked >= 3, "the committed claim archive holds hopper-random's ADEPT+IQL cells"
 
 
+def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
+    """adept-claim-sac's SAC and ADEPT+SAC cells are adept-claim's, config for config (so --reuse
+    takes the committed ones), and its two controls differ from ADEPT+SAC in one thing each."""
+    from adept.runs import _diff, _ignored, config_changes, to_jsonable
+    from adept.train import same_run_fields
+
+    claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
+    controls = resolve_spec([("preset", bench.PRESETS["adept-claim-sac"])])
+    ids = {c.id: c for c in claim.cells()}
+    cells = controls.cells()
+    assert len(cells) == 4 * 4 * 3 and {c.agent for c in cells} == {"sac"}
+    checked = 0
+    for cell in cells:
+        config = controls.cell_config(cell, tmp_path)
+        reference = claim.cell_config(ids[f"{cell.dataset}/adept/sac/seed{cell.seed}"], tmp_path)
+        changes = sorted(
+            c.split(":")[0]
+            for c in _diff(to_jsonable(reference), to_jsonable(config))
+            if not _ignored(c.split(":")[0], same_run_fields(config))
+        )
+        expected = {
+            "none": ["method"],
+            "diffusion": ["method"],
+            "adept": [],
+            "adept-uniform": ["adept.refit"],
+        }[cell.variant]
+        assert changes == expected, cell.id
+        if cell.variant in ("none", "adept"):
+            assert to_jsonable(config) == to_jsonable(claim.cell_config(ids[cell.id], tmp_path))
+            kept = RESULTS / "adept-claim-cpu50k" / "cells" / cell.id
+            assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+            checked += 1
+    assert checked == 2 * 4 * 3, "every SAC and ADEPT+SAC cell is in the committed archive"
+
+
 def test_every_preset_is_offered_on_the_command_line():
     from typing import get_args, get_type_hints
 
