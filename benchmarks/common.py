@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,18 @@ def format_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> str:
 
 def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
     print(format_table(columns, rows))
+
+
+def load_results(out: Path, report: Path | None) -> tuple[Path, dict[str, Any]]:
+    """A resumable benchmark's results file and what it holds. With a report the results are
+    kept beside it (``REPORT.json``, committed with the report), so the command continues, and
+    the report can be rewritten, on any machine; without one they go to ``OUT/results.json``.
+    A report's results not kept yet start from ``OUT/results.json`` when that exists."""
+    path = out / "results.json" if report is None else report.with_suffix(".json")
+    for source in (path, out / "results.json"):
+        if source.exists():
+            return path, json.loads(source.read_text())
+    return path, {}
 
 
 def save_results(path: Path, results: dict[str, Any]) -> None:

@@ -17,13 +17,14 @@ dataset give the scale: ``dataset`` (the rows themselves: 0 up to float rounding
 measurement), ``s' = s`` (a generator that learned no dynamics) and ``shuffled`` (s′, r and the
 flag of another random row: right marginals, no joint structure).
 
-Results go to ``OUT/results.json``, one entry per (dataset, candidate) written as each finishes:
+Results go to ``OUT/results.json``, one entry per (dataset, candidate), written as each finishes;
+with ``--report R`` they are kept beside it, in ``R`` with ``.json`` for ``.md``
+(committed with it, so the command continues on any machine):
 re-running the same command skips what is there; ``--no-measure`` rewrites the report from it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -48,7 +49,7 @@ from adept.methods.synther import (
     generator_key,
     train_generator,
 )
-from benchmarks.common import format_table, save_results
+from benchmarks.common import format_table, load_results, save_results
 
 
 def _candidate(hidden: int, depth: int, train_steps: int, ema_decay: float = 0.999) -> dict:
@@ -86,7 +87,7 @@ class Args:
     report: Path | None = None
     """Also write the markdown report here (e.g. docs/results/synther.md)."""
     measure: bool = True
-    """False: only rewrite the report from OUT/results.json."""
+    """False: only rewrite the report from the results (REPORT.json, or OUT/results.json)."""
 
 
 def config_of(candidate: str) -> SynthERConfig:
@@ -341,8 +342,7 @@ def main(args: Args) -> None:
     if unknown:
         raise SystemExit(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    path = args.out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path, results = load_results(args.out, args.report)
     if args.measure and args.part == "speed":
         speed(args, results, path)
     elif args.measure:

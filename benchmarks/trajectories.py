@@ -35,14 +35,15 @@ states, PGD unguided and guided at ``--guided-coeff``; each is replayed open loo
 its own actions — the comparison both papers make against autoregressive models — beside the
 mean log π of its actions.
 
-Results go to ``OUT/results.json``, one entry per measurement, written as each finishes:
+Results go to ``OUT/results.json``, one entry per measurement, written as each finishes;
+with ``--report R`` they are kept beside it, in ``R`` with ``.json`` for ``.md``
+(committed with it, so the command continues on any machine):
 re-running the same command skips what is there; ``--no-measure`` rewrites the report from it.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -76,7 +77,7 @@ from adept.methods.trajectories import SegmentRows, build_model
 from adept.nets import Actor
 from adept.rollout import StateBounds
 from adept.world_model import WorldModel
-from benchmarks.common import format_table, save_results
+from benchmarks.common import format_table, load_results, save_results
 from benchmarks.world_models import iql_policy
 
 
@@ -139,7 +140,7 @@ class Args:
     report: Path | None = None
     """Also write the markdown report here (e.g. docs/results/trajectories.md)."""
     measure: bool = True
-    """False: only rewrite the report from OUT/results.json."""
+    """False: only rewrite the report from the results (REPORT.json, or OUT/results.json)."""
 
 
 def config_of(candidate: str) -> PGDConfig | DyDiffConfig:
@@ -566,8 +567,7 @@ def header(args: Args) -> str:
 
 
 def main(args: Args) -> None:
-    path = args.out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path, results = load_results(args.out, args.report)
     if args.measure:
         if args.part == "speed":
             speed(args, results, path)

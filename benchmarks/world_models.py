@@ -29,14 +29,15 @@ error measurements (the model's samples) all in bf16.
 (the β fit and the selection passes aside); ``pretrain_s`` in the JSON is the whole call, which
 is near 0 when the artifact store already held the result.
 
-Results go to ``OUT/results.json``, one entry per (dataset, candidate), written as each finishes:
+Results go to ``OUT/results.json``, one entry per (dataset, candidate), written as each finishes;
+with ``--report R`` they are kept beside it, in ``R`` with ``.json`` for ``.md``
+(committed with it, so the command continues on any machine):
 re-running the same command skips what is there, so a long grid spans sessions.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -57,7 +58,7 @@ from adept.importance import BehaviorModel
 from adept.methods import ModelBasedConfig, Refitter, holdout_mask, pretrain, pretrain_key
 from adept.precision import Precision, autocast
 from adept.world_model import WorldModel, WorldModelConfig
-from benchmarks.common import format_table, save_results
+from benchmarks.common import format_table, load_results, save_results
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
 
@@ -151,7 +152,7 @@ class Args:
     """Measure what results.json lacks; --no-measure reports what it holds (and names what is
     missing) without touching the machine — e.g. while a grid runs."""
     out: Path = Path("runs/bench-world-models")
-    """Where results.json goes."""
+    """Where results.json goes when there is no --report (with one: beside it, REPORT.json)."""
     report: Path | None = None
     """Also write the tables as a markdown file here (e.g. docs/results/world-models.md)."""
 
@@ -163,10 +164,6 @@ def base_config(args: Args) -> ModelBasedConfig:
     return ModelBasedConfig(
         world_model=first, pretrain_steps=args.pretrain_steps, ema_decay=0.999, select_every=2000
     )
-
-
-def load_results(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def iql_policy(data: Transitions, steps: int, seed: int, device: torch.device) -> IQL:
@@ -381,8 +378,7 @@ def main(args: Args) -> None:
     if unknown:
         raise SystemExit(f"unknown refit rules {unknown}; choose from {list(RULES)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    path = args.out / "results.json"
-    results = load_results(path)
+    path, results = load_results(args.out, args.report)
     for dataset in args.datasets if args.measure else []:
         print(f"\n{dataset}", flush=True)
         measure(args, dataset, results, path)
