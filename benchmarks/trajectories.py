@@ -552,7 +552,7 @@ def header(args: Args) -> str:
     return (
         "# Trajectory diffusion: PGD's and DyDiff's models\n\n"
         "Made by `benchmarks/trajectories.py` (each part resumes; `--no-measure` rewrites this "
-        "file from its results.json):\n\n```bash\n"
+        "file from its results, the .json beside it):\n\n```bash\n"
         f"python -m benchmarks.trajectories --part quality --candidates "
         f"{' '.join(args.candidates)} {sets}\n"
         f"python -m benchmarks.trajectories --part guidance {sets}\n"

@@ -432,11 +432,13 @@ def header(args: Args) -> str:
         f"--out {args.out} --report {args.report}",
     ]
     command = " \\\n    ".join(lines)
+    kept = args.report.with_suffix(".json").name if args.report else "results.json"
     return (
         f"```bash\n{command}\n```\n\n"
         "Made on a 2-core CPU, one process at two threads (see the module's docstring). The "
-        "command resumes: it measures what its results.json lacks and rewrites this file; "
-        "`--no-measure` rewrites it from what is there. The reading is in README.md beside it."
+        f"command resumes: it measures what its results ({kept}, beside this file) lack and "
+        "rewrites this file; `--no-measure` rewrites it from what is there. The reading is in "
+        "README.md beside it."
     )
 
 
