@@ -85,10 +85,11 @@ CANDIDATES: dict[str, Change] = {
         select_patience=5,
     ),
 }
-CANDIDATES["ensemble-long"] = CANDIDATES["ensemble"]
 """Named world models: each a change from :func:`base_config`, the first recipe (width 256, 3
 residual blocks of one linear layer, condition at the input, EMA 0.999 with held-out selection,
 ``--pretrain-steps``). The library's default is 'diffusion-2-linear-40k' (DEFAULT)."""
+
+CANDIDATES["ensemble-long"] = CANDIDATES["ensemble"]  # the same model on a longer budget
 
 DEFAULT = "diffusion-2-linear-40k"
 
@@ -218,11 +219,11 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
                 row["train_s"] = row["pretrain_steps"] / row["steps_per_s"]
                 save_results(path, results)
             continue
-        budget = results.get(f"{dataset}|{BUDGETS.get(name)}", {}).get("train_s", 0.0)
-        if name in BUDGETS and not budget:
+        budget = results.get(f"{dataset}|{BUDGETS.get(name)}", {}).get("train_s", np.nan)
+        if name in BUDGETS and not budget > 0:  # NaN: not measured, or its timing struck out
             raise SystemExit(
                 f"{name} is given {BUDGETS[name]}'s training time on {dataset}, which is not"
-                f" measured yet: list {BUDGETS[name]} before {name} in --candidates"
+                f" measured (or re-timed) yet: list {BUDGETS[name]} before {name} in --candidates"
             )
         with amp():
             rate = steps_per_second(config, train_part, sampler)
