@@ -224,8 +224,11 @@ def test_flush_on_refit_keeps_only_the_latest_rollouts(dataset):
     for flush in (False, True):
         _, method, policy = built(dataset, replace(TINY, rollout_start=0, flush_on_refit=flush))
         first = method.setup(policy)["rollout/buffer_size"]
-        second = method.after_update(4, policy)["rollout/buffer_size"].item()
+        metrics = method.after_update(4, policy)
+        second = metrics["rollout/buffer_size"].item()
         sizes[flush] = (first, second)
+        # the critic's values on imagined rows: measured on the rows it trained on, flushed or not
+        assert "q/model" in metrics, f"flush_on_refit={flush}: no Q on model rows"
     assert sizes[False][1] > sizes[False][0], "without flushing, rounds accumulate"
     assert sizes[True][1] < sizes[False][1], "flushed: the second round's rows only"
     assert sizes[True][1] <= TINY.rollout_batch * TINY.horizon

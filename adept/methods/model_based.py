@@ -353,13 +353,14 @@ class DiffusionMethod(Method):
         c = self.config
         done = step + 1
         metrics: dict[str, torch.Tensor] = {}
-        if self.adapts:
-            if refit:
-                metrics.update(self._adapt(agent))
-            if c.flush_on_refit:
-                self.model_buffer.clear()
+        if self.adapts and refit:
+            metrics.update(self._adapt(agent))
         if c.diagnostics:
+            # before a flush, so that Q on model rows is measured on the imagination the agent
+            # trained on since the last round (it has its own RNG: the run is unchanged)
             metrics.update(self._diagnostics(agent))
+        if self.adapts and c.flush_on_refit:
+            self.model_buffer.clear()
         round_ = done // c.rollout_every
         if self.truth is not None and round_ % c.true_error_every == 0:
             metrics.update(self._true_error(agent))
