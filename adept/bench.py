@@ -149,7 +149,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # collapses. Each variant changes one thing of adept-claim's ADEPT+IQL, whose cells
         # (variant 'adept', the same config) this grid takes with --reuse of that grid's archive.
         # The penalty's λ = 5: the spread of 4 s′ samples is u ≈ 0.07 a step on hopper-random
-        # (rollout/uncertainty of a 5k-step run) against r̂ ≈ 1.3, so λu ≈ a quarter of r̂.
+        # (rollout/uncertainty of a 5k-step run) against r̂ ≈ 1.3, so λu ≈ a quarter of r̂
+        # (MOPO, too, sets λ per dataset).
         "datasets": ["hopper-random", "walker2d-random"],
         "agents": ["iql"],
         "variants": {
@@ -161,6 +162,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "method": "adept",
                 "adept.uncertainty_samples": 4,
                 "adept.uncertainty_penalty": 5.0,
+            },
+            # λ = 5 is 5-7× walker2d-random's r̂ there (u ≈ 1.0 a step against r̂ ≈ 0.7: every
+            # imagined step pays, and the agent learns to fall at once, score ≈ 0): the same
+            # rule, λu ≈ a quarter of r̂, gives λ = 0.2 on walker2d-random
+            "adept-penalty-0.2": {
+                "method": "adept",
+                "datasets": ["walker2d-random"],
+                "adept.uncertainty_samples": 4,
+                "adept.uncertainty_penalty": 0.2,
             },
         },
         "seeds": [0, 1, 2],
@@ -379,18 +389,34 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named method and the options it changes; ``agents`` restricts it to some agents."""
+    """A named method and the options it changes; ``agents`` and ``datasets`` restrict it to
+    some of the grid's agents and datasets (e.g. an option whose right value differs by
+    dataset)."""
 
     method: str
     agents: tuple[str, ...] | None = None
     set: Mapping[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        value = {
             "method": self.method,
             "agents": None if self.agents is None else list(self.agents),
             "set": dict(self.set),
         }
+        if self.datasets is not None:  # absent otherwise: older grids' bench.json compare equal
+            value["datasets"] = list(self.datasets)
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Variant:
+        agents, datasets = value["agents"], value.get("datasets")
+        return cls(
+            value["method"],
+            None if agents is None else tuple(agents),
+            value["set"],
+            None if datasets is None else tuple(datasets),
+        )
 
 
 @dataclass(frozen=True)
@@ -448,12 +474,7 @@ class GridSpec:
         return cls(
             datasets=tuple(value["datasets"]),
             agents=tuple(value["agents"]),
-            variants={
-                name: Variant(
-                    v["method"], None if v["agents"] is None else tuple(v["agents"]), v["set"]
-                )
-                for name, v in value["variants"].items()
-            },
+            variants={name: Variant.from_json(v) for name, v in value["variants"].items()},
             seeds=tuple(value["seeds"]),
             num_steps=int(value["num_steps"]),
             eval_every=int(value["eval_every"]),
@@ -467,6 +488,8 @@ class GridSpec:
         out = []
         for dataset in self.datasets:
             for name, variant in self.variants.items():
+                if variant.datasets is not None and dataset not in variant.datasets:
+                    continue
                 agents = self.agents if variant.agents is None else variant.agents
                 for agent in agents:
                     for seed in self.seeds:
@@ -585,9 +608,18 @@ def _variant(name: str, value: Any, where: str) -> Variant:
     agents = value.get("agents")
     if agents is not None:
         agents = tuple(_agents(agents, f"{where}, variant '{name}'"))
-    rest = {k: v for k, v in value.items() if k not in ("method", "agents", "set")}
+    datasets = value.get("datasets")
+    if datasets is not None:
+        if isinstance(datasets, str) or not all(isinstance(d, str) for d in datasets):
+            raise AdeptError(
+                f"{where}: variant '{name}' datasets must be a list of dataset names, "
+                f"got {datasets!r}"
+            )
+        datasets = tuple(datasets)
+    rest = {k: v for k, v in value.items() if k not in ("method", "agents", "datasets", "set")}
     rest.update(value.get("set", {}))
-    return Variant(value["method"], agents, check_overrides(rest, f"{where}, variant '{name}'"))
+    overrides = check_overrides(rest, f"{where}, variant '{name}'")
+    return Variant(value["method"], agents, overrides, datasets)
 
 
 def _agents(names: Sequence[str], where: str) -> list[str]:
@@ -609,8 +641,9 @@ def parse_variant_arg(text: str) -> tuple[str, dict[str, Any]]:
         )
     items = [item for item in rest.split(",") if item.strip()]
     value: dict[str, Any] = dict(parse_assignments(items, f"--variant {name}"))
-    if "agents" in value:
-        value["agents"] = value["agents"].split("+")
+    for key in ("agents", "datasets"):
+        if key in value:
+            value[key] = str(value[key]).split("+")
     return name.strip(), value
 
 

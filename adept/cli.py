@@ -193,7 +193,8 @@ class Bench:
     Diff+SAC, ADEPT+SAC, ADEPT-uniform+SAC on the same datasets; with --reuse of adept-claim's
     archive its SAC and ADEPT+SAC cells are not run again); 'adept-levers' (adept-claim's
     ADEPT+IQL and four variants of it, one lever each against a late collapse: flush on re-fit,
-    a growing real share, H = 5, an uncertainty penalty; hopper- and walker2d-random; with
+    a growing real share, H = 5, an uncertainty penalty, λ = 5, and on walker2d, whose model is
+    15× less certain, λ = 0.2; hopper- and walker2d-random; with
     --reuse of adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL,
     SynthER+IQL, TD3+BC, SynthER+TD3+BC on hopper- and halfcheetah-random and
     hopper-medium-replay, 50k steps, 3 seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and
@@ -209,7 +210,7 @@ class Bench:
     """Methods, each a variant of its own name: none (X), diffusion (Diff+X), adept (ADEPT+X),
     synther (SynthER+X), pgd (PGD+X), dydiff (DyDiff+X)."""
     variant: Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction] = ()
-    """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac], e.g.
+    """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac][,datasets=A+B], e.g.
     adept-h5:method=adept,adept.horizon=5 (several after one flag, or the flag repeated)."""
     agents: tuple[str, ...] | None = None
     """Agents: iql, sac, td3bc, bc."""

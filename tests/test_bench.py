@@ -111,6 +111,31 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     assert spec.budget == "cpu-0.1k"
 
 
+def test_a_variants_datasets_restrict_its_cells():
+    layer = {
+        "datasets": ["hopper-random-n3000", "hopper-random-n5000"],
+        "agents": ["iql"],
+        "seeds": [0],
+        "num_steps": 100,
+        "variants": {
+            "none": {"method": "none"},
+            "adept-small": {"method": "adept", "datasets": ["hopper-random-n5000"]},
+        },
+    }
+    spec = resolve_spec([("spec", layer)])
+    assert sorted(c.id for c in spec.cells()) == [
+        "hopper-random-n3000/none/iql/seed0",
+        "hopper-random-n5000/adept-small/iql/seed0",
+        "hopper-random-n5000/none/iql/seed0",
+    ]
+    stored = json.loads(json.dumps(spec.to_json()))
+    assert GridSpec.from_json(stored) == spec
+    assert "datasets" not in stored["variants"]["none"], "older grids' bench.json compare equal"
+    bad = {**layer, "variants": {"x": {"method": "adept", "datasets": "hopper-random-n5000"}}}
+    with pytest.raises(AdeptError, match="datasets must be a list"):
+        resolve_spec([("spec", bad)])
+
+
 def test_presets_resolve():
     paper = resolve_spec([("preset", bench.PRESETS["paper-ablation"])])
     assert len(paper.datasets) == 6 and paper.budget == "paper-1m"
@@ -143,7 +168,10 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     levers = resolve_spec([("preset", bench.PRESETS["adept-levers"])])
     ids = {c.id: c for c in claim.cells()}
     lever_cells = levers.cells()
-    assert len(lever_cells) == 2 * 5 * 3
+    assert len(lever_cells) == 2 * 5 * 3 + 3, "adept-penalty-0.2 runs on walker2d-random only"
+    assert {c.dataset for c in lever_cells if c.variant == "adept-penalty-0.2"} == {
+        "walker2d-random"
+    }
     for cell in lever_cells:
         config = levers.cell_config(cell, tmp_path)
         reference = claim.cell_config(ids[f"{cell.dataset}/adept/iql/seed{cell.seed}"], tmp_path)
@@ -158,6 +186,7 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
             "adept-real-share": ["adept.real_ratio_final"],
             "adept-h5": ["adept.horizon"],
             "adept-penalty": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
+            "adept-penalty-0.2": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
         }[cell.variant]
         assert sorted(changes) == sorted(lever), cell.id
         kept = RESULTS / "adept-claim-cpu50k" / "cells" / cell.id
@@ -493,11 +522,13 @@ def test_repeated_set_and_variant_flags_accumulate():
     args = ["--preset", "smoke", "--set", "adept.horizon=5", "batch_size=32"]
     args += ["--set", "iql.expectile=0.8", "--variant", "a:method=adept", "b:method=none"]
     args += ["--variant", "c:method=diffusion,adept.horizon=3,agents=iql"]
+    args += ["--variant", "d:method=adept,datasets=hopper-random-n5000"]
     spec = resolve_spec(tyro.cli(Bench, args=args).layers())
     assert spec.set["adept.horizon"] == 5 and spec.set["batch_size"] == 32
     assert spec.set["iql.expectile"] == 0.8
-    assert {"a", "b", "c"} <= set(spec.variants)
+    assert {"a", "b", "c", "d"} <= set(spec.variants)
     assert spec.variants["c"] == bench.Variant("diffusion", ("iql",), {"adept.horizon": 3})
+    assert spec.variants["d"] == bench.Variant("adept", None, {}, ("hopper-random-n5000",))
 
 
 def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
