@@ -687,6 +687,12 @@ def resolve_spec(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> GridSpec:
         raise AdeptError(f"--seeds must be distinct non-negative integers, got {seeds}")
     if len(set(merged["datasets"])) != len(merged["datasets"]):
         raise AdeptError(f"--datasets names a dataset twice: {merged['datasets']}")
+    for name, variant in merged["variants"].items():
+        if variant.datasets is not None and not set(variant.datasets) & set(merged["datasets"]):
+            warn(
+                f"variant '{name}' runs on none of the grid's datasets (it names "
+                f"{', '.join(variant.datasets)}); it has no cells"
+            )
     numbers = {
         k: coerce(k, merged.get(k, default), int)
         for k, default in (("num_steps", 0), ("eval_every", 5000), ("eval_episodes", 10))

@@ -111,7 +111,7 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     assert spec.budget == "cpu-0.1k"
 
 
-def test_a_variants_datasets_restrict_its_cells():
+def test_a_variants_datasets_restrict_its_cells(capsys):
     layer = {
         "datasets": ["hopper-random-n3000", "hopper-random-n5000"],
         "agents": ["iql"],
@@ -131,6 +131,10 @@ def test_a_variants_datasets_restrict_its_cells():
     stored = json.loads(json.dumps(spec.to_json()))
     assert GridSpec.from_json(stored) == spec
     assert "datasets" not in stored["variants"]["none"], "older grids' bench.json compare equal"
+    assert "warning" not in capsys.readouterr().err
+    typo = {**layer, "variants": {"x": {"method": "adept", "datasets": ["hopper-randm-n5000"]}}}
+    assert not [c for c in resolve_spec([("spec", typo)]).cells() if c.variant == "x"]
+    assert "variant 'x' runs on none of the grid's datasets" in capsys.readouterr().err
     bad = {**layer, "variants": {"x": {"method": "adept", "datasets": "hopper-random-n5000"}}}
     with pytest.raises(AdeptError, match="datasets must be a list"):
         resolve_spec([("spec", bad)])
