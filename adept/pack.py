@@ -225,10 +225,35 @@ class Pack:
         """One update of every seed: seed s on ``batches[s]`` with the random numbers
         ``noises[s]`` (what ``agents[s].draw`` gave from seed s's stream). Returns each seed's
         metrics, as :meth:`Agent.update` does."""
-        batch = batch_fields(batches)
-        noise = {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
-        holder = self._holder
+        metrics = self.step(*self.stack(batches, noises))
+        self.advance()
+        return self.unstack(metrics)
 
+    @staticmethod
+    def stack(
+        batches: Sequence[Batch], noises: Sequence[Mapping[str, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The seeds' batches and random numbers stacked on a leading seed axis: what
+        :meth:`step` takes."""
+        noise = {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
+        return batch_fields(batches), noise
+
+    def unstack(self, metrics: Mapping[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """:meth:`step`'s stacked metrics → each seed's."""
+        return [{key: value[s] for key, value in metrics.items()} for s in range(len(self))]
+
+    def signature(self) -> tuple[Any, ...]:
+        """What the next :meth:`step` does (the seeds are at the same update: the template's
+        :meth:`Agent.signature`)."""
+        return self.template.signature()
+
+    def step(
+        self, batch: Mapping[str, torch.Tensor], noise: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The device work of one update of every seed (stacked inputs of :meth:`stack`):
+        each phase vmapped over the seeds, then the Polyak averages; stacked metrics. No host
+        work, so a CUDA graph can capture it (:mod:`adept.graphs`)."""
+        holder = self._holder
         metrics: dict[str, torch.Tensor] = {}
         for phase in self.template.phases():
 
@@ -240,7 +265,7 @@ class Pack:
             ) -> Any:
                 return torch.func.functional_call(holder, tensors, (loss, Batch(**fields_), noise_))
 
-            losses, phase_metrics = torch.vmap(one)(self._tensors(phase), batch, noise)
+            losses, phase_metrics = torch.vmap(one)(self._tensors(phase), dict(batch), dict(noise))
             for name in phase.optimizers:
                 self.optimizers[name].zero_grad(set_to_none=True)
             losses.sum().backward()
@@ -253,6 +278,11 @@ class Pack:
                 torch._foreach_lerp_(
                     list(self.params[target].values()), list(self.params[source].values()), tau
                 )
+        return metrics
+
+    def advance(self) -> None:
+        """The host side of an update: every agent's schedules and counters, and the pack's
+        learning rates following them."""
         with warnings.catch_warnings():
             # the agents' own optimizers never step (the pack's do): their schedules still count
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
@@ -265,7 +295,6 @@ class Pack:
                 opt.param_groups, template_parts[name].param_groups, strict=True
             ):
                 group["lr"] = template_group["lr"]
-        return [{key: value[s] for key, value in metrics.items()} for s in range(len(self))]
 
     def release(self) -> None:
         """Give every agent back its own parameters, holding the packed values, and its

@@ -39,6 +39,7 @@ from adept.data.registry import dataset_label, load_dataset
 from adept.data.transitions import Transitions
 from adept.envs import evaluate, reference_returns
 from adept.errors import AdeptError
+from adept.graphs import GraphedPackUpdate, GraphedUpdate
 from adept.methods import (
     METHODS,
     DyDiffConfig,
@@ -119,6 +120,12 @@ class TrainConfig:
     (adept.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
     precision-table grid; $ADEPT_PRECISION overrides it). On this CPU bf16 runs the agents'
     updates 1.07–1.28× and the world model's steps 1.16–1.38× as fast (benchmarks.precision)."""
+    cuda_graphs: bool = False
+    """Replay the agent's update from CUDA graphs (adept.graphs): one launch per update instead
+    of a few hundred small kernels, whose launches bound a GPU's updates per second at these
+    sizes. The same kernels on the same numbers as without (the learning rates rounded to
+    float32); batches, random numbers and schedules stay as they are. Needs a CUDA device. Off
+    by default until measured on a GPU."""
     tensorboard: bool = False
     """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
     wandb: bool = False
@@ -178,12 +185,18 @@ class TrainConfig:
             raise AdeptError(
                 "--device cuda was asked for but no CUDA device is visible; use --device auto"
             )
+        if self.cuda_graphs and resolve_device(self.device).type != "cuda":
+            raise AdeptError(
+                f"--cuda-graphs needs a CUDA device, and this run's is "
+                f"{resolve_device(self.device)}; drop --cuda-graphs"
+            )
 
 
 #: Config fields that may differ when a run is resumed (they do not change its results).
 RESUMABLE_FIELDS = (
     "seeds",
     "device",
+    "cuda_graphs",
     "on_divergence",
     "divergence_lr_factor",
     "max_rollbacks",
@@ -220,16 +233,19 @@ def fit(
     start: int,
     num_steps: int,
     contexts: Contexts = FP32,
+    graphs: bool = False,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """The training loop: yields ``(steps done, metrics)`` after each agent update. The update
     runs in ``contexts.agent``, the method's work in ``contexts.model`` (the precision's
     autocasts); what the caller does between steps (evaluation, logging, checkpoints) runs in
-    neither."""
+    neither. ``graphs``: replay the update's device work from CUDA graphs captured by this
+    call (:class:`adept.graphs.GraphedUpdate`; emulated off CUDA)."""
+    update = GraphedUpdate(agent) if graphs else agent.update
     for step in range(start, num_steps):
         with contexts.model():
             batch = method.sample(step)
         with contexts.agent():
-            metrics = agent.update(batch)
+            metrics = update(batch)
         with contexts.model():
             metrics.update(method.after_update(step, agent))
         yield step + 1, metrics
@@ -555,7 +571,10 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
     bar = _bar(config, start, config.agent)
     try:
         while start < config.num_steps:
-            for step, metrics in fit(seat.agent, seat.method, start, config.num_steps, contexts):
+            steps = fit(
+                seat.agent, seat.method, start, config.num_steps, contexts, config.cuda_graphs
+            )
+            for step, metrics in steps:
                 row = seat.row(step, metrics)
                 if row.divergence is not None:
                     # back to the last good checkpoint, learning rates scaled (or raise)
@@ -646,6 +665,7 @@ def _train_pack(
     """The loop over a pack of seats from ``start``: returns the summaries of the seats that
     finished; a seat that diverged is left out (the caller finishes it alone)."""
     pack = Pack([seat.agent for seat in seats])
+    update = GraphedPackUpdate(pack) if config.cuda_graphs else pack.update
     finished: dict[_Seat, dict[str, Any]] = {}
     bar = _bar(config, start, f"{config.agent} ×{len(seats)}")
     try:
@@ -658,7 +678,7 @@ def _train_pack(
                     with contexts.agent():
                         noises.append(seat.agent.draw(batches[-1]))
             with contexts.agent():
-                metrics = pack.update(batches, noises)
+                metrics = update(batches, noises)
             with contexts.model():
                 after = type(seats[0].method).after_update_pack(
                     [seat.method for seat in seats], step, [seat.agent for seat in seats], streams
@@ -683,6 +703,7 @@ def _train_pack(
                 if not seats:
                     break
                 pack = Pack([seat.agent for seat in seats])
+                update = GraphedPackUpdate(pack) if config.cuda_graphs else pack.update
                 bar.set_description(f"{config.agent} ×{len(seats)}")
             bar.update(1)
         else:

@@ -24,6 +24,7 @@ import tyro
 
 from adept.agents import AGENTS, AgentSpec
 from adept.data import ReplayBuffer, load_dataset, resolve_device
+from adept.graphs import GraphedUpdate
 from adept.precision import autocast
 from adept.train import TrainConfig
 from benchmarks.common import mean_std, run_parallel
@@ -56,6 +57,9 @@ class Args:
     precisions: tuple[Literal["fp32", "bf16"], ...] = ("fp32", "bf16")
     """Precisions of the speed table (adept train --precision); the first also runs the
     learning table's --precision."""
+    cuda_graphs: bool = True
+    """On a CUDA device, also time each agent's update replayed from CUDA graphs (adept train
+    --cuda-graphs; the column 'cuda <precision> graphs')."""
 
 
 def measure_speed(args: Args) -> dict[str, dict[str, float]]:
@@ -68,24 +72,28 @@ def measure_speed(args: Args) -> dict[str, dict[str, float]]:
         device = resolve_device(device_name)
         buffer = ReplayBuffer.from_transitions(data, device=device)
         spec = AgentSpec.from_data(data, args.speed_updates + 100, device)
+        graphed = [False, True] if device.type == "cuda" and args.cuda_graphs else [False]
         for name in args.agents:
             for prec in args.precisions:
-                amp = autocast(prec, device, "agent")
-                torch.manual_seed(0)
-                agent = AGENTS[name](spec)
-                for _ in range(100):
-                    with amp():
-                        agent.update(buffer.sample(256))
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(args.speed_updates):
-                    with amp():
-                        agent.update(buffer.sample(256))
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                rate = args.speed_updates / (time.perf_counter() - start)
-                out.setdefault(name, {})[f"{device_name} {prec}"] = rate
+                for graphs in graphed:
+                    amp = autocast(prec, device, "agent")
+                    torch.manual_seed(0)
+                    agent = AGENTS[name](spec)
+                    update = GraphedUpdate(agent) if graphs else agent.update
+                    for _ in range(100):  # the graphs' warm-up and capture among them
+                        with amp():
+                            update(buffer.sample(256))
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    for _ in range(args.speed_updates):
+                        with amp():
+                            update(buffer.sample(256))
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    rate = args.speed_updates / (time.perf_counter() - start)
+                    column = f"{device_name} {prec}" + (" graphs" if graphs else "")
+                    out.setdefault(name, {})[column] = rate
     return out
 
 

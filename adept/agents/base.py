@@ -6,6 +6,8 @@ loop can also run batched over several seeds (:mod:`adept.pack`): ``draw`` makes
 number of the update, ``phases`` lists its gradient steps (a loss, the networks it trains, the
 optimizers that step), ``targets`` its Polyak averages and ``advance`` its bookkeeping
 (schedulers, counters). A loss reads its networks through ``self`` and draws nothing.
+``update`` is ``draw``, then ``step`` (the phases and averages: device work only, which
+:mod:`adept.graphs` can capture as a CUDA graph), then ``advance`` (host work).
 
 Observations are raw (each actor normalizes with the dataset statistics it holds), so ``act``
 and ``log_prob`` take env, dataset and world-model states alike.
@@ -111,8 +113,16 @@ class Agent:
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One update on ``batch``; returns detached scalar metrics (``train/...``)."""
+        metrics = self.step(batch, self.draw(batch))
+        self.advance()
+        return metrics
+
+    def step(self, batch: Batch, noise: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The device work of one update with the random numbers ``noise`` (what :meth:`draw`
+        gave): the phases' gradient steps, then the Polyak averages. No host work and no host
+        synchronisation, so a CUDA graph can capture it (:mod:`adept.graphs`); what it does
+        depends on the update only through :meth:`signature`."""
         parts = self.components()
-        noise = self.draw(batch)
         metrics: dict[str, torch.Tensor] = {}
         for phase in self.phases():
             # networks a loss reads but does not train: no weight gradients for them
@@ -130,8 +140,15 @@ class Agent:
             metrics.update(phase_metrics)
         for target, source, tau in self.targets():
             soft_update(parts[target], parts[source], tau)
-        self.advance()
         return metrics
+
+    def signature(self) -> tuple[Any, ...]:
+        """What the next update's :meth:`step` does, as a hashable value: its phases (loss,
+        trained networks, optimizers) and Polyak averages. Updates of equal signature run the
+        same kernels on different numbers (TD3+BC has two: with and without its delayed actor
+        step)."""
+        phases = tuple((p.loss.__name__, p.trains, p.optimizers) for p in self.phases())
+        return phases, tuple(self.targets())
 
     @functools.cached_property
     def trained(self) -> list[str]:
