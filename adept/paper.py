@@ -3,7 +3,9 @@
 The ADEPT paper (Fang & Lan, "Learning from Random Demonstrations: Offline Reinforcement
 Learning with Importance-Sampled Diffusion Models") reports D4RL v2 normalized scores after 1M
 gradient steps: Table 1 for the model-free agents it ran (SAC, IQL) and quotes (TD3+BC), and
-appendix Table 4's "baseline" column for ADEPT+IQL. Our datasets follow the D4RL protocol on
+appendix Table 4's "baseline" column for ADEPT+IQL, and Table 1's SynthER column (one figure per
+dataset, not naming its agent; the figures are those SynthER's paper reports with IQL, so they
+stand beside our SynthER+IQL). Our datasets follow the D4RL protocol on
 Gymnasium v5 envs (METHOD.md §1), and our budgets are smaller, so these numbers put ours in
 context; they are not a target a CPU run should match. The paper gives no per-dataset number
 for Diff+X (only curves), nor for ADEPT+SAC in a form the text preserves.
@@ -11,7 +13,10 @@ for Diff+X (only curves), nor for ADEPT+SAC in a form the text preserves.
 
 from __future__ import annotations
 
-SOURCE = "ADEPT paper, D4RL v2, 1M steps (Table 1; ADEPT+IQL: Table 4)"
+SOURCE = (
+    "ADEPT paper, D4RL v2, 1M steps (Table 1; ADEPT+IQL: Table 4; SynthER+IQL: Table 1's "
+    "SynthER column)"
+)
 
 #: (dataset, method label) → normalized score, mean over the paper's seeds.
 PAPER_SCORES: dict[tuple[str, str], float] = {
@@ -35,6 +40,13 @@ PAPER_SCORES: dict[tuple[str, str], float] = {
     ("halfcheetah-medium-replay", "IQL"): 44.2,
     ("walker2d-medium-replay", "IQL"): 94.7,
     ("hopper-medium-replay", "IQL"): 73.9,
+    # Table 1, the SynthER column (SynthER's IQL figures)
+    ("halfcheetah-random", "SynthER+IQL"): 17.2,
+    ("walker2d-random", "SynthER+IQL"): 4.2,
+    ("hopper-random", "SynthER+IQL"): 7.7,
+    ("halfcheetah-medium-replay", "SynthER+IQL"): 46.6,
+    ("walker2d-medium-replay", "SynthER+IQL"): 83.3,
+    ("hopper-medium-replay", "SynthER+IQL"): 103.2,
     # Table 4, "baseline" column (ADEPT+IQL with K = 10, IS batch 1024, clipping)
     ("halfcheetah-random", "ADEPT+IQL"): 39.5,
     ("walker2d-random", "ADEPT+IQL"): 23.6,
