@@ -108,6 +108,44 @@ def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
         upsample(model, 0, 32, 4)
 
 
+def test_upsampled_actions_are_clipped_to_the_bounds_and_the_share_is_recorded():
+    from adept.methods.synther import upsample
+
+    torch.manual_seed(0)
+    model = TransitionModel(linear_system(), hidden=16, depth=1)  # untrained: actions spill out
+    low, high = np.array([-0.5, -1.0], np.float32), np.array([0.5, 1.0], np.float32)
+    raw = upsample(model, 200, 64, 4, generator=torch.Generator().manual_seed(1))
+    clipped = upsample(
+        model, 200, 64, 4, generator=torch.Generator().manual_seed(1), action_bounds=(low, high)
+    )
+    outside = ((raw.actions < low) | (raw.actions > high)).any(axis=1)
+    assert 0.2 < outside.mean() < 1.0, "the untrained generator's actions cross the bounds"
+    assert clipped.metadata["actions_clipped"] == pytest.approx(outside.mean())
+    assert np.array_equal(clipped.actions, np.clip(raw.actions, low, high))
+    assert np.array_equal(clipped.next_observations, raw.next_observations), "only actions move"
+    assert "actions_clipped" not in raw.metadata
+
+
+def test_the_terminal_classifier_relabels_wrong_flags():
+    """Terminal where s′₀ > 1.6 (linear_system): a set of transitions whose flags are a
+    generator's guesses — a fifth of them flipped — comes back with the true flags."""
+    from adept.methods.synther import relabel_terminals, terminal_classifier
+
+    data = linear_system(n=8000)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    classifier = terminal_classifier(data, 1500, seed=0, device=torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before), "the caller's RNG is left as it was"
+    test = linear_system(n=4000, seed=1)
+    flipped = np.random.default_rng(2).random(len(test)) < 0.2
+    guessed = test.replace(terminals=test.terminals ^ flipped, timeouts=np.zeros(4000, bool))
+    relabelled = relabel_terminals(guessed, classifier, torch.device("cpu"))
+    assert (relabelled.terminals != test.terminals).mean() < 0.01
+    assert np.array_equal(relabelled.timeouts, ~relabelled.terminals), "one-step episodes"
+    assert relabelled.metadata["terminals_relabelled"] == pytest.approx(flipped.mean(), abs=0.01)
+    assert np.array_equal(relabelled.next_observations, test.next_observations)
+
+
 def trained_purely(train):
     """``train()``'s result, after checking that it leaves torch's RNG as it was and that a
     second call returns the same weights."""
@@ -199,6 +237,8 @@ def test_synther_trains_every_agent(hopper, tmp_path, agent):
     assert first["step"] == "0", "the generator's metrics are logged at step 0"
     assert float(first["synther/num_samples"]) == 500
     assert np.isfinite(float(first["synther/loss"]))
+    assert 0.0 <= float(first["synther/actions_clipped"]) <= 1.0
+    assert 0.0 <= float(first["synther/terminals_relabelled"]) <= 1.0
 
 
 def _method(dataset: str, real_ratio: float, batch_size: int = 32):
@@ -214,6 +254,34 @@ def _method(dataset: str, real_ratio: float, batch_size: int = 32):
     method = make_method("synther", data, buffer, batch_size, config, seed=0)
     method.setup(agent=None)  # type: ignore[arg-type]  # SynthER's set-up needs no agent
     return data, method
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_synthetic_actions_stay_in_the_dataset_s_range_unless_asked_not_to(hopper, clip):
+    from dataclasses import replace
+
+    from adept.data.buffer import ReplayBuffer
+    from adept.data.registry import load_dataset
+    from adept.methods import make_method
+
+    data = load_dataset(hopper)
+    config = replace(run_config(hopper, None).synther, clip_actions=clip)
+    buffer = ReplayBuffer.from_transitions(data, device="cpu", seed=0)
+    method = make_method("synther", data, buffer, 32, config, seed=0)
+    metrics = method.setup(agent=None)  # type: ignore[arg-type]
+    actions = method.synthetic.actions[: len(method.synthetic)].numpy()
+    inside = (actions >= data.actions.min(0)) & (actions <= data.actions.max(0))
+    from adept.methods.synther import samples_key
+
+    other = replace(config, clip_actions=not clip)
+    assert samples_key({}, data, config) != samples_key({}, data, other), "a cache key apart"
+    generated = replace(config, terminals="generated")
+    assert samples_key({}, data, config) != samples_key({}, data, generated)
+    if clip:
+        assert inside.all() and metrics["synther/actions_clipped"] > 0
+    else:
+        assert not inside.all(), "the smoke generator's actions cross the range"
+        assert "synther/actions_clipped" not in metrics
 
 
 @pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
