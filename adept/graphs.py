@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -177,8 +177,13 @@ def _copy(static: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor])
         tensor.copy_(given[key])
 
 
+AGENT_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+"""The batch fields an agent's update reads: the graphs' inputs. Not the behaviour log-probs,
+which a batch carries only while it is all real data (ADEPT's first steps, before model data)."""
+
+
 def _fields(batch: Batch) -> Tensors:
-    return {f.name: v for f in fields(Batch) if (v := getattr(batch, f.name)) is not None}
+    return {name: getattr(batch, name) for name in AGENT_FIELDS}
 
 
 def _optimizers(parts: Mapping[str, Any]) -> list[torch.optim.Optimizer]:
@@ -218,6 +223,8 @@ class GraphedPackUpdate:
         self, batches: Sequence[Batch], noises: Sequence[Mapping[str, torch.Tensor]]
     ) -> list[Tensors]:
         pack = self.pack
-        metrics = self.graphs(pack.signature(), pack.step, pack.stack(batches, noises))
+        stacked, noise = pack.stack(batches, noises)
+        inputs = ({name: stacked[name] for name in AGENT_FIELDS}, noise)
+        metrics = self.graphs(pack.signature(), pack.step, inputs)
         pack.advance()
         return pack.unstack(metrics)

@@ -13,7 +13,7 @@ import torch
 
 import adept.train as train_module
 from adept.agents import AGENT_CONFIGS, AGENTS
-from adept.data.buffer import ReplayBuffer
+from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5
 from adept.errors import AdeptError
 from adept.graphs import GraphedPackUpdate, GraphedUpdate, Graphs
@@ -98,6 +98,21 @@ def test_the_training_loop_with_graphs_is_the_loop_without(d4rl_file, monkeypatc
     assert got_rows == want_rows and len(got_rows) == 2
     for path, value in want.items():
         torch.testing.assert_close(got[path], value, atol=0, rtol=0, msg=path)
+
+
+def test_batches_with_and_without_behaviour_log_probs_replay_one_graph():
+    """ADEPT's batches carry the dataset's log β(a|s) while they are all real and lose it once
+    model rows join them: the same graph replays both (agents never read it)."""
+    eager, graphed = _agent("iql"), _agent("iql")
+    update = GraphedUpdate(graphed, warmup=1)
+    for i, b in enumerate(_batches()):
+        if i % 2 == 0:
+            b = Batch(**{**b.__dict__, "action_log_probs": torch.zeros(len(b))})
+        eager.update(b)
+        update(b)
+    assert update.graphs.captured == 1
+    for path, value in tensors(eager.state_dict()).items():
+        torch.testing.assert_close(tensors(graphed.state_dict())[path], value, atol=0, rtol=0)
 
 
 def test_outputs_are_overwritten_by_the_next_replay_as_a_graph_s_are():
