@@ -45,6 +45,7 @@ import torch
 
 from adept.agents.base import Agent
 from adept.data.buffer import Batch
+from adept.data.transitions import REQUIRED_FIELDS
 from adept.pack import Pack
 
 Tensors = dict[str, torch.Tensor]
@@ -177,9 +178,10 @@ def _copy(static: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor])
         tensor.copy_(given[key])
 
 
-AGENT_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-"""The batch fields an agent's update reads: the graphs' inputs. Not the behaviour log-probs,
-which a batch carries only while it is all real data (ADEPT's first steps, before model data)."""
+AGENT_FIELDS = REQUIRED_FIELDS
+"""The batch fields an agent's update reads: the graphs' inputs. Not the optional behaviour
+log-probs, which a batch carries only while it is all real data (ADEPT's first steps, before
+model data)."""
 
 
 def _fields(batch: Batch) -> Tensors:

@@ -185,10 +185,10 @@ class TrainConfig:
             raise AdeptError(
                 "--device cuda was asked for but no CUDA device is visible; use --device auto"
             )
-        if self.cuda_graphs and resolve_device(self.device).type != "cuda":
+        device = resolve_device(self.device)
+        if self.cuda_graphs and device.type != "cuda":
             raise AdeptError(
-                f"--cuda-graphs needs a CUDA device, and this run's is "
-                f"{resolve_device(self.device)}; drop --cuda-graphs"
+                f"--cuda-graphs needs a CUDA device, and this run's is {device}; drop --cuda-graphs"
             )
 
 
