@@ -194,17 +194,27 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "trajectory-table": {
         # Issue 13's learning table: X vs PGD+X and DyDiff+X for IQL and TD3+BC (DyDiff's own
-        # agent), at the adept-claim grid's budget and evaluation schedule (its IQL and
-        # ADEPT+IQL cells are the ADEPT rows), one trained model per dataset shared by every
-        # seed and agent.
+        # agent), beside ADEPT+IQL, at the adept-claim grid's budget and evaluation schedule,
+        # one trained model per dataset shared by every seed and agent. The IQL and ADEPT+IQL
+        # cells are adept-claim's and the TD3+BC cells synther-table's (the same configs):
+        # --reuse of those grids' archives takes them.
         "datasets": ["hopper-random", "halfcheetah-random", "hopper-medium-replay"],
         "agents": ["iql", "td3bc"],
-        "methods": ["none", "pgd", "dydiff"],
+        "variants": {
+            "none": {"method": "none"},
+            "pgd": {"method": "pgd"},
+            "dydiff": {"method": "dydiff"},
+            "adept": {"method": "adept", "agents": ["iql"]},
+        },
         "seeds": [0, 1, 2],
         "num_steps": 50_000,
         "eval_every": 2_500,
         "eval_episodes": 10,
-        "set": {"pgd.generator_seed": 0, "dydiff.generator_seed": 0},
+        "set": {
+            "pgd.generator_seed": 0,
+            "dydiff.generator_seed": 0,
+            "adept.pretrain_seed": 0,
+        },
     },
     "precision-table": {
         # Issue 15's accuracy check of bf16 autocast for the agents: each model-free agent in

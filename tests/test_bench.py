@@ -156,7 +156,9 @@ def test_presets_resolve():
     assert config.synther.generator_seed == 0 and config.synther.preset == "cpu"
     table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])
     cells = table.cells()
-    assert len(cells) == 3 * 3 * 2 * 3 and {c.method for c in cells} == {"none", "pgd", "dydiff"}
+    assert len(cells) == 3 * 3 * 2 * 3 + 3 * 3, "X, PGD+X, DyDiff+X for two agents; ADEPT+IQL"
+    assert {c.method for c in cells} == {"none", "pgd", "dydiff", "adept"}
+    assert {c.agent for c in cells if c.method == "adept"} == {"iql"}
     config = table.cell_config(next(c for c in cells if c.method == "dydiff"), Path("/r"))
     assert config.dydiff.generator_seed == 0 and config.pgd.generator_seed == 0
 
@@ -233,6 +235,26 @@ def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
             assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
             checked += 1
     assert checked == 2 * 4 * 3, "every SAC and ADEPT+SAC cell is in the committed archive"
+
+
+def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
+    """trajectory-table's IQL and ADEPT+IQL cells are adept-claim's and its TD3+BC cells
+    synther-table's, config for config, so --reuse takes the committed runs: only the PGD and
+    DyDiff cells run."""
+    from adept.runs import config_changes
+    from adept.train import same_run_fields
+
+    table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])
+    checked = 0
+    for cell in table.cells():
+        if cell.method in ("pgd", "dydiff"):
+            continue
+        grid = "adept-claim-cpu50k" if cell.agent == "iql" else "synther-table-cpu50k"
+        kept = RESULTS / grid / "cells" / cell.id
+        config = table.cell_config(cell, tmp_path)
+        assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+        checked += 1
+    assert checked == 3 * 3 * 3, "IQL, ADEPT+IQL and TD3+BC on three datasets, three seeds"
 
 
 def test_every_preset_is_offered_on_the_command_line():
