@@ -131,8 +131,12 @@ class Actor(nn.Module):
         """log π(a|s), ``[batch]``."""
         raise NotImplementedError
 
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions ``[batch, act_dim]``; ``deterministic`` gives the policy's mode or mean."""
+    def sample(
+        self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Actions ``[batch, act_dim]``; ``deterministic`` gives the policy's mode or mean.
+        ``noise``: the standard normal draws ``[batch, act_dim]`` the sample is made from (drawn
+        here when not given): the same noise at nearby states gives nearby actions."""
         raise NotImplementedError
 
 
@@ -171,11 +175,13 @@ class GaussianActor(Actor):
         mean, log_std = self(obs)
         return gaussian_log_prob(act, mean, log_std)
 
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def sample(
+        self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mean, log_std = self(obs)
         if deterministic:
             return mean
-        return mean + torch.randn_like(mean) * log_std.exp()
+        return mean + (torch.randn_like(mean) if noise is None else noise) * log_std.exp()
 
 
 class TanhGaussianActor(Actor):
@@ -220,10 +226,12 @@ class TanhGaussianActor(Actor):
         u = torch.atanh(act.clamp(-1 + eps, 1 - eps))
         return self._squash_log_prob(u, mean, log_std)
 
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def sample(
+        self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if deterministic:
             return torch.tanh(self(obs)[0])
-        return self.rsample(obs)[0]
+        return self.rsample(obs, noise)[0]
 
     @torch.no_grad()
     def sample_with_log_prob(
@@ -268,9 +276,13 @@ class DeterministicActor(Actor):
         mean = self(obs)
         return gaussian_log_prob(act, mean, torch.full_like(mean, self.noise).log())
 
-    def sample(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def sample(
+        self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         mean = self(obs)
-        return mean if deterministic else mean + self.noise * torch.randn_like(mean)
+        if deterministic:
+            return mean
+        return mean + self.noise * (torch.randn_like(mean) if noise is None else noise)
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -123,8 +124,8 @@ class Args:
     """The PGD model of the 'guidance' and 'horizon' parts."""
     dydiff_candidate: str = "dydiff-cpu-8k"
     """The DyDiff model of the 'horizon' part."""
-    guided_coeff: float = 1.0
-    """PGD's guidance λ in the 'horizon' part."""
+    guided_coeffs: tuple[float, ...] = (1.0, 0.1)
+    """PGD's guidance λ values in the 'horizon' part (0.1: ``--pgd.guidance``'s default)."""
     iterative_times: int = 2
     """DyDiff's injections in the 'horizon' part."""
     world_model_steps: int = 40_000
@@ -395,12 +396,15 @@ def horizon(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
 
     ensemble = DyDiffConfig(one_step_steps=args.ensemble_steps).one_step_config()
     adept = replace(ModelBasedConfig(), pretrain_steps=args.world_model_steps)
-    ways = {
+    ways: dict[str, Callable[[], Any]] = {
         "ADEPT world model (one-step diffusion)": lambda: one_step(world_model(adept)),
         "one-step Gaussian ensemble (DyDiff's)": lambda: one_step(world_model(ensemble)),
         f"DyDiff ({args.iterative_times} injections)": dydiff_rollouts,
         "PGD unguided": lambda: pgd_segments(0.0),
-        f"PGD guided λ = {args.guided_coeff:g}": lambda: pgd_segments(args.guided_coeff),
+        **{
+            f"PGD guided λ = {coeff:g}": functools.partial(pgd_segments, coeff)
+            for coeff in args.guided_coeffs
+        },
     }
     for name, make in ways.items():
         if name in entry:
@@ -471,6 +475,18 @@ def _fmt(values: dict[str, Any], columns: dict[str, str]) -> dict[str, str]:
     }
 
 
+_WAYS = ("ADEPT", "one-step", "DyDiff", "PGD unguided", "PGD guided")
+"""The horizon table's row order (each way's name starts with one of these)."""
+
+
+def _way(item: tuple[str, Any]) -> tuple[int, float]:
+    """Sort key of a horizon row: its way, then PGD's λ."""
+    name = item[0]
+    rank = next((i for i, way in enumerate(_WAYS) if name.startswith(way)), len(_WAYS))
+    coeff = float(name.rsplit("=", 1)[1]) if "λ =" in name else 0.0
+    return rank, coeff
+
+
 def report(args: Args, results: dict[str, Any]) -> str:
     last = f"open_loop_{args.length - 1}"
     columns = {
@@ -527,7 +543,7 @@ def report(args: Args, results: dict[str, Any]) -> str:
                      **{f"t={t}": f"open_loop_{t}" for t in HORIZON_POINTS},
                      f"t={args.length - 1}": f"open_loop_{args.length - 1}",
                      f"alive at t={args.length - 1}": f"alive_{args.length - 1}"}  # fmt: skip
-            hrows = [_fmt({"way": w, **v}, hcols) for w, v in entry.items()]
+            hrows = [_fmt({"way": w, **v}, hcols) for w, v in sorted(entry.items(), key=_way)]
             text += (
                 f"\n\nError along the horizon on {parts[0]}: trajectories of π (IQL "
                 f"{args.policy_steps // 1000}k), replayed open loop in MuJoCo with their own "

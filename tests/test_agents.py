@@ -8,7 +8,13 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from adept.agents import AGENTS, IQL, SAC, TD3BC, AgentSpec
 from adept.agents.iql import expectile_loss
 from adept.data.buffer import Batch
-from adept.nets import EnsembleQ, GaussianActor, Normalizer, TanhGaussianActor
+from adept.nets import (
+    DeterministicActor,
+    EnsembleQ,
+    GaussianActor,
+    Normalizer,
+    TanhGaussianActor,
+)
 
 OBS, ACT = 5, 2
 
@@ -130,6 +136,25 @@ def test_gaussian_log_prob_matches_torch_distributions():
         mean, log_std = actor(obs)
         expected = Normal(mean, log_std.exp()).log_prob(act).sum(-1)
         torch.testing.assert_close(actor.log_prob(obs, act), expected)
+
+
+@pytest.mark.parametrize("kind", [GaussianActor, TanhGaussianActor, DeterministicActor])
+def test_actors_sample_from_given_noise(kind):
+    """``sample(obs, noise=ε)`` is the sample the actor draws itself when its generator yields
+    ε: the same noise gives the same action, and at a moved state the action moves only as far
+    as π's mean and scale do (DyDiff re-queries its policy this way)."""
+    torch.manual_seed(0)
+    actor = kind(OBS, ACT, Normalizer.identity(OBS))
+    obs = batch().observations
+    torch.manual_seed(1)
+    drawn = actor.sample(obs)
+    torch.manual_seed(1)
+    eps = torch.randn(len(obs), ACT)
+    torch.testing.assert_close(actor.sample(obs, noise=eps), drawn)
+    torch.testing.assert_close(actor.sample(obs, noise=eps), actor.sample(obs, noise=eps))
+    assert not torch.allclose(actor.sample(obs, noise=eps), actor.sample(obs, noise=-eps))
+    moved = obs + 1e-4
+    assert (actor.sample(moved, noise=eps) - drawn).abs().max() < 1e-2
 
 
 def test_tanh_gaussian_log_prob_matches_change_of_variables():

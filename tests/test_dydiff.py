@@ -80,6 +80,8 @@ class Stub:
     terminal where s′₀ > 25."""
 
     class Dynamics:
+        act_dim = 1
+
         def sample(self, obs, act):
             return obs + 1.0
 
@@ -87,7 +89,7 @@ class Stub:
         self.dynamics = self.Dynamics()
         self.queried: list[torch.Tensor] = []
 
-    def sample_actions(self, obs, deterministic=False):
+    def sample_actions(self, obs, deterministic=False, noise=None):
         self.queried.append(obs.clone())
         return torch.tanh(obs[:, :1])
 
@@ -133,18 +135,49 @@ def test_without_injection_the_actions_are_those_that_made_the_states():
     """A stochastic policy: the one-step rollout keeps the actions it stepped with (re-drawing
     them afterwards would pair each s_{t+1} with an action that did not produce it)."""
 
-    class Noisy(Stub):
-        def sample_actions(self, obs, deterministic=False):
-            return torch.randn(len(obs), 1)
-
-        class Dynamics:
-            def sample(self, obs, act):
-                return obs + act  # s′ = s + a: the states record the actions
-
     noisy = Noisy()
-    noisy.dynamics = Noisy.Dynamics()
     torch.manual_seed(0)
     out = imagine(noisy, None, noisy, torch.zeros(8, 1), 5, 2, 0)  # type: ignore[arg-type]
+    steps = out.observations[:, 1:] - out.observations[:, :-1]
+    torch.testing.assert_close(steps, out.actions[:, :-1])
+
+
+class Noisy(Stub):
+    """A stochastic policy a = s + ε (ε the given standard normal draw, or a fresh one) in a
+    one-step model s′ = s + a, so the states record the actions."""
+
+    def sample_actions(self, obs, deterministic=False, noise=None):
+        eps = torch.randn(len(obs), 1) if noise is None else noise
+        return obs[:, :1] + eps
+
+    class Dynamics:
+        act_dim = 1
+
+        def sample(self, obs, act):
+            return obs + act
+
+    def __init__(self):
+        super().__init__()
+        self.dynamics = self.Dynamics()
+
+
+def test_policy_injection_requeries_a_stochastic_policy_with_the_same_noise():
+    """Where injection leaves the states where they were, the re-queried actions are the ones
+    the states were made with: π's noise is drawn once per step, not again at each re-query
+    (fresh noise would pair every s_{t+1} with an action that did not make it)."""
+
+    class Echo:  # a trajectory model that returns the states the actions make: s_t = s_0 + Σ a
+        def sample(self, first, actions, steps):
+            moves = torch.cumsum(actions[:, :-1], dim=1)
+            return torch.cat([first[:, None], first[:, None] + moves], dim=1)
+
+    noisy = Noisy()
+    torch.manual_seed(0)
+    plain = imagine(noisy, None, noisy, torch.zeros(8, 1), 5, 2, 0)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    out = imagine(noisy, Echo(), noisy, torch.zeros(8, 1), 5, 2, 2)  # type: ignore[arg-type]
+    torch.testing.assert_close(out.observations, plain.observations)
+    torch.testing.assert_close(out.actions, plain.actions)
     steps = out.observations[:, 1:] - out.observations[:, :-1]
     torch.testing.assert_close(steps, out.actions[:, :-1])
 

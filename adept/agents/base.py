@@ -189,10 +189,14 @@ class Agent:
         return out[0] if single else out
 
     @torch.no_grad()
-    def sample_actions(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def sample_actions(
+        self, obs: torch.Tensor, deterministic: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Actions on the device for device observations (world-model rollouts); float32
-        whatever the autocast (they go to fp32 buffers, sums and numpy)."""
-        return self.actor.sample(obs, deterministic=deterministic).clamp(-1.0, 1.0).float()
+        whatever the autocast (they go to fp32 buffers, sums and numpy). ``noise``: the
+        standard normal draws to sample with (:meth:`adept.nets.Actor.sample`)."""
+        sample = self.actor.sample(obs, deterministic=deterministic, noise=noise)
+        return sample.clamp(-1.0, 1.0).float()
 
     def state_dict(self) -> dict[str, Any]:
         return {name: part.state_dict() for name, part in self.components().items()}

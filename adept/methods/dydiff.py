@@ -18,7 +18,8 @@ Every ``rollout_every`` agent steps (policy injection, DyDiff's Algorithm 1):
 
     s_0 ~ D;  a_t = π(s_t), s_{t+1} ~ one-step model      (the initial trajectory, t < L − 1)
     repeat iterative_times:
-        s′ ~ p_θ(· | s_0, a);  s ← (s′ + s) / 2;  a ← π(s)  (the policy re-queried)
+        s′ ~ p_θ(· | s_0, a);  s ← (s′ + s) / 2;  a ← π(s)  (the policy re-queried, with
+                                                             each step's noise kept fixed)
     r_t, done_t from the reward and terminal heads on (s_t, a_t, s_{t+1}); cut at the first done
 
 then the ``keep_fraction`` of trajectories with the highest predicted return ('top', DyDiff's
@@ -367,16 +368,23 @@ def imagine(
             return states
         return torch.maximum(torch.minimum(states, bounds.state_high), bounds.state_low)
 
+    # One standard normal draw per trajectory and step, kept through every re-query: the
+    # re-queried a_t is π's action at the moved s_t with the same noise (the same action where
+    # s_t did not move), not a fresh sample that the states, made under the old action, no
+    # longer follow. For a deterministic actor this is DyDiff's a ← π(s).
+    act_dim = world_model.dynamics.act_dim
+    noise = torch.randn(starts.shape[0], length, act_dim, device=starts.device)
+
     def act(states: torch.Tensor) -> torch.Tensor:
-        flat = agent.sample_actions(states.flatten(0, 1))
+        flat = agent.sample_actions(states.flatten(0, 1), noise=noise.flatten(0, 1))
         return flat.view(*states.shape[:2], -1)
 
     rows, taken = [starts], []
-    for _ in range(length - 1):
+    for t in range(length - 1):
         s = rows[-1]
-        taken.append(agent.sample_actions(s))  # the actions that made the next states
+        taken.append(agent.sample_actions(s, noise=noise[:, t]))  # made the next states
         rows.append(clip(world_model.dynamics.sample(s, taken[-1])))
-    taken.append(agent.sample_actions(rows[-1]))
+    taken.append(agent.sample_actions(rows[-1], noise=noise[:, -1]))
     states = torch.stack(rows, dim=1)  # [N, L, obs]
     actions = torch.stack(taken, dim=1)  # [N, L, act]
     change = torch.zeros((), device=starts.device)
