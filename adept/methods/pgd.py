@@ -222,8 +222,8 @@ PRESETS: dict[str, PGDSizes] = {
     # segments of 129 rows (≈ 1M transitions) every 10k agent steps. Its training runs 10k
     # epochs over the segments (≈ 40M steps on a 1M-row dataset); 1M steps here.
     "paper": PGDSizes("pgd", 1_000_000, 32, 0.9995, 256, 8192, 129, 10_000, 256),
-    # ≈ 10 minutes of training on 2 CPU cores (12.9 steps/s at batch 32; generation ≈ 1,500
-    # transitions/s unguided, 1,100 guided). Its unguided segments on hopper-random (python -m
+    # ≈ 7 minutes of training on 2 idle CPU cores (19.8 steps/s at batch 32; generation 1,580
+    # transitions/s unguided, 1,430 guided). Its unguided segments on hopper-random (python -m
     # benchmarks.trajectories): one-step ‖s′ − s′_true‖ 0.73 after 8k steps (1k 4.0, 2k 1.9, 4k
     # 0.86; s′ = s: 1.33); a weak model next to SynthER's 0.21, still improving with training.
     "cpu": PGDSizes("cpu", 8_000, 32, 0.999, 32, 1024, 33, 5_000, 256),
