@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from adept.data import ReplayBuffer, load_dataset
+from adept.data.transitions import Transitions
 from adept.runs import atomic_write_json, read_metrics
 from adept.train import TrainConfig, train
 
@@ -34,6 +37,48 @@ def updates_per_second(run_dir: Path, start: int, end: int) -> float:
     _, rows = read_metrics(run_dir / "metrics.csv")
     times = {int(row["step"]): float(row["wall_time"]) for row in rows}
     return (end - start) / (times[end] - times[start])
+
+
+def cpu_buffer(dataset: str, threads: int | None) -> tuple[Transitions, ReplayBuffer]:
+    """``dataset`` and a replay buffer of it on the CPU, with torch set to ``threads`` threads
+    (None: torch's default, all cores): what the speed benchmarks time updates on."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    data = load_dataset(dataset, progress=False)
+    return data, ReplayBuffer.from_transitions(data, device=torch.device("cpu"), seed=0)
+
+
+def alternating_speeds(
+    calls: Mapping[str, Callable[[], Any]], rounds: int, block_seconds: float, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Calls/s of each of ``calls`` in ``rounds`` rounds of one block each, the calls alternating
+    block by block so that a drift of the machine's speed hits all alike. Each call is warmed up
+    ``warmup`` times first (the first call last); the block's number of calls is set so that the
+    first call's block lasts about ``block_seconds``."""
+    for call in reversed(list(calls.values())):
+        start = time.perf_counter()
+        for _ in range(warmup):
+            call()
+        first = time.perf_counter() - start
+    block = max(1, round(block_seconds * warmup / first))
+    speeds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                call()
+            speeds[name].append(block / (time.perf_counter() - start))
+    return speeds
+
+
+def print_results(
+    title: str, columns: dict[str, str], rows: list[dict[str, Any]], out: Path | None
+) -> None:
+    """Print ``title`` and the rows' table, and write the rows as JSON to ``out`` if given."""
+    print(f"\n{title}")
+    print(format_table(columns, rows))
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2))
 
 
 def mean_std(values: list[float]) -> str:

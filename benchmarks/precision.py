@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,10 @@ import torch
 import tyro
 
 from adept.agents import AGENTS, AgentSpec
-from adept.data import ReplayBuffer, load_dataset
 from adept.methods.model_based import ModelBasedConfig
 from adept.precision import Part, autocast
 from adept.world_model import WorldModel
-from benchmarks.common import format_table
+from benchmarks.common import alternating_speeds, cpu_buffer, print_results
 
 
 @dataclass(frozen=True)
@@ -59,20 +57,16 @@ def paired(call: Callable[[], Any], part: str, kind: Part, args: Args) -> dict[s
     blocks; median ratio."""
     device = torch.device("cpu")
     contexts = {p: autocast(p, device, kind) for p in ("fp32", "bf16")}
-    speeds: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for context in reversed(contexts.values()):  # warm-up; fp32 last, to size the blocks
-        start = time.perf_counter()
-        for _ in range(3):
-            with context():
-                call()
-    block = max(1, round(args.block_seconds * 3 / (time.perf_counter() - start)))
-    for _ in range(args.rounds):
-        for precision, context in contexts.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                with context():  # a fresh context per call, as the loop enters one per step
-                    call()
-            speeds[precision].append(block / (time.perf_counter() - start))
+
+    def under(context: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with context():  # a fresh context per call, as the loop enters one per step
+                return call()
+
+        return run
+
+    calls = {p: under(context) for p, context in contexts.items()}
+    speeds = alternating_speeds(calls, args.rounds, args.block_seconds)
     ratios = [b / f for f, b in zip(speeds["fp32"], speeds["bf16"], strict=True)]
     return {
         "part": part,
@@ -83,11 +77,8 @@ def paired(call: Callable[[], Any], part: str, kind: Part, args: Args) -> dict[s
 
 
 def main(args: Args) -> list[dict[str, Any]]:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset, progress=False)
-    device = torch.device("cpu")
-    buffer = ReplayBuffer.from_transitions(data, device=device, seed=0)
+    data, buffer = cpu_buffer(args.dataset, args.threads)
+    device = buffer.device
     rows = []
     for name in args.agents:
         torch.manual_seed(0)
@@ -118,19 +109,17 @@ def main(args: Args) -> list[dict[str, Any]]:
         for part, call in parts.items():
             rows.append(paired(call, part, "model", args))
             print(json.dumps(rows[-1]), flush=True)
-    print(
-        f"\n{args.dataset}, {torch.get_num_threads()} threads, medians of {args.rounds} "
-        "alternating rounds:"
-    )
     columns = {
         "part": "part",
         "fp32 (calls/s)": "fp32_per_s",
         "bf16 (calls/s)": "bf16_per_s",
         "bf16 speed-up": "speedup",
     }
-    print(format_table(columns, rows))
-    if args.out is not None:
-        args.out.write_text(json.dumps(rows, indent=2))
+    title = (
+        f"{args.dataset}, {torch.get_num_threads()} threads, medians of {args.rounds} "
+        "alternating rounds:"
+    )
+    print_results(title, columns, rows, args.out)
     return rows
 
 

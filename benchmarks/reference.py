@@ -57,6 +57,10 @@ class Args:
     """Batch size of both."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """adept's ``--precision`` (CORL's script runs in fp32)."""
+    compile: Literal["auto", "on", "off"] = "on"
+    """adept's ``--compile``: on by default, what ``auto`` gives IQL in runs of 20k steps and more
+    (adept.compiling.MIN_STEPS; this benchmark's runs are shorter). Its compile falls before
+    ``--from-step``."""
     out: Path | None = None
     """Also write the results as JSON here."""
     role: Literal["main", "corl"] = "main"
@@ -93,6 +97,8 @@ def _adept_run(args: Args, work: Path) -> float:
         str(run_dir),
         "--precision",
         args.precision,
+        "--compile",
+        args.compile,
         "--no-progress",
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -248,13 +254,14 @@ def main(args: Args) -> dict[str, Any]:
     results = {
         "dataset": args.dataset,
         "precision": args.precision,
+        "compile": args.compile,
         "window": [args.from_step, args.to_step],
         "updates_per_s": speeds,
         "median_ratio": round(ratio, 3),
     }
     print(
         f"\nIQL on {args.dataset}, steps {args.from_step}–{args.to_step}: adept "
-        f"(--precision {args.precision}) "
+        f"(--precision {args.precision} --compile {args.compile}) "
         f"{min(speeds['adept']):.0f}–{max(speeds['adept']):.0f} updates/s, CORL iql.py "
         f"{min(speeds['corl']):.0f}–{max(speeds['corl']):.0f}; median ratio {ratio:.2f}×"
     )

@@ -77,3 +77,6 @@ def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # --precision auto means fp32 in every test, and in the processes tests start: the suite's
     # numbers must not depend on whether this CPU has bf16 (a test that wants bf16 asks for it)
     monkeypatch.setenv("ADEPT_PRECISION", "fp32")
+    # --compile auto means off: the suite's runs do not pay compile times (a test that wants a
+    # compiled update asks for it)
+    monkeypatch.setenv("ADEPT_COMPILE", "off")

@@ -19,7 +19,7 @@ import copy
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ class Agent:
             frozen = [parts[name] for name in self.trained if name not in phase.trains]
             for module in frozen:
                 module.requires_grad_(False)
-            loss, phase_metrics = phase.loss(batch, noise)
+            loss, phase_metrics = self.compiled(phase.loss)(batch, noise)
             for module in frozen:
                 module.requires_grad_(True)
             for name in phase.optimizers:
@@ -141,6 +141,24 @@ class Agent:
         for target, source, tau in self.targets():
             soft_update(parts[target], parts[source], tau)
         return metrics
+
+    def compile(self, enabled: bool = True) -> None:
+        """Run the losses compiled by :func:`torch.compile` from the next update on (or eager
+        again with ``enabled=False``): :mod:`adept.compiling`. Each loss compiles at its first
+        call, forward and backward into fused kernels; the networks, optimizers and state dicts
+        stay the eager ones, so checkpoints and resumes do not change. Results equal the eager
+        run's to float rounding (fused kernels sum in another order)."""
+        self._compiled_losses: dict[str, Loss] | None = {} if enabled else None
+
+    def compiled(self, loss: Loss) -> Loss:
+        """``loss`` as :meth:`step` runs it: itself, or compiled (:meth:`compile`)."""
+        cache = getattr(self, "_compiled_losses", None)
+        if cache is None:
+            return loss
+        name = loss.__name__
+        if name not in cache:
+            cache[name] = cast(Loss, torch.compile(loss))
+        return cache[name]
 
     def signature(self) -> tuple[Any, ...]:
         """What the next update's :meth:`step` does, as a hashable value: its phases (loss,
