@@ -10,18 +10,24 @@ for IQL on 2 CPU cores, 2–5 s when inductor's cache (under /tmp) already holds
 
 Measured on 2 CPU cores (``benchmarks.compiled``, hopper-random, batch 256, networks 256 × 2,
 fp32): compiled IQL runs 1.20× as many updates per second and BC 1.10×, but SAC 0.84× and TD3+BC
-0.86× (at one thread 1.18×, 1.07×, 0.77×, 0.81×) — their
-actor losses back-propagate through a frozen critic, and inductor fuses that backward's ReLU
-masks into a kernel that takes 0.6 ms a call (the eager one: a few µs). So ``auto`` compiles
-where it was measured faster (:data:`FASTER`) and the run is long enough to repay the compile
-(:data:`MIN_STEPS`); ``$ADEPT_COMPILE=on|off`` says what ``auto`` means (the test suite sets
-off, so that its runs do not pay compile times).
+0.86× (at one thread 1.18×, 1.07×, 0.77×, 0.81×). Their actor losses back-propagate through a
+frozen critic; there inductor's kernels for the critic's ReLUs (the activation with its saved
+mask, 0.8 ms a call, and its backward, 0.25 ms) take far longer than their 131k elements need.
+It comes with the frozen parameters: that critic alone runs 3× slower compiled than eager, but
+1.15× faster with its parameters trainable; and SAC and TD3+BC compiled without freezing the
+critic (paying for its unused weight gradients) only match eager (209 and 288 updates/s).
+So ``auto`` compiles where it was measured faster (:data:`FASTER`), the run is long enough to
+repay the compile (:data:`MIN_STEPS`) and the tools are at hand (:func:`has_compiler`);
+``$ADEPT_COMPILE=on|off`` says what ``auto`` means (the test suite sets off, so that its runs
+do not pay compile times).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -43,13 +49,17 @@ ENV = "ADEPT_COMPILE"
 
 
 def has_compiler() -> bool:
-    """Whether inductor's C++ compiler is on the PATH (a CPU needs one to compile)."""
+    """Whether inductor can build its CPU kernels here: a C++ compiler on the PATH and Python's
+    headers (its kernels are Python extension modules; a Debian python3 without python3-dev
+    lacks them)."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
-        return shutil.which(get_cpp_compiler()) is not None
+        compiler = shutil.which(get_cpp_compiler()) is not None
     except Exception:  # no compiler found, or an inductor without the helper
-        return shutil.which("g++") is not None
+        compiler = shutil.which("g++") is not None
+    return compiler and headers.exists()
 
 
 def resolve(compile: Compile, device: torch.device, agent: str, num_steps: int) -> bool:
@@ -67,7 +77,8 @@ def resolve(compile: Compile, device: torch.device, agent: str, num_steps: int) 
             return faster and num_steps >= MIN_STEPS and (device.type != "cpu" or has_compiler())
     if compile == "on" and device.type == "cpu" and not has_compiler():
         raise AdeptError(
-            "--compile on needs a C++ compiler on the PATH (g++) for torch.compile on a CPU; "
-            "install one (apt install g++) or use --compile off"
+            "--compile on needs a C++ compiler on the PATH (g++) and Python's headers for "
+            "torch.compile on a CPU; install them (apt install g++ python3-dev) or use "
+            "--compile off"
         )
     return compile == "on"
