@@ -778,12 +778,15 @@ COLLAPSE_METRICS = tuple(key for _, keys in COLLAPSE_COLUMNS for key in keys)
 def _value_at(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], step: int
 ) -> float:
-    """The last value (or difference of two) logged at or before ``step``; NaN if none."""
+    """The last value (or difference of two) logged at or before ``step``, or the first after
+    it where none was logged before (a peak at an evaluation before the first diagnostics); NaN
+    if none was logged at all."""
     values = []
     for key in keys:
         steps, logged = curves[key]
         before = np.flatnonzero(steps <= step)
-        values.append(float(logged[before[-1]]) if len(before) else float("nan"))
+        at = before[-1] if len(before) else (0 if len(steps) else None)
+        values.append(float("nan") if at is None else float(logged[at]))
     return values[0] - values[1] if len(values) == 2 else values[0]
 
 
@@ -852,13 +855,13 @@ def _collapse_blocks(bench: Bench) -> list[Block]:
         Text(
             "Means over finished seeds: the step of each run's best evaluation, its best and "
             "last normalized scores, and at that peak → at the end (the last value logged at or "
-            "before each): the evaluation episodes' mean length (1000: π stays up the whole "
-            "episode, which on hopper and walker2d can be standing still), then the world-model "
-            "diagnostics — critics' mean Q on imagined minus real "
-            "rows (above 0 and growing: the agent exploits the model), how much more return the "
-            "model promises than MuJoCo pays for π's actions over H steps, and the model's true "
-            "one-step error under π. –: not logged (model-free runs; episode length: runs "
-            "from before adept logged it)."
+            "before each; for a peak before the first diagnostics, the first one after it): "
+            "the evaluation episodes' mean length (1000: π stays up the whole episode, which on "
+            "hopper and walker2d can be standing still), then the world-model diagnostics — "
+            "critics' mean Q on imagined minus real rows (above 0 and growing: the agent "
+            "exploits the model), how much more return the model promises than MuJoCo pays for "
+            "π's actions over H steps, and the model's true one-step error under π. –: not "
+            "logged (model-free runs; episode length: runs from before adept logged it)."
         ),
         table,
     ]

@@ -587,3 +587,20 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
     older = collapse_table(load_bench(root))
     assert older is not None and "episode length" not in older.header
     assert {r[1]: r for r in older.rows}["ADEPT+IQL"][5] == "15 → 25"
+    for seed in (0, 1):  # diagnostics first logged after the peak: the first one stands for it
+        path = root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv"
+        with path.open() as f:
+            late = [
+                {
+                    k: ("" if k.startswith("q/") and float(r["step"]) < 250 else v)
+                    for k, v in r.items()
+                }
+                for r in csv.DictReader(f)
+            ]
+        with path.open("w") as f:
+            writer = csv.DictWriter(f, fieldnames=list(late[0]))
+            writer.writeheader()
+            writer.writerows(late)
+    latest = collapse_table(load_bench(root))
+    assert latest is not None
+    assert {r[1]: r for r in latest.rows}["ADEPT+IQL"][5] == "25 → 25", "the first Q, at 250"
