@@ -55,10 +55,9 @@ def update(agent: Agent, buffer: ReplayBuffer, batch_size: int) -> Any:
 
 def main(args: Args) -> list[dict[str, Any]]:
     data, buffer = cpu_buffer(args.dataset, args.threads)
-    device = buffer.device
+    spec = AgentSpec.from_data(data, 10**6, buffer.device)
     rows = []
     for name in args.agents:
-        spec = AgentSpec.from_data(data, 10**6, device)
         eager, compiled = AGENTS[name](spec), AGENTS[name](spec)
         compiled.load_state_dict(eager.state_dict())
         compiled.compile()

@@ -38,6 +38,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import tyro
 
+from adept.compiling import Compile
 from benchmarks.common import updates_per_second
 
 
@@ -57,7 +58,7 @@ class Args:
     """Batch size of both."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """adept's ``--precision`` (CORL's script runs in fp32)."""
-    compile: Literal["auto", "on", "off"] = "on"
+    compile: Compile = "on"
     """adept's ``--compile``: on by default, what ``auto`` gives IQL in runs of 20k steps and more
     (adept.compiling.MIN_STEPS; this benchmark's runs are shorter). Its compile falls before
     ``--from-step``."""

@@ -90,6 +90,8 @@ class Agent:
     name: str = "agent"
     actor: Actor
     device: torch.device
+    _compiled_losses: dict[str, Loss] | None = None
+    """Each loss's compiled version by name, once :meth:`compile` asked for them; None: eager."""
 
     def components(self) -> dict[str, Any]:
         """Modules, optimizers and schedulers by name; ``state_dict`` saves exactly these."""
@@ -148,11 +150,11 @@ class Agent:
         call, forward and backward into fused kernels; the networks, optimizers and state dicts
         stay the eager ones, so checkpoints and resumes do not change. Results equal the eager
         run's to float rounding (fused kernels sum in another order)."""
-        self._compiled_losses: dict[str, Loss] | None = {} if enabled else None
+        self._compiled_losses = {} if enabled else None
 
     def compiled(self, loss: Loss) -> Loss:
         """``loss`` as :meth:`step` runs it: itself, or compiled (:meth:`compile`)."""
-        cache = getattr(self, "_compiled_losses", None)
+        cache = self._compiled_losses
         if cache is None:
             return loss
         name = loss.__name__
