@@ -766,24 +766,38 @@ def _verdict_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
     return blocks
 
 
-COLLAPSE_COLUMNS = (
+TRUE_ERROR_1STEP = ("world_model/true_error_1step", "pgd/true_error", "dydiff/true_error_1")
+"""The true one-step error against MuJoCo of what a method imagines, under the name each method
+logs it: a world model's s′ under π (Diff+X, ADEPT), PGD's generated transitions, DyDiff's kept
+trajectories at t = 1."""
+COLLAPSE_COLUMNS: tuple[tuple[str, tuple[str | tuple[str, ...], ...]], ...] = (
     ("episode length", ("eval/length",)),
     ("Q model − Q real", ("q/model", "q/real")),
     ("imagined − real return", ("world_model/true_return_gap",)),
-    ("true 1-step error", ("world_model/true_error_1step",)),
+    ("true 1-step error", (TRUE_ERROR_1STEP,)),
 )
-"""(column, metrics) of the rise-and-collapse table; two metrics: their difference."""
-COLLAPSE_METRICS = tuple(key for _, keys in COLLAPSE_COLUMNS for key in keys)
+"""(column, metrics) of the rise-and-collapse table; two metrics: their difference; a tuple in
+place of a metric: alternative names, the first one the run logged."""
+COLLAPSE_METRICS = tuple(
+    name
+    for _, keys in COLLAPSE_COLUMNS
+    for key in keys
+    for name in (key if isinstance(key, tuple) else (key,))
+)
 
 
 def _value_at(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], keys: tuple[str, ...], step: int
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    keys: tuple[str | tuple[str, ...], ...],
+    step: int,
 ) -> float:
     """The last value (or difference of two) logged at or before ``step``, or the first after
     it where none was logged before (a peak at an evaluation before the first diagnostics); NaN
-    if none was logged at all."""
+    if none was logged at all. A tuple of names reads the first of them the run logged."""
     values = []
     for key in keys:
+        if isinstance(key, tuple):
+            key = next((name for name in key if len(curves[name][0])), key[0])
         steps, logged = curves[key]
         before = np.flatnonzero(steps <= step)
         at = before[-1] if len(before) else (0 if len(steps) else None)
@@ -861,8 +875,10 @@ def _collapse_blocks(bench: Bench) -> list[Block]:
             "hopper and walker2d can be standing still), then the world-model diagnostics — "
             "critics' mean Q on imagined minus real rows (above 0 and growing: the agent "
             "exploits the model), how much more return the model promises than MuJoCo pays for "
-            "π's actions over H steps, and the model's true one-step error under π. –: not "
-            "logged (model-free runs; episode length: runs from before adept logged it)."
+            "π's actions over H steps, and the true one-step error against MuJoCo of what the "
+            "method imagines (a world model's s′ under π; PGD's generated transitions; DyDiff's "
+            "kept trajectories at t = 1). –: not logged (model-free runs; episode length: runs "
+            "from before adept logged it)."
         ),
         table,
     ]

@@ -604,3 +604,38 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
     latest = collapse_table(load_bench(root))
     assert latest is not None
     assert {r[1]: r for r in latest.rows}["ADEPT+IQL"][5] == "25 → 25", "the first Q, at 250"
+
+
+def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
+    from adept.results import collapse_table
+
+    variants = ("none", "adept", "pgd", "dydiff")
+    cells = {
+        ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0, 2.0)) for v in variants for s in (0, 1)
+    }
+    root = write_bench(
+        tmp_path / "b", spec(seeds=(0, 1), variants=variants, datasets=("hopper-random",)), cells
+    )
+    # each method logs the true error of what it imagines under its own name, as it trains
+    logged = {"pgd": "pgd/true_error", "dydiff": "dydiff/true_error_1"}
+    for variant, key in logged.items():
+        for seed in (0, 1):
+            rows = []
+            for i, step in enumerate(STEPS):
+                rows.append({"step": step - 50, "wall_time": 1.0 + i, key: float(3 - i)})
+                rows.append(
+                    {"step": step, "wall_time": 1.5 + i, "eval/normalized_score": (1, 5, 2)[i]}
+                )
+            path = root / "hopper-random" / variant / "iql" / f"seed{seed}" / "metrics.csv"
+            with path.open("w") as f:
+                writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+                writer.writeheader()
+                writer.writerows(rows)
+    table = collapse_table(load_bench(root))
+    assert table is not None and table.header[-1] == "true 1-step error"
+    rows = {r[1]: r for r in table.rows}
+    # peak at step 200: the value logged at 150 (2), and at the end the one at 250 (1)
+    assert rows["PGD+IQL"][-1] == "2 → 1"
+    assert rows["DyDiff+IQL"][-1] == "2 → 1"
+    assert rows["ADEPT+IQL"][-1] != "–", "a world model's own true error still reads"
+    assert rows["IQL"][-1] == "–"
