@@ -63,8 +63,12 @@ VARIANT_PREFIXES = {
 STATES = ("queued", "running", "failed")
 GAMMA = 100.0
 """Optimality-gap threshold on the 0–100 normalized score: 100 is the expert reference."""
-DIAGNOSTICS = (
-    ("world_model/true_error_1step", "true 1-step error vs MuJoCo", "mean ‖ŝ′ − s′‖₂", True),
+TRUE_ERROR_1STEP = ("world_model/true_error_1step", "pgd/true_error", "dydiff/true_error_1")
+"""The true one-step error against MuJoCo of what a method imagines, under the name each method
+logs it: a world model's s′ under π (Diff+X, ADEPT), PGD's generated transitions, DyDiff's kept
+trajectories at t = 1."""
+DIAGNOSTICS: tuple[tuple[str | tuple[str, ...], str, str, bool], ...] = (
+    (TRUE_ERROR_1STEP, "true 1-step error vs MuJoCo", "mean ‖ŝ′ − s′‖₂", True),
     ("world_model/eps_m", "ε_m, π/β-weighted model error", "held-out error", True),
     (
         "world_model/is_ess_fraction",
@@ -74,7 +78,8 @@ DIAGNOSTICS = (
     ),
     ("world_model/true_return_gap", "imagined − real return, π's actions", "H-step gap", False),
 )
-"""(metrics.csv column, panel title, y label, log scale) of the world-model diagnostics. The ESS
+"""(metrics.csv column, or alternative names: the first one a run logged; panel title, y label,
+log scale) of the world-model diagnostics. The ESS
 is shown as a share of the rows its weights are taken over: a resampling re-fit weighs a pool of
 ``is_resample_pool`` batches, a weighted or uniform one a single batch, so raw ESS counts of two
 rules are not comparable. The shares are close to comparable, not exactly: the truncation cap
@@ -596,18 +601,27 @@ def _colors(bench: Bench) -> dict[str, Any]:
     return {method_label(*m): cmap(i % cmap.N) for i, m in enumerate(bench.methods)}
 
 
+def first_logged(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the first of ``names`` logged in ``curves`` (empty if none was): one
+    quantity under the name each method gives it."""
+    return next((curves[n] for n in names if len(curves[n][0])), curves[names[0]])
+
+
 def seed_curves(
-    bench: Bench, key: str, methods: Iterable[Method], reps: int, seed: int
+    bench: Bench, key: str | tuple[str, ...], methods: Iterable[Method], reps: int, seed: int
 ) -> dict[str, dict[str, Band]]:
     """{dataset: {label: Band}} of ``key`` over the finished cells' metrics.csv (a running
     cell's partial log would bend the mean's tail towards fewer seeds; tables and curves then
-    also count the same seeds)."""
+    also count the same seeds). A tuple of names reads, in each run, the first one it logged."""
+    names = key if isinstance(key, tuple) else (key,)
     out: dict[str, dict[str, Band]] = {}
     for dataset in bench.datasets:
         lines = {}
         for method in methods:
             curves = [
-                eval_curve(c.path, key)
+                first_logged(metric_curves(c.path, names), names)
                 for c in bench.runs(dataset, method)
                 if c.state == "done" and (c.path / "metrics.csv").is_file()
             ]
@@ -674,8 +688,10 @@ def make_figures(bench: Bench, analysis: Analysis, reps: int, seed: int) -> list
             ncols=len(shown),
         )
         caption = (
-            "World-model diagnostics per dataset: the model's true 1-step error against "
-            "MuJoCo under the current policy, its π/β-weighted held-out error ε_m, the "
+            "World-model diagnostics per dataset: the true 1-step error against MuJoCo of "
+            "what the method imagines (a world model's s′ under the current policy, PGD's "
+            "generated transitions, DyDiff's kept trajectories at t = 1), the model's "
+            "π/β-weighted held-out error ε_m, the "
             "effective sample size of the importance weights (ADEPT only), and how much more "
             "return the model imagines than MuJoCo gives for the same actions over H steps "
             "(above 0: the model flatters the policy)."
@@ -766,10 +782,6 @@ def _verdict_blocks(bench: Bench, analysis: Analysis) -> list[Block]:
     return blocks
 
 
-TRUE_ERROR_1STEP = ("world_model/true_error_1step", "pgd/true_error", "dydiff/true_error_1")
-"""The true one-step error against MuJoCo of what a method imagines, under the name each method
-logs it: a world model's s′ under π (Diff+X, ADEPT), PGD's generated transitions, DyDiff's kept
-trajectories at t = 1."""
 COLLAPSE_COLUMNS: tuple[tuple[str, tuple[str | tuple[str, ...], ...]], ...] = (
     ("episode length", ("eval/length",)),
     ("Q model − Q real", ("q/model", "q/real")),
@@ -796,9 +808,7 @@ def _value_at(
     if none was logged at all. A tuple of names reads the first of them the run logged."""
     values = []
     for key in keys:
-        if isinstance(key, tuple):
-            key = next((name for name in key if len(curves[name][0])), key[0])
-        steps, logged = curves[key]
+        steps, logged = first_logged(curves, key if isinstance(key, tuple) else (key,))
         before = np.flatnonzero(steps <= step)
         at = before[-1] if len(before) else (0 if len(steps) else None)
         values.append(float("nan") if at is None else float(logged[at]))

@@ -639,3 +639,31 @@ def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
     assert rows["DyDiff+IQL"][-1] == "2 → 1"
     assert rows["ADEPT+IQL"][-1] != "–", "a world model's own true error still reads"
     assert rows["IQL"][-1] == "–"
+
+
+def test_the_diagnostics_figure_draws_pgds_and_dydiffs_true_error(tmp_path):
+    """Runs that log only their own true error get the figure's one column for it."""
+    import struct
+
+    from adept.report import DPI
+
+    variants = ("none", "pgd", "dydiff")
+    cells = {
+        ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0, 2.0)) for v in variants for s in (0, 1)
+    }
+    root = write_bench(
+        tmp_path / "b", spec(seeds=(0, 1), variants=variants, datasets=("hopper-random",)), cells
+    )
+    for variant, key in (("pgd", "pgd/true_error"), ("dydiff", "dydiff/true_error_1")):
+        for seed in (0, 1):
+            rows = [
+                {"step": step, "eval/normalized_score": (1, 5, 2)[i], key: float(3 - i)}
+                for i, step in enumerate(STEPS)
+            ]
+            path = root / "hopper-random" / variant / "iql" / f"seed{seed}" / "metrics.csv"
+            with path.open("w") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    png = (write_report(root).out / "diagnostics.png").read_bytes()
+    assert struct.unpack(">I", png[16:20])[0] == round(DPI * 4.6), "one column: the true error"
