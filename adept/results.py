@@ -601,11 +601,17 @@ def _colors(bench: Bench) -> dict[str, Any]:
     return {method_label(*m): cmap(i % cmap.N) for i, m in enumerate(bench.methods)}
 
 
+def metric_names(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The metrics.csv columns a diagnostic's key names: one, or its alternatives."""
+    return key if isinstance(key, tuple) else (key,)
+
+
 def first_logged(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], key: str | tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of the first of ``names`` logged in ``curves`` (empty if none was): one
-    quantity under the name each method gives it."""
+    """(steps, values) of the first of ``key``'s names logged in ``curves`` (empty if none
+    was): one quantity under the name each method gives it."""
+    names = metric_names(key)
     return next((curves[n] for n in names if len(curves[n][0])), curves[names[0]])
 
 
@@ -615,13 +621,12 @@ def seed_curves(
     """{dataset: {label: Band}} of ``key`` over the finished cells' metrics.csv (a running
     cell's partial log would bend the mean's tail towards fewer seeds; tables and curves then
     also count the same seeds). A tuple of names reads, in each run, the first one it logged."""
-    names = key if isinstance(key, tuple) else (key,)
     out: dict[str, dict[str, Band]] = {}
     for dataset in bench.datasets:
         lines = {}
         for method in methods:
             curves = [
-                first_logged(metric_curves(c.path, names), names)
+                first_logged(metric_curves(c.path, metric_names(key)), key)
                 for c in bench.runs(dataset, method)
                 if c.state == "done" and (c.path / "metrics.csv").is_file()
             ]
@@ -791,10 +796,7 @@ COLLAPSE_COLUMNS: tuple[tuple[str, tuple[str | tuple[str, ...], ...]], ...] = (
 """(column, metrics) of the rise-and-collapse table; two metrics: their difference; a tuple in
 place of a metric: alternative names, the first one the run logged."""
 COLLAPSE_METRICS = tuple(
-    name
-    for _, keys in COLLAPSE_COLUMNS
-    for key in keys
-    for name in (key if isinstance(key, tuple) else (key,))
+    name for _, keys in COLLAPSE_COLUMNS for key in keys for name in metric_names(key)
 )
 
 
@@ -808,7 +810,7 @@ def _value_at(
     if none was logged at all. A tuple of names reads the first of them the run logged."""
     values = []
     for key in keys:
-        steps, logged = first_logged(curves, key if isinstance(key, tuple) else (key,))
+        steps, logged = first_logged(curves, key)
         before = np.flatnonzero(steps <= step)
         at = before[-1] if len(before) else (0 if len(steps) else None)
         values.append(float("nan") if at is None else float(logged[at]))

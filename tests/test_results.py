@@ -60,6 +60,14 @@ def spec(seeds=(0, 1, 2), variants=("none", "adept"), datasets=("hopper-random",
     }
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A metrics.csv of ``rows``, its columns every key any row has."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_metrics(path: Path, method: str, curve: tuple[float, ...], seed: int) -> None:
     """Long format as the training loop writes it: set-up metrics at step 0, then train averages
     and eval scores on the same rows; world-model diagnostics only for world-model methods."""
@@ -83,10 +91,7 @@ def write_metrics(path: Path, method: str, curve: tuple[float, ...], seed: int) 
                 "world_model/is_ess_fraction": 0.6 - 0.05 * i,
             }
         rows.append(row)
-    with (path / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(path / "metrics.csv", [{c: r.get(c, "") for c in columns} for r in rows])
 
 
 def write_bench(root: Path, bench_spec: dict, cells: dict[tuple[str, str, int], FakeCell]) -> Path:
@@ -559,10 +564,7 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
                     "eval/length": (80.0, 1000.0, 150.0 + 100 * seed)[i],
                 }
             )
-        with (root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv").open("w") as f:
-            writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv", rows)
     table = collapse_table(load_bench(root))
     assert table is not None
     rows = {r[1]: r for r in table.rows}
@@ -580,10 +582,7 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
         path = root / "hopper-random/adept/iql" / f"seed{seed}" / "metrics.csv"
         with path.open() as f:
             kept = [{k: v for k, v in r.items() if k != "eval/length"} for r in csv.DictReader(f)]
-        with path.open("w") as f:
-            writer = csv.DictWriter(f, fieldnames=list(kept[0]))
-            writer.writeheader()
-            writer.writerows(kept)
+        write_rows(path, kept)
     older = collapse_table(load_bench(root))
     assert older is not None and "episode length" not in older.header
     assert {r[1]: r for r in older.rows}["ADEPT+IQL"][5] == "15 → 25"
@@ -597,28 +596,22 @@ def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_
                 }
                 for r in csv.DictReader(f)
             ]
-        with path.open("w") as f:
-            writer = csv.DictWriter(f, fieldnames=list(late[0]))
-            writer.writeheader()
-            writer.writerows(late)
+        write_rows(path, late)
     latest = collapse_table(load_bench(root))
     assert latest is not None
     assert {r[1]: r for r in latest.rows}["ADEPT+IQL"][5] == "25 → 25", "the first Q, at 250"
 
 
-def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
-    from adept.results import collapse_table
-
-    variants = ("none", "adept", "pgd", "dydiff")
+def bench_logging_own_true_errors(tmp_path: Path, variants: tuple[str, ...]) -> Path:
+    """A grid whose PGD and DyDiff runs log the true error of what they imagine under their own
+    names as they train (3, 2, 1 just before each evaluation; scores 1, 5, 2)."""
     cells = {
         ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0, 2.0)) for v in variants for s in (0, 1)
     }
     root = write_bench(
         tmp_path / "b", spec(seeds=(0, 1), variants=variants, datasets=("hopper-random",)), cells
     )
-    # each method logs the true error of what it imagines under its own name, as it trains
-    logged = {"pgd": "pgd/true_error", "dydiff": "dydiff/true_error_1"}
-    for variant, key in logged.items():
+    for variant, key in (("pgd", "pgd/true_error"), ("dydiff", "dydiff/true_error_1")):
         for seed in (0, 1):
             rows = []
             for i, step in enumerate(STEPS):
@@ -626,11 +619,16 @@ def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
                 rows.append(
                     {"step": step, "wall_time": 1.5 + i, "eval/normalized_score": (1, 5, 2)[i]}
                 )
-            path = root / "hopper-random" / variant / "iql" / f"seed{seed}" / "metrics.csv"
-            with path.open("w") as f:
-                writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
-                writer.writeheader()
-                writer.writerows(rows)
+            write_rows(
+                root / "hopper-random" / variant / "iql" / f"seed{seed}" / "metrics.csv", rows
+            )
+    return root
+
+
+def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
+    from adept.results import collapse_table
+
+    root = bench_logging_own_true_errors(tmp_path, ("none", "adept", "pgd", "dydiff"))
     table = collapse_table(load_bench(root))
     assert table is not None and table.header[-1] == "true 1-step error"
     rows = {r[1]: r for r in table.rows}
@@ -647,23 +645,6 @@ def test_the_diagnostics_figure_draws_pgds_and_dydiffs_true_error(tmp_path):
 
     from adept.report import DPI
 
-    variants = ("none", "pgd", "dydiff")
-    cells = {
-        ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0, 2.0)) for v in variants for s in (0, 1)
-    }
-    root = write_bench(
-        tmp_path / "b", spec(seeds=(0, 1), variants=variants, datasets=("hopper-random",)), cells
-    )
-    for variant, key in (("pgd", "pgd/true_error"), ("dydiff", "dydiff/true_error_1")):
-        for seed in (0, 1):
-            rows = [
-                {"step": step, "eval/normalized_score": (1, 5, 2)[i], key: float(3 - i)}
-                for i, step in enumerate(STEPS)
-            ]
-            path = root / "hopper-random" / variant / "iql" / f"seed{seed}" / "metrics.csv"
-            with path.open("w") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+    root = bench_logging_own_true_errors(tmp_path, ("none", "pgd", "dydiff"))
     png = (write_report(root).out / "diagnostics.png").read_bytes()
     assert struct.unpack(">I", png[16:20])[0] == round(DPI * 4.6), "one column: the true error"
