@@ -19,8 +19,9 @@ Run it alone on the machine (two torch processes at once slow each other down)::
 It prints one line per case and exits non-zero when any case differs. The same-seed runs of one
 commit are bit-identical on one machine; run both sides on the same machine, as this does.
 
-The command line of each side is its own (``BEFORE_FLAGS`` / ``AFTER_FLAGS``): when a change renames a
-flag, the new spelling goes into ``AFTER_FLAGS`` and the old one stays in ``BEFORE_FLAGS``.
+The command line of each side is its own (``BEFORE_FLAGS`` / ``AFTER_FLAGS``): when a change
+renames a flag, the new spelling goes into ``AFTER_FLAGS`` and the old one stays in
+``BEFORE_FLAGS``.
 """
 
 from __future__ import annotations
