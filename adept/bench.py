@@ -17,7 +17,7 @@ failed cells.
 
 What does not depend on the agent is done once: datasets are made by the driver before any
 worker starts, and world-model pre-training and the β fit are cached content-addressed by what
-determines them (:mod:`adept.artifacts`), so Diff+X and ADEPT+X with IQL and SAC share one
+determines them (:mod:`adept.store.artifacts`), so Diff+X and ADEPT+X with IQL and SAC share one
 pre-trained model per dataset and seed.
 
 A grid can outlive the machine it runs on: with ``--archive DIR`` every finished cell's light
@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from adept.atomic import sole_lock
-from adept.errors import AdeptError, warn
+from adept.base.atomic import sole_lock
+from adept.base.errors import AdeptError, warn
 
 FORMAT = 1
 BENCH_JSON = "bench.json"
@@ -500,7 +500,7 @@ class GridSpec:
         )
 
     def cells(self) -> list[Cell]:
-        from adept.data.registry import dataset_label
+        from adept.datasets.registry import dataset_label
 
         out = []
         for dataset in self.datasets:
@@ -787,7 +787,7 @@ class BenchRoot:
         )
 
     def save(self) -> None:
-        from adept.runs import atomic_write_json
+        from adept.store.runs import atomic_write_json
 
         self.state["updated"] = _now()
         atomic_write_json(self.file, self.state)
@@ -796,7 +796,7 @@ class BenchRoot:
 def check_cell_dir(cell: Cell, config: Any) -> None:
     """Refuse a cell whose run directory does not hold this cell's run (edited by hand, or
     written by another grid), with the fix; an unfinished run is fine (it resumes)."""
-    from adept.runs import CHECKPOINT, CONFIG, SUMMARY, config_changes
+    from adept.store.runs import CHECKPOINT, CONFIG, SUMMARY, config_changes
     from adept.train import same_run_fields
 
     path = Path(config.run_dir)
@@ -865,7 +865,7 @@ def archive_cell(archive: Path, cell_id: str, run_dir: Path, record: Mapping[str
 
 def is_archived(archive: Path, cell_id: str, run_dir: Path) -> bool:
     """Whether ``archive`` holds this finished run (the same summary.json)."""
-    from adept.runs import SUMMARY
+    from adept.store.runs import SUMMARY
 
     kept = Path(archive) / cell_id / SUMMARY
     return kept.is_file() and kept.read_bytes() == (Path(run_dir) / SUMMARY).read_bytes()
@@ -874,7 +874,7 @@ def is_archived(archive: Path, cell_id: str, run_dir: Path) -> bool:
 def _kept_run(src: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
     """How the finished run kept at ``src`` differs from ``config`` (in the fields its run
     reads), and its bench.json outcome; ValueError, KeyError or TypeError when damaged."""
-    from adept.runs import SUMMARY, config_changes
+    from adept.store.runs import SUMMARY, config_changes
     from adept.train import same_run_fields
 
     changes = config_changes(src, config, same_run_fields(config))
@@ -884,7 +884,7 @@ def _kept_run(src: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
 def _other_data(src: Path, fingerprint: Callable[[], str]) -> str | None:
     """'other data (…)' when the run kept at ``src`` recorded a data fingerprint that is not
     ``fingerprint()``; None when it is the same data, or not recorded (``runs.fact_changes``)."""
-    from adept.runs import fact_changes
+    from adept.store.runs import fact_changes
     from adept.train import DATASET_FINGERPRINT
 
     changed = fact_changes(src, {DATASET_FINGERPRINT: fingerprint()})
@@ -905,7 +905,7 @@ def check_archived(
     cell finished; a kept run of another config, of other data (``fingerprint``: today's
     dataset's, asked for only when the archive holds the cell), or a damaged one, is refused
     with the fix."""
-    from adept.runs import CONFIG, SUMMARY
+    from adept.store.runs import CONFIG, SUMMARY
 
     src = Path(archive) / cell.id
     if not (src / SUMMARY).is_file():
@@ -938,7 +938,7 @@ def reusable_runs(sources: Sequence[Path]) -> dict[RunKey, list[tuple[Path, str]
     """Every finished run held by ``sources`` (other grids' ``--archive`` folders or roots),
     as (source, run's path in it) by :data:`RunKey`; a folder without runs gives none (the
     sources are folders: :func:`check_reuse` refused the others before the grid began)."""
-    from adept.runs import CONFIG, SUMMARY
+    from adept.store.runs import CONFIG, SUMMARY
 
     found: dict[RunKey, list[tuple[Path, str]]] = {}
     for source in sources:
@@ -978,7 +978,7 @@ def find_reused(
     over before it are not (another grid's run of the same key under other options is the
     rule when grids share cells, not news). A run from before runs recorded their data's
     fingerprint is reused with a warning that its data could not be checked."""
-    from adept.runs import CONFIG
+    from adept.store.runs import CONFIG
     from adept.train import DATASET_FINGERPRINT
 
     passed_over: list[str] = []
@@ -1060,7 +1060,7 @@ def pack_tasks(
     tasks of one ``adept train --seeds`` process each (in seed order; a lone cell stays as it
     is). The pack's run directory is its cells' parent, so each seed trains in its own cell's
     directory, and ``for_seed`` gives back exactly each cell's own config."""
-    from adept.runs import to_jsonable
+    from adept.store.runs import to_jsonable
 
     if pack <= 1:
         return list(tasks)
@@ -1097,7 +1097,7 @@ def pack_tasks(
 
 
 def config_from_json(cls: type, value: Mapping[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from :func:`adept.runs.to_jsonable` output."""
+    """Rebuild a (nested) config dataclass from :func:`adept.store.runs.to_jsonable` output."""
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -1139,7 +1139,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _attempt(run_dir: Path) -> int:
     """Count this start of the cell in its run dir (Ray retries are visible to the driver)."""
-    from adept.runs import atomic_write_json
+    from adept.store.runs import atomic_write_json
 
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / MARKER
@@ -1167,7 +1167,7 @@ def execute_cell(
     there)."""
     import torch
 
-    from adept.runs import CHECKPOINT, SUMMARY, load_checkpoint
+    from adept.store.runs import CHECKPOINT, SUMMARY, load_checkpoint
     from adept.train import TrainConfig, train
 
     if not isinstance(task, CellTask):
@@ -1280,7 +1280,7 @@ def _local_record(
     returncode: int, task: CellTask, cell_dir: str, wall_time: float
 ) -> dict[str, Any]:
     """The record of the cell in ``cell_dir`` after its task's process exited."""
-    from adept.runs import SUMMARY
+    from adept.store.runs import SUMMARY
 
     run_dir = Path(cell_dir)
     record: dict[str, Any] = {"wall_time": round(wall_time, 3)}
@@ -1485,7 +1485,7 @@ def _preflight(
 ) -> tuple[list[tuple[Cell, Any]], dict[str, Any]]:
     """Make the datasets, build and check every cell's config, before anything is written;
     returns the cells with their configs, and the datasets by name."""
-    from adept.data.registry import dataset_label, load_dataset
+    from adept.datasets.registry import dataset_label, load_dataset
     from adept.methods import check_method
 
     labels: dict[str, str] = {}
@@ -1557,7 +1557,7 @@ def _run_bench(spec: GridSpec, options: BenchOptions) -> BenchResult:
     with root.locked():
         cells, datasets = _preflight(spec, root.path, options.progress)
         from adept import __version__
-        from adept.runs import SUMMARY, to_jsonable
+        from adept.store.runs import SUMMARY, to_jsonable
 
         reusable = reusable_runs(options.reuse)
         kept_runs: dict[str, tuple[Path, dict[str, Any]]] = {}  # all checked before any is restored

@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 
 import tyro
 
-from adept.errors import AdeptError
-from adept.online import OnlineSACConfig
+from adept.base.errors import AdeptError
+from adept.datasets.online_sac import OnlineSACConfig
 from adept.results import Report
 from adept.train import TrainConfig
 
@@ -49,10 +49,10 @@ class DataMake:
     def run(self) -> None:
         import time
 
-        from adept.data.generate import make_dataset
         from adept.data.hdf5 import load_hdf5
-        from adept.data.registry import cached_path
-        from adept.data.summary import summarize
+        from adept.datasets.generate import make_dataset
+        from adept.datasets.registry import cached_path
+        from adept.datasets.summary import summarize
 
         tag = self.sac_run.tag()
         out = self.out
@@ -87,8 +87,8 @@ class DataInfo:
     """Also write a histogram of the episode returns to this PNG."""
 
     def run(self) -> None:
-        from adept.data.registry import load_dataset
-        from adept.data.summary import format_summary, is_synthetic, summarize
+        from adept.datasets.registry import load_dataset
+        from adept.datasets.summary import format_summary, is_synthetic, summarize
 
         if self.plot is not None and self.plot.suffix.lower() != ".png":
             raise AdeptError(f"--plot writes a PNG; give a path ending in .png, not {self.plot}")
@@ -361,8 +361,8 @@ class Demo:
     def run(self) -> None:
         from dataclasses import replace
 
-        from adept.data.registry import load_dataset
-        from adept.data.summary import summarize
+        from adept.datasets.registry import load_dataset
+        from adept.datasets.summary import summarize
         from adept.methods import ModelBasedConfig
         from adept.report import plot_learning_curves
         from adept.train import train

@@ -18,7 +18,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
 
 #: D4RL reference returns (random policy, expert policy) per environment family.
 REFERENCE_RETURNS: dict[str, tuple[float, float]] = {

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from adept.atomic import atomic_path
+from adept.base.atomic import atomic_path
 
 
 def eval_curve(run_dir: Path, key: str = "eval/normalized_score") -> tuple[np.ndarray, np.ndarray]:

@@ -35,8 +35,8 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
-from adept.atomic import atomic_files, make_folder
-from adept.errors import AdeptError
+from adept.base.atomic import atomic_files, make_folder
+from adept.base.errors import AdeptError
 from adept.paper import SOURCE as PAPER_SOURCE
 from adept.paper import paper_score
 from adept.report import (

@@ -23,7 +23,10 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from adept import compiling, divergence
+from adept import divergence
+from adept.accel.graphs import GraphedPackUpdate, GraphedUpdate
+from adept.accel.pack import Pack
+from adept.accel.rounds import after_update_pack, packed_path
 from adept.agents import (
     AGENT_CONFIGS,
     AGENTS,
@@ -34,13 +37,15 @@ from adept.agents import (
     SACConfig,
     TD3BCConfig,
 )
-from adept.compiling import Compile
+from adept.base import compiling
+from adept.base.compiling import Compile
+from adept.base.errors import AdeptError, note
+from adept.base.precision import FP32, Contexts, Precision
+from adept.base.rng import Streams, rng_state, seed_everything, set_rng_state
 from adept.data.buffer import ReplayBuffer, resolve_device
-from adept.data.registry import dataset_label, load_dataset
 from adept.data.transitions import Transitions
+from adept.datasets.registry import dataset_label, load_dataset
 from adept.envs import evaluate, reference_returns
-from adept.errors import AdeptError
-from adept.graphs import GraphedPackUpdate, GraphedUpdate
 from adept.methods import (
     METHODS,
     DyDiffConfig,
@@ -52,10 +57,7 @@ from adept.methods import (
     make_method,
     method_options,
 )
-from adept.pack import Pack, Streams
-from adept.precision import FP32, Contexts, Precision
-from adept.rng import rng_state, seed_everything, set_rng_state
-from adept.runs import (
+from adept.store.runs import (
     DIVERGENCE,
     MetricsLog,
     RunDir,
@@ -85,7 +87,7 @@ class TrainConfig:
     """Seed of networks, sampling and evaluation episodes."""
     seeds: tuple[int, ...] = ()
     """Train these seeds in one process (instead of --seed), the agents' updates batched into
-    one computation (adept.pack); each seed is an ordinary run in its own directory
+    one computation (adept.accel.pack); each seed is an ordinary run in its own directory
     (<run-dir>/seed<s>, default runs/<dataset>-<agent>-<method>-seed<s>) that resumes exactly,
     in a pack or alone. Diff+X's and ADEPT's rollouts and re-fits batch the seeds' world
     models too; other methods' work (generation) and the diagnostics run seed by seed."""
@@ -118,17 +120,18 @@ class TrainConfig:
     """Matrix products of the agent's update and of the method's models (pre-training,
     sampling, re-fits, rollouts): fp32, or bf16 autocast (weights, optimizer state and
     evaluation stay fp32), for both; auto: each part's measured default on the device
-    (adept.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
+    (adept.base.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
     precision-table grid; $ADEPT_PRECISION overrides it). On this CPU bf16 runs the agents'
     updates 1.07–1.28× and the world model's steps 1.16–1.38× as fast (benchmarks.precision)."""
     cuda_graphs: bool = False
-    """Replay the agent's update from CUDA graphs (adept.graphs): one launch per update instead
+    """Replay the agent's update from CUDA graphs (adept.accel.graphs): one launch per update
+    instead
     of a few hundred small kernels, whose launches bound a GPU's updates per second at these
     sizes. The same kernels on the same numbers as without (the learning rates rounded to
     float32); batches, random numbers and schedules stay as they are. Needs a CUDA device. Off
     by default until measured on a GPU."""
     compile: Compile = "auto"
-    """Run the agent's losses through torch.compile (adept.compiling): fused kernels, the same
+    """Run the agent's losses through torch.compile (adept.base.compiling): fused kernels, the same
     networks and checkpoints, numbers equal to float rounding; the first update compiles (≈ 16 s
     cold on 2 cores, 2–5 s from inductor's cache). auto: where measured faster — IQL (1.20× the
     updates/s) and BC on a CPU, runs of 20k steps or more ($ADEPT_COMPILE=on|off overrides it);
@@ -248,7 +251,7 @@ def fit(
     runs in ``contexts.agent``, the method's work in ``contexts.model`` (the precision's
     autocasts); what the caller does between steps (evaluation, logging, checkpoints) runs in
     neither. ``graphs``: replay the update's device work from CUDA graphs captured by this
-    call (:class:`adept.graphs.GraphedUpdate`; emulated off CUDA)."""
+    call (:class:`adept.accel.graphs.GraphedUpdate`; emulated off CUDA)."""
     update = GraphedUpdate(agent) if graphs else agent.update
     for step in range(start, num_steps):
         with contexts.model():
@@ -611,12 +614,12 @@ def _train_in(run: RunDir, config: TrainConfig, data: Transitions, env_id: str) 
 
 def train_seeds(config: TrainConfig, data: Transitions, env_id: str) -> dict[str, Any]:
     """Train ``config.seeds`` in this process, their agents updated as one batched computation
-    (:class:`adept.pack.Pack`); returns each run's summary by run directory.
+    (:class:`adept.accel.pack.Pack`); returns each run's summary by run directory.
 
     Each seed is an ordinary run (``config.for_seed``): its own directory, config, metrics,
-    evaluations and checkpoints, its own random streams (:class:`adept.pack.Streams`), and it
+    evaluations and checkpoints, its own random streams (:class:`adept.accel.pack.Streams`), and it
     can be resumed alone or in a pack. Diff+X's and ADEPT's rounds batch the seeds' world models
-    (:meth:`adept.methods.Method.after_update_pack`); other methods' work runs seed after seed.
+    (:func:`adept.accel.rounds.after_update_pack`); other methods' work runs seed after seed.
     A seed leaves the pack and is finished alone, from its last
     checkpoint, by the ordinary loop when it diverges (that loop then stops or rolls back as
     --on-divergence says), or when a resume finds its checkpoint at another step than the
@@ -677,6 +680,12 @@ def _train_pack(
     finished; a seat that diverged is left out (the caller finishes it alone)."""
     pack = Pack([seat.agent for seat in seats])
     update = GraphedPackUpdate(pack) if config.cuda_graphs else pack.update
+    method = type(seats[0].method)
+    if packed_path(method) is None and method.after_update is not Method.after_update:
+        note(
+            f"--method {config.method} has no packed path: the {len(seats)} seeds' agent updates "
+            "are batched, its own work between them runs seed by seed"
+        )
     finished: dict[_Seat, dict[str, Any]] = {}
     bar = _bar(config, start, f"{config.agent} ×{len(seats)}")
     try:
@@ -691,7 +700,7 @@ def _train_pack(
             with contexts.agent():
                 metrics = update(batches, noises)
             with contexts.model():
-                after = type(seats[0].method).after_update_pack(
+                after = after_update_pack(
                     [seat.method for seat in seats], step, [seat.agent for seat in seats], streams
                 )
             for s, seat_metrics in enumerate(after):

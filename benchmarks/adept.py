@@ -8,10 +8,10 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     python -m benchmarks.adept --parts sweep pretrain         # the schedule defaults' evidence
 
 (a) accuracy: true one-step and H-step error (simulator set to the state, see
-    adept.diagnostics) of the diffusion world model and of a Gaussian MLP one-step model with the
-    same width, depth and target, pre-trained on D; measured under the behaviour policy (β, a BC
-    fit) and under a shifted policy (IQL trained on D), before and after ADEPT's IS update toward
-    the shifted policy.
+    adept.world_models.true_dynamics) of the diffusion world model and of a Gaussian MLP one-step
+    model with the same width, depth and target, pre-trained on D; measured under the behaviour
+    policy (β, a BC fit) and under a shifted policy (IQL trained on D), before and after ADEPT's IS
+    update toward the shifted policy.
 (b) speed: world-model training steps/s, IS-update steps/s, rollout transitions/s (a minute);
     cost: those, and ADEPT+IQL's wall time relative to IQL alone for the same RL steps.
 (c) learning: normalized score (last, best; mean ± std over seeds) at a named budget.
@@ -36,13 +36,14 @@ import torch
 import tyro
 
 from adept.agents import BC, IQL, AgentSpec, BCConfig
-from adept.data import ReplayBuffer, load_dataset
-from adept.diagnostics import TrueDynamics, true_model_error
-from adept.importance import BehaviorModel, importance_sampled_update
+from adept.data import ReplayBuffer
+from adept.datasets import load_dataset
 from adept.methods import ModelBasedConfig
-from adept.rollout import StateBounds, rollout
 from adept.train import TrainConfig, train
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.world_models.importance import BehaviorModel, importance_sampled_update
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.rollout import StateBounds, rollout
+from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 from benchmarks.common import mean_std, print_table, run_parallel, table_row
 
 Part = Literal["accuracy", "speed", "cost", "learning", "sweep", "pretrain"]

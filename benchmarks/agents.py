@@ -22,10 +22,11 @@ import numpy as np
 import torch
 import tyro
 
+from adept.accel.graphs import GraphedUpdate
 from adept.agents import AGENTS, AgentSpec
-from adept.data import ReplayBuffer, load_dataset, resolve_device
-from adept.graphs import GraphedUpdate
-from adept.precision import autocast
+from adept.base.precision import autocast
+from adept.data import ReplayBuffer, resolve_device
+from adept.datasets import load_dataset
 from adept.train import TrainConfig
 from benchmarks.common import mean_std, run_parallel
 

@@ -34,8 +34,8 @@ import tyro
 
 from adept.bench import PRESETS, GridSpec, resolve_spec
 from adept.data.cache import data_dir
-from adept.data.registry import load_dataset
-from adept.runs import to_jsonable
+from adept.datasets.registry import load_dataset
+from adept.store.runs import to_jsonable
 from benchmarks.common import print_table
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from adept.data import ReplayBuffer, load_dataset
+from adept.data import ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.runs import atomic_write_json, read_metrics
+from adept.datasets import load_dataset
+from adept.store.runs import atomic_write_json, read_metrics
 from adept.train import TrainConfig, train
 
 

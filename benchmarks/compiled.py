@@ -10,7 +10,8 @@ compiles, is timed on its own (inductor's cache under /tmp makes a second proces
 shorter: run twice to see both). Then both update in ``--rounds`` alternating blocks of
 ``--block-seconds``, so a drift of the machine's speed hits both alike; the speed-up reported is
 the median over rounds of the ratio of the two blocks of one round. This is what
-:data:`adept.compiling.FASTER` was chosen from; ``benchmarks.reference`` measures IQL end to end.
+:data:`adept.base.compiling.FASTER` was chosen from; ``benchmarks.reference`` measures IQL end to
+end.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import tyro
 
-from adept.data import ReplayBuffer, load_hdf5, make_dataset, resolve_device
+from adept.data import ReplayBuffer, load_hdf5, resolve_device
+from adept.datasets import make_dataset
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 import tyro
 
-from adept.data import cached_path, load_hdf5, make_dataset
-from adept.data.registry import cache_problem
-from adept.data.summary import summarize
+from adept.data import load_hdf5
+from adept.datasets import cached_path, make_dataset
+from adept.datasets.registry import cache_problem
+from adept.datasets.summary import summarize
 
 KINDS = ("random", "medium", "medium-replay")
 ENVS = ("hopper", "halfcheetah", "walker2d")

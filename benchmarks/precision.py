@@ -6,7 +6,7 @@ Run alone on the machine (another torch job slows both by 10× or more)::
     python -m benchmarks.precision --rounds 60 --threads 1
 
 Each part is timed as ``--rounds`` short blocks (``--block-seconds`` each), fp32 and bf16
-alternating block by block (the contexts adept's loop uses: :func:`adept.precision.autocast`),
+alternating block by block (the contexts adept's loop uses: :func:`adept.base.precision.autocast`),
 so a drift of the machine's speed hits both alike; the speed-up reported is the median over
 rounds of the ratio of the two blocks of one round. Parts: each agent's update (batch 256), and
 the default diffusion world model's training step (batch 256), its sampling of s′ for ADEPT's
@@ -28,9 +28,9 @@ import torch
 import tyro
 
 from adept.agents import AGENTS, AgentSpec
+from adept.base.precision import Part, autocast
 from adept.methods.model_based import ModelBasedConfig
-from adept.precision import Part, autocast
-from adept.world_model import WorldModel
+from adept.world_models.model import WorldModel
 from benchmarks.common import alternating_speeds, cpu_buffer, print_results
 
 

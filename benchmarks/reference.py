@@ -38,7 +38,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import tyro
 
-from adept.compiling import Compile
+from adept.base.compiling import Compile
 from benchmarks.common import updates_per_second
 
 
@@ -60,7 +60,7 @@ class Args:
     """adept's ``--precision`` (CORL's script runs in fp32)."""
     compile: Compile = "on"
     """adept's ``--compile``: on by default, what ``auto`` gives IQL in runs of 20k steps and more
-    (adept.compiling.MIN_STEPS; this benchmark's runs are shorter). Its compile falls before
+    (adept.base.compiling.MIN_STEPS; this benchmark's runs are shorter). Its compile falls before
     ``--from-step``."""
     out: Path | None = None
     """Also write the results as JSON here."""
@@ -135,7 +135,7 @@ def _corl_run(args: Args) -> float:
 def _stand_ins(dataset: str, stamps: dict[int, float]) -> dict[str, types.ModuleType]:
     """``d4rl``, ``gym`` (+ ``gym.wrappers``), ``pyrallis`` and ``wandb`` modules, just enough
     for CORL's iql.py; ``stamps`` receives the clock at every ``wandb.log`` step."""
-    from adept.data import load_dataset
+    from adept.datasets import load_dataset
     from adept.envs import make_env, reference_returns
 
     data = load_dataset(dataset, progress=False)

@@ -10,8 +10,8 @@ The quality part trains each candidate generator by the library's own code
 ``--method synther`` run uses, so runs with the same settings reuse it), samples
 ``--quality-samples`` transitions at each of ``--sample-steps`` noise levels, and checks every
 sample (s, a, r, s′, terminal) against one simulator step from s under a
-(:func:`adept.diagnostics.transition_error`): the mean and median ‖s′ − s′_true‖₂, the share
-within each ``--tolerances``, |r − r_true| and how often the terminal flag is wrong — the
+(:func:`adept.world_models.true_dynamics.transition_error`): the mean and median ‖s′ − s′_true‖₂,
+the share within each ``--tolerances``, |r − r_true| and how often the terminal flag is wrong — the
 dynamics error SynthER's paper reports for its samples. Three baselines on real rows of the same
 dataset give the scale: ``dataset`` (the rows themselves: 0 up to float rounding, which checks the
 measurement), ``s' = s`` (a generator that learned no dynamics) and ``shuffled`` (s′, r and the
@@ -35,12 +35,11 @@ import numpy as np
 import torch
 import tyro
 
-from adept.artifacts import cached
-from adept.atomic import atomic_path
-from adept.data import ReplayBuffer, load_dataset
+from adept.base.atomic import atomic_path
+from adept.data import ReplayBuffer
 from adept.data.buffer import resolve_device
 from adept.data.transitions import Transitions
-from adept.diagnostics import TransitionError, TrueDynamics, transition_error
+from adept.datasets import load_dataset
 from adept.diffusion.training import DiffusionTrainer
 from adept.methods.synther import (
     PRESETS,
@@ -49,6 +48,8 @@ from adept.methods.synther import (
     generator_key,
     train_generator,
 )
+from adept.store.artifacts import cached
+from adept.world_models.true_dynamics import TransitionError, TrueDynamics, transition_error
 from benchmarks.common import format_table, load_results, save_results
 
 
@@ -329,7 +330,8 @@ def header(args: Args) -> str:
         f"```bash\n{quality_command}\n{speed_command}\n```\n\n"
         "Made on a 2-core CPU. Sample quality: each of "
         f"{args.quality_samples} generated (s, a, r, s′, terminal) checked against one MuJoCo "
-        "step from s under a (`adept.diagnostics.transition_error`); error in raw state units; "
+        "step from s under a (`adept.world_models.true_dynamics.transition_error`); error in "
+        "raw state units; "
         "the italic rows are baselines on real rows (see the module's docstring). 'train (s)' of "
         "the quality part was measured beside another job (its load average shown); the speed "
         "table was measured alone, two threads, and its train/upsample seconds are the preset's "

@@ -16,11 +16,11 @@ steps; the final weights go to the artifact store under the key a run with those
 At each snapshot, PGD's model generates ``--segments`` unguided segments of ``--length`` rows;
 DyDiff's generates the states of real segments given their first state and their actions. Both
 are checked against the simulator two ways: each transition (s_t, a_t, s_{t+1}) against one step
-from s_t (:func:`adept.diagnostics.transition_error`: the error a one-step generator such as
-SynthER is measured by), and the whole segment replayed open loop from its first state with its
-actions (:func:`adept.diagnostics.segment_error`, at t = 1, 5, 10 and the last row). Baselines
-on real segments give the scale: ``dataset`` (0 up to float rounding: checks the measurement) and
-``s' = s`` (a model that learned no dynamics).
+from s_t (:func:`adept.world_models.true_dynamics.transition_error`: the error a one-step generator
+such as SynthER is measured by), and the whole segment replayed open loop from its first state with
+its actions (:func:`adept.world_models.true_dynamics.segment_error`, at t = 1, 5, 10 and the last
+row). Baselines on real segments give the scale: ``dataset`` (0 up to float rounding: checks the
+measurement) and ``s' = s`` (a model that learned no dynamics).
 
 ``guidance`` loads a PGD candidate's model and an IQL policy π trained on D (the artifact other
 benchmarks share) and generates at each ``--coeffs`` value: the mean log π(a | s) of the
@@ -57,16 +57,14 @@ import numpy as np
 import torch
 import tyro
 
-from adept.artifacts import cached
-from adept.atomic import atomic_path
-from adept.data import load_dataset
+from adept.base.atomic import atomic_path
 from adept.data.buffer import resolve_device
 from adept.data.segments import gather_segments, segment_starts
 from adept.data.transitions import Transitions
-from adept.diagnostics import TrueDynamics, segment_error, transition_error
+from adept.datasets import load_dataset
 from adept.diffusion.training import DiffusionTrainer
 from adept.diffusion.unet import UNET_SIZES
-from adept.methods import ModelBasedConfig, dydiff, pgd, pretrain, pretrain_key
+from adept.methods import ModelBasedConfig, dydiff, pgd
 from adept.methods.dydiff import DyDiffConfig, StateTrajectoryModel, imagine
 from adept.methods.pgd import (
     ACTION_CLIP,
@@ -78,8 +76,11 @@ from adept.methods.pgd import (
 )
 from adept.methods.trajectories import SegmentRows, build_model
 from adept.nets import Actor
-from adept.rollout import StateBounds
-from adept.world_model import WorldModel
+from adept.store.artifacts import cached
+from adept.world_models.model import WorldModel
+from adept.world_models.pretrain import pretrain, pretrain_key
+from adept.world_models.rollout import StateBounds
+from adept.world_models.true_dynamics import TrueDynamics, segment_error, transition_error
 from benchmarks.common import format_table, load_results, save_results
 from benchmarks.world_models import iql_policy
 

@@ -8,13 +8,13 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
 Each candidate is pre-trained by the library's own recipe (:func:`adept.methods.pretrain`: β fit,
 EMA, held-out selection, cached in the artifact store, so ADEPT runs with the same settings reuse
-it), then measured by :func:`adept.diagnostics.true_model_error` — the simulator set to each
-start state, the policy acting in it, the model fed the same actions open loop — under two
+it), then measured by :func:`adept.world_models.true_dynamics.true_model_error` — the simulator set
+to each start state, the policy acting in it, the model fed the same actions open loop — under two
 policies: β (the BC fit that ADEPT weighs with) and π, an IQL policy trained on D. The 'refit'
 part then starts from one pre-trained candidate (``--refit-candidate``, default the library's
-recipe) and runs ADEPT's re-fit toward π (:class:`adept.methods.Refitter`) with each rule (IS
-weighted loss, IS resampling, uniform control), learning rate and averaging for as many steps,
-and measures the error under π again: the π-weighted error each variant reaches.
+recipe) and runs ADEPT's re-fit toward π (:class:`adept.world_models.importance.Refitter`) with
+each rule (IS weighted loss, IS resampling, uniform control), learning rate and averaging for as
+many steps, and measures the error under π again: the π-weighted error each variant reaches.
 
 Candidates are changes from the first recipe of issue 11 (``diffusion``: width 256, 3 blocks of
 one linear layer, 20k steps), spelled out so that results stay valid when the library's defaults
@@ -50,15 +50,17 @@ import torch
 import tyro
 
 from adept.agents import BC, IQL, AgentSpec, BCConfig
-from adept.artifacts import cached
-from adept.atomic import atomic_path
-from adept.data import ReplayBuffer, load_dataset
+from adept.base.atomic import atomic_path
+from adept.base.precision import Precision, autocast
+from adept.data import ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.diagnostics import TrueDynamics, true_model_error
-from adept.importance import BehaviorModel
-from adept.methods import ModelBasedConfig, Refitter, holdout_mask, pretrain, pretrain_key
-from adept.precision import Precision, autocast
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.datasets import load_dataset
+from adept.methods import ModelBasedConfig
+from adept.store.artifacts import cached
+from adept.world_models.importance import BehaviorModel, Refitter
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.pretrain import holdout_mask, pretrain, pretrain_key
+from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 from benchmarks.common import format_table, load_results, save_results
 
 Change = Callable[[ModelBasedConfig], ModelBasedConfig]
@@ -361,9 +363,9 @@ def refit(
     starts: torch.Tensor,
 ) -> dict[str, float]:
     """True error under π after ``variant.steps`` steps of the library's re-fit toward π
-    (:class:`adept.methods.Refitter`), from the pre-trained ``variant.candidate``, with the same
-    batches where the rules draw alike (``sampler`` draws from ``train_part``, the training
-    part of ``data``, reseeded for each variant)."""
+    (:class:`adept.world_models.importance.Refitter`), from the pre-trained ``variant.candidate``,
+    with the same batches where the rules draw alike (``sampler`` draws from ``train_part``, the
+    training part of ``data``, reseeded for each variant)."""
     config = variant.config(base_config(args))
     _, model, bc = pretrained(data, train_part, config, args.seed)
     refitter = Refitter(model, config)
@@ -497,7 +499,8 @@ def report(args: Args, rows: list[dict[str, Any]], refits: list[dict[str, Any]])
     if refits:
         parts.append(
             "Re-fit toward π: 'steps' re-fit steps of batch 1024 from the pre-trained model"
-            " (`adept.methods.Refitter`; lr: Adam's in the re-fit, average: the decay of the"
+            " (`adept.world_models.importance.Refitter`; lr: Adam's in the re-fit, average: the"
+            " decay of the"
             " re-fit's weight average, 0 none); error under π (before: the model's row above)."
         )
         parts.append(

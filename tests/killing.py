@@ -46,16 +46,16 @@ import torch
 import torch._dynamo
 from tqdm.std import tqdm
 
-import adept.atomic
-import adept.data.generate
+import adept.base.atomic
+import adept.datasets.generate
+import adept.datasets.online_sac
 import adept.diffusion.training
 import adept.methods.dydiff
 import adept.methods.model_based
 import adept.methods.pgd
 import adept.methods.synther
-import adept.online
 import adept.train
-import adept.world_model
+import adept.world_models.model
 from adept.cli import main
 
 SITES = (
@@ -166,12 +166,12 @@ def _install(hit: Callable[..., None], kill: Kill | None) -> None:
         real_init(self, *args, **kwargs)
 
     tqdm.__init__ = progress  # type: ignore[method-assign]
-    around(adept.atomic.os, "replace", "rename")
+    around(adept.base.atomic.os, "replace", "rename")
     around(os, "link", "link")
     counted(h5py.Group, "create_dataset", "hdf5")
     counted(gymnasium.wrappers.TimeLimit, "step", "env-step")
     counted(torch.optim.Adam, "step", "update")
-    counted(adept.world_model.WorldModel, "train_step", "pretrain")
+    counted(adept.world_models.model.WorldModel, "train_step", "pretrain")
     counted(adept.methods.model_based, "importance_sampled_update", "refit")
     counted(adept.methods.model_based, "rollout", "rollout")
     counted(adept.diffusion.training.DiffusionTrainer, "step", "diffusion")

@@ -1,4 +1,3 @@
-import csv
 import functools
 import multiprocessing
 import os
@@ -11,14 +10,16 @@ import torch
 
 import adept.methods.model_based as methods_module
 from adept.agents import AgentSpec, IQLConfig, SACConfig
-from adept.artifacts import artifacts_dir, cached, entry_path
+from adept.base.rng import seed_everything
 from adept.data import ReplayBuffer, load_hdf5
-from adept.data.generate import make_dataset
 from adept.data.transitions import Transitions
-from adept.methods import ModelBasedConfig, make_method, pretrain_key
-from adept.rng import seed_everything
-from adept.runs import load_checkpoint
+from adept.datasets.generate import make_dataset
+from adept.methods import ModelBasedConfig, make_method
+from adept.store.artifacts import artifacts_dir, cached, entry_path
+from adept.store.runs import load_checkpoint
 from adept.train import TrainConfig, make_agent, train
+from adept.world_models.pretrain import pretrain_key
+from tests.helpers import rows, tensors
 from tests.test_methods import TINY as METHODS_TINY
 from tests.test_methods import config
 
@@ -40,27 +41,6 @@ def entries(kind: str = "pretrain") -> list[Path]:
 def run_config(dataset: str, run_dir: Path, **kw) -> TrainConfig:
     options = {"method": "adept", "checkpoint_every": 10, "adept": TINY, **SMALL_AGENTS, **kw}
     return config(dataset, run_dir, **options)
-
-
-def rows(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "metrics.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
-
-
-def tensors(state, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor of a nested state dict (modules and optimizers), by dotted path."""
-    if isinstance(state, torch.Tensor):
-        return {prefix: state}
-    if isinstance(state, dict):
-        items = state.items()
-    elif isinstance(state, list):
-        items = enumerate(state)
-    else:
-        return {}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        out.update(tensors(value, f"{prefix}.{key}"))
-    return out
 
 
 def agent_weights(run_dir: Path) -> dict[str, torch.Tensor]:

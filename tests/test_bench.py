@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from adept import bench
+from adept.base.errors import AdeptError
 from adept.bench import GridSpec, resolve_spec
 from adept.cli import main
-from adept.errors import AdeptError
 
 DATASET = "hopper-random-n3000"
 RESULTS = Path(__file__).parents[1] / "docs" / "results"
@@ -85,7 +85,10 @@ adept-noclip = {method = "adept", "adept.clip-generated" = false}
 
 def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     spec_file = write_spec(tmp_path / "grid.toml", TOML)
-    cli = {"seeds": ["2"], "set": bench.parse_assignments(["adept.rollout-every=250"], "--set")}
+    cli = {
+        "seeds": ["2"],
+        "set": bench.parse_assignments(["adept.rollout-every=250"], "--set"),
+    }
     spec = resolve_spec([("spec", bench._load_toml(spec_file)), ("the command line", cli)])
     assert spec.seeds == (2,), "the command line replaces lists"
     assert spec.set == {"adept.horizon": 5, "adept.rollout_every": 250, "batch_size": 64}
@@ -171,7 +174,7 @@ def test_presets_resolve():
 def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     """adept-levers' 'adept' cells are adept-claim's (so --reuse takes them), and each lever
     variant differs from them in its lever alone."""
-    from adept.runs import _diff, _ignored, config_changes, to_jsonable
+    from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
     from adept.train import same_run_fields
 
     checked = 0
@@ -210,7 +213,7 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
 def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
     """adept-claim-sac's SAC and ADEPT+SAC cells are adept-claim's, config for config (so --reuse
     takes the committed ones), and its two controls differ from ADEPT+SAC in one thing each."""
-    from adept.runs import _diff, _ignored, config_changes, to_jsonable
+    from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
     from adept.train import same_run_fields
 
     claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
@@ -246,7 +249,7 @@ def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
     """trajectory-table's IQL and ADEPT+IQL cells are adept-claim's and its TD3+BC cells
     synther-table's, config for config, so --reuse takes the committed runs: only the PGD and
     DyDiff cells run."""
-    from adept.runs import config_changes
+    from adept.store.runs import config_changes
     from adept.train import same_run_fields
 
     table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])

@@ -7,7 +7,7 @@ import pytest
 
 from adept.cli import main
 from adept.data.hdf5 import load_hdf5
-from tests.conftest import d4rl_arrays, write_d4rl
+from tests.helpers import d4rl_arrays, write_d4rl
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

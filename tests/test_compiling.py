@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from adept import compiling
 from adept.agents import AGENTS, AgentSpec
-from adept.data import ReplayBuffer, load_dataset
-from adept.errors import AdeptError
+from adept.base import compiling
+from adept.base.errors import AdeptError
+from adept.data import ReplayBuffer
+from adept.datasets import load_dataset
 from adept.train import train
-from tests.conftest import stopped_at
-from tests.test_methods import config, rows
+from tests.helpers import rows, stopped_at
+from tests.test_methods import config
 from tests.test_methods import dataset as dataset
 
 CPU = torch.device("cpu")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from adept.data.generate import make_dataset
 from adept.data.hdf5 import load_hdf5
-from adept.diagnostics import TrueDynamics, true_model_error
+from adept.datasets.generate import make_dataset
+from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 
 
 @pytest.mark.parametrize("name", ["hopper-random", "halfcheetah-random", "walker2d-random"])
@@ -75,7 +75,7 @@ def test_true_error_of_an_exact_and_a_biased_model(tmp_path):
 
 
 def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path):
-    from adept.diagnostics import transition_error
+    from adept.world_models.true_dynamics import transition_error
 
     data = load_hdf5(
         make_dataset("hopper-random", tmp_path / "d.hdf5", num_steps=300, seed=0, progress=False)
@@ -98,7 +98,7 @@ def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path
 
 def test_segment_error_is_zero_on_recorded_segments_and_grows_with_a_drift(tmp_path):
     from adept.data.segments import gather_segments, segment_starts
-    from adept.diagnostics import segment_error
+    from adept.world_models.true_dynamics import segment_error
 
     data = load_hdf5(
         make_dataset("hopper-random", tmp_path / "d.hdf5", num_steps=2000, seed=0, progress=False)

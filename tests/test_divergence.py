@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import torch
 
-import adept.importance as importance_module
 import adept.train as train_module
-from adept.data.generate import make_dataset
-from adept.errors import AdeptError
-from adept.runs import CHECKPOINT, DIVERGENCE, load_checkpoint
+import adept.world_models.importance as importance_module
+from adept.base.errors import AdeptError
+from adept.datasets.generate import make_dataset
+from adept.store.runs import CHECKPOINT, DIVERGENCE, load_checkpoint
 from adept.train import TrainConfig, train
+from tests.helpers import rows
 from tests.test_faults import config as faults_config
-from tests.test_faults import rows
 from tests.test_methods import TINY
 
 Poison = Callable[[Any, Any, dict[str, torch.Tensor]], None]

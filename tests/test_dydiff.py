@@ -257,7 +257,7 @@ def test_kept_trajectories_become_transitions_up_to_the_first_terminal():
 
 @pytest.fixture(scope="module")
 def hopper_path(tmp_path_factory) -> str:
-    from adept.data.generate import make_dataset
+    from adept.datasets.generate import make_dataset
 
     path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
     return str(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
@@ -265,7 +265,7 @@ def hopper_path(tmp_path_factory) -> str:
 
 def run_config(dataset, run_dir, **kw):
     from adept.methods.dydiff import DyDiffConfig
-    from adept.world_model import WorldModelConfig
+    from adept.world_models.model import WorldModelConfig
     from tests.test_methods import config as methods_config
 
     # 16 starts of 8 rows at steps 0 and 5 of a 10-step run; a small one-step ensemble
@@ -307,7 +307,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_path, agent):
     from adept.train import train
-    from tests.test_methods import rows
+    from tests.helpers import rows
 
     summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
     assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
@@ -326,7 +326,7 @@ def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_pa
 def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio):
     from adept.agents import IQL, AgentSpec, IQLConfig
     from adept.data.buffer import ReplayBuffer
-    from adept.data.registry import load_dataset
+    from adept.datasets.registry import load_dataset
     from adept.methods import make_method
     from tests.test_methods import real_share
 
@@ -352,7 +352,7 @@ def test_the_rollouts_follow_the_configured_policy_and_model_draws(
     import adept.methods.dydiff as dydiff
     from adept.agents import IQL, AgentSpec, IQLConfig
     from adept.data.buffer import ReplayBuffer
-    from adept.data.registry import load_dataset
+    from adept.datasets.registry import load_dataset
     from adept.methods import make_method
 
     assert dydiff.DyDiffConfig().deterministic, "DyDiff's code imagines deterministically"
@@ -406,7 +406,7 @@ def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
 def test_a_segment_no_episode_holds_is_refused_before_anything_is_written(tmp_path, method, option):
     """Both trajectory methods refuse a training length that no episode holds (halfcheetah's
     episodes end only by time limit, so short ones cannot be padded) in one line naming it."""
-    from adept.data.generate import make_dataset
+    from adept.datasets.generate import make_dataset
     from tests.test_methods import refuses_before_writing
     from tests.test_pgd import run_config as pgd_config
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from adept.base.errors import AdeptError
 from adept.envs import REFERENCE_RETURNS, env_dims, evaluate, normalized_score, reference_returns
-from adept.errors import AdeptError
 
 
 @pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"])

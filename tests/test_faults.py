@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-import adept.atomic as atomic_module
-from adept.artifacts import cached, entry_path
+import adept.base.atomic as atomic_module
+from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.data.generate import make_dataset
 from adept.data.hdf5 import load_hdf5, save_hdf5
-from adept.data.registry import cached_path, load_dataset
 from adept.data.transitions import Transitions
-from adept.errors import AdeptError
-from adept.runs import (
+from adept.datasets.generate import make_dataset
+from adept.datasets.registry import cached_path, load_dataset
+from adept.store.artifacts import cached, entry_path
+from adept.store.runs import (
     CHECKPOINT,
     PREVIOUS_CHECKPOINT,
     RunDir,
@@ -36,9 +36,8 @@ from adept.runs import (
     save_state,
 )
 from adept.train import TrainConfig, load_agent, train
-from tests.conftest import d4rl_arrays, stopped_at, write_d4rl
+from tests.helpers import d4rl_arrays, equal, rows, stopped_at, write_d4rl
 from tests.test_train import config as train_config
-from tests.test_train import rows
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +67,6 @@ def interrupted(dataset: str, run: Path, monkeypatch: pytest.MonkeyPatch, at: in
 
 def same_agent(a: Path, b: Path) -> bool:
     return equal(load_checkpoint(a / CHECKPOINT)["agent"], load_checkpoint(b / CHECKPOINT)["agent"])
-
-
-def equal(a: Any, b: Any) -> bool:
-    """Deep equality of checkpoint contents (independent of the digest under test)."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b) and type(a) is type(b)
 
 
 def one_line(exc: pytest.ExceptionInfo[AdeptError], *names: object) -> str:
@@ -398,7 +386,7 @@ def test_a_second_process_on_a_run_dir_is_refused_until_the_first_dies(dataset, 
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from adept.runs import RunDir\n"
+         "import sys, time; from adept.store.runs import RunDir\n"
          "RunDir(sys.argv[1], {'a': 1}); print('holding', flush=True); time.sleep(120)",
          str(run)],
         stdout=subprocess.PIPE,
@@ -420,7 +408,7 @@ def test_a_second_process_on_a_run_dir_is_refused_until_the_first_dies(dataset, 
 def test_two_makes_of_one_cached_dataset_take_turns_and_make_it_once(tmp_path, monkeypatch):
     import fcntl
 
-    import adept.data.generate as generate
+    import adept.datasets.generate as generate
 
     monkeypatch.setenv("ADEPT_DATA_DIR", str(tmp_path))
     made: list[Path] = []

@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adept.data.registry import load_dataset
+from adept.base.errors import AdeptError
 from adept.data.transitions import Transitions
-from adept.errors import AdeptError
+from adept.datasets.registry import load_dataset
 
 EXAMPLES = int(os.environ.get("ADEPT_FUZZ_EXAMPLES", "150"))
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")

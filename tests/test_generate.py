@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from adept.data.generate import UniformPolicy, collect, dataset_names, make_dataset
+from adept.base.errors import AdeptError
 from adept.data.hdf5 import load_hdf5
+from adept.datasets.generate import UniformPolicy, collect, dataset_names, make_dataset
 from adept.envs import make_env
-from adept.errors import AdeptError
 
 
 @pytest.fixture(scope="module")

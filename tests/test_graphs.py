@@ -1,4 +1,4 @@
-"""CUDA graphs for the agent update (adept.graphs): the graphed update is the eager update.
+"""CUDA graphs for the agent update (adept.accel.graphs): the graphed update is the eager update.
 
 On the CPU the graph path runs emulated (static inputs copied in, learning rates read from device
 tensors filled before each replay, outputs overwritten in place at each replay), so these tests
@@ -12,16 +12,16 @@ import pytest
 import torch
 
 import adept.train as train_module
+from adept.accel.graphs import GraphedPackUpdate, GraphedUpdate, Graphs
+from adept.accel.pack import Pack
 from adept.agents import AGENT_CONFIGS, AGENTS
+from adept.base.errors import AdeptError
+from adept.base.rng import Streams, rng_state
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5
-from adept.errors import AdeptError
-from adept.graphs import GraphedPackUpdate, GraphedUpdate, Graphs
 from adept.methods import Method
-from adept.pack import Pack, Streams
-from adept.rng import rng_state
 from adept.train import TrainConfig, _Averager, fit
-from tests.test_artifacts import tensors
+from tests.helpers import tensors
 from tests.test_pack import batch, spec
 
 STEPS = 9  # IQL's cosine schedule runs over spec().num_steps = 25: the rate moves every step

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
+from adept.base.errors import AdeptError
 from adept.data.hdf5 import infer_from_filename, load_hdf5, read_behavior_policy, save_hdf5
-from adept.data.registry import load_dataset
-from adept.errors import AdeptError
-from tests.conftest import d4rl_arrays, write_d4rl
+from adept.datasets.registry import load_dataset
+from tests.helpers import d4rl_arrays, write_d4rl
 
 
 def test_d4rl_file_keeps_next_observations_timeouts_and_log_probs(d4rl_file: Path):

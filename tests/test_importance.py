@@ -6,7 +6,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from adept.agents import SAC, AgentSpec
 from adept.data.buffer import Batch
-from adept.importance import (
+from adept.world_models.importance import (
     BehaviorModel,
     RefitRule,
     importance_sampled_update,

@@ -15,7 +15,6 @@ interpreter per run would cost more than the runs), two at a time with one threa
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
@@ -30,7 +29,8 @@ import numpy as np
 import pytest
 
 from adept.data.hdf5 import load_hdf5, read_metadata
-from adept.runs import load_checkpoint
+from adept.store.runs import load_checkpoint
+from tests.helpers import rows
 from tests.killing import SITES, Kill
 from tests.killing import run as run_child
 
@@ -182,7 +182,7 @@ def server() -> Any:
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory) -> dict[str, Chain]:
-    from adept.data.generate import make_dataset
+    from adept.datasets.generate import make_dataset
 
     root = tmp_path_factory.mktemp("kills")
     dataset = make_dataset("hopper-random", root / "hopper-random.hdf5", 1000, progress=False)
@@ -199,11 +199,6 @@ def chains(tmp_path_factory) -> dict[str, Chain]:
     return done
 
 
-def rows(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
-
-
 def comparable(state: Any) -> Any:
     """A checkpoint's contents without what depends on the clock (wall time, and the log rows
     that carry it: metrics.csv is compared on its own)."""
@@ -218,7 +213,7 @@ def temporaries(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_killed_anywhere_then_run_again_ends_as_the_uninterrupted_run(chains, name):
-    from tests.test_faults import equal
+    from tests.helpers import equal
 
     c = chains[name]
     assert not temporaries(c.killed), "a killed write's temporary file was left behind"

@@ -1,18 +1,17 @@
 import copy
-import csv
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from adept.data.generate import make_dataset
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
+from adept.datasets.generate import make_dataset
 from adept.methods import ModelBasedConfig
-from adept.runs import load_checkpoint
+from adept.store.runs import load_checkpoint
 from adept.train import TrainConfig, train
-from adept.world_model import WorldModelConfig
-from tests.conftest import stopped_at
+from adept.world_models.model import WorldModelConfig
+from tests.helpers import rows, stopped_at
 
 TINY = ModelBasedConfig(
     world_model=WorldModelConfig(hidden=32, depth=1, denoising_steps=3),
@@ -89,11 +88,6 @@ def resumes_exactly(make, tmp_path, monkeypatch, checkpoint_key: str, cache: boo
     for key, value in a["agent"]["actor"].items():
         assert torch.equal(value, b["agent"]["actor"][key]), key
     assert (checkpoint_key in a["method"]) == (not cache), "without the cache, in the checkpoint"
-
-
-def rows(run_dir):
-    with (run_dir / "metrics.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("method", ["diffusion", "adept"])
@@ -302,8 +296,8 @@ def test_logged_behavior_needs_log_probs(dataset, tmp_path):
 def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, monkeypatch):
     from adept.data import load_hdf5
     from adept.diffusion.ema import parameters_of
-    from adept.methods import HeldOutSelector, pretrain
-    from adept.world_model import WorldModel
+    from adept.world_models.model import WorldModel
+    from adept.world_models.pretrain import HeldOutSelector, pretrain
 
     seen: list[tuple[int, float]] = []
     consider = HeldOutSelector.consider
@@ -341,7 +335,7 @@ def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, 
 
 
 def holdout_of(data):
-    from adept.methods import holdout_mask
+    from adept.world_models.pretrain import holdout_mask
 
     return holdout_mask(len(data), TINY.holdout_fraction, 0)
 
@@ -364,8 +358,8 @@ def test_weight_average_is_an_exponential_moving_average():
 
 def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(dataset):
     from adept.data import load_hdf5
-    from adept.methods import pretrain
-    from adept.world_model import WorldModel
+    from adept.world_models.model import WorldModel
+    from adept.world_models.pretrain import pretrain
 
     data = load_hdf5(dataset)
     wm = replace(TINY.world_model, dynamics="ensemble", ensemble_size=4, ensemble_elites=2)
@@ -393,8 +387,8 @@ def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(d
 
 def test_selector_restores_the_best_candidate_not_the_last(dataset):
     from adept.data import load_hdf5
-    from adept.methods import HeldOutSelector, pretrain
-    from adept.world_model import WorldModel
+    from adept.world_models.model import WorldModel
+    from adept.world_models.pretrain import HeldOutSelector, pretrain
 
     data = load_hdf5(dataset)
     config = replace(TINY, pretrain_steps=200, select_every=0, ema_decay=0.0, cache=False)

@@ -3,8 +3,8 @@ import sys
 import numpy as np
 import pytest
 
-from adept.data.registry import load_dataset
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
+from adept.datasets.registry import load_dataset
 
 minari = pytest.importorskip("minari")
 from minari.data_collector.episode_buffer import EpisodeBuffer  # noqa: E402

@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from adept import online
 from adept.agents import SACConfig
+from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.data import load_hdf5, make_dataset
-from adept.data.generate import LEARNED_KINDS
+from adept.data import load_hdf5
 from adept.data.hdf5 import read_behavior_policy
-from adept.data.summary import summarize
 from adept.data.transitions import Transitions
-from adept.errors import AdeptError
-from adept.online import OnlineSAC, OnlineSACConfig, SACRun, load_behavior_actor
+from adept.datasets import make_dataset
+from adept.datasets import online_sac as online
+from adept.datasets.generate import LEARNED_KINDS
+from adept.datasets.online_sac import OnlineSAC, OnlineSACConfig, SACRun, load_behavior_actor
+from adept.datasets.summary import summarize
 
 ENV = "Hopper-v5"
 TINY = OnlineSACConfig(
@@ -194,7 +195,7 @@ def test_medium_replay_shares_no_draws_with_random(tmp_path):
 def test_concurrent_make_waits_for_the_run_instead_of_training_it_again(tmp_path, monkeypatch):
     import fcntl
 
-    import adept.atomic as atomic
+    import adept.base.atomic as atomic
 
     real_flock = fcntl.flock
 

@@ -15,18 +15,17 @@ import torch
 
 import adept.divergence
 import adept.train as train_module
+from adept.accel.pack import Pack
 from adept.agents import AGENT_CONFIGS, AGENTS
 from adept.agents.base import AgentSpec
+from adept.base.rng import Streams, rng_state
 from adept.cli import main
 from adept.data.buffer import Batch
-from adept.data.generate import make_dataset
-from adept.pack import Pack, Streams
-from adept.rng import rng_state
-from adept.runs import load_checkpoint
+from adept.datasets.generate import make_dataset
+from adept.store.runs import load_checkpoint
 from adept.train import TrainConfig, train
-from tests.conftest import stopped_at
-from tests.test_artifacts import tensors
-from tests.test_train import config, rows
+from tests.helpers import rows, stopped_at, tensors
+from tests.test_train import config
 
 SEEDS = (0, 1, 2)
 ATOL = 1e-5  # on weights and Adam moments after 25 updates; the drift is ≤ 1e-6

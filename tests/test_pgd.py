@@ -17,7 +17,7 @@ TINY = UNetSize(8, (1, 2), 3)
 
 @pytest.fixture(scope="module")
 def hopper_path(tmp_path_factory) -> str:
-    from adept.data.generate import make_dataset
+    from adept.datasets.generate import make_dataset
 
     path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
     return str(make_dataset("hopper-random", path, num_steps=2000, seed=0, progress=False))
@@ -223,7 +223,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_pgd_trains_every_agent_and_regenerates_on_schedule(hopper_path, tmp_path, agent):
     from adept.train import train
-    from tests.test_methods import rows
+    from tests.helpers import rows
 
     summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
     assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
@@ -241,7 +241,7 @@ def _method(dataset: str, real_ratio: float = 0.25, batch_size: int = 32, **kw):
 
     from adept.agents import IQL, AgentSpec, IQLConfig
     from adept.data.buffer import ReplayBuffer
-    from adept.data.registry import load_dataset
+    from adept.datasets.registry import load_dataset
     from adept.methods import make_method
 
     data = load_dataset(dataset)
@@ -322,7 +322,7 @@ def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
 def test_the_true_error_diagnostic_leaves_the_run_as_it_is(hopper_path, tmp_path):
     from dataclasses import replace
 
-    from adept.runs import load_checkpoint
+    from adept.store.runs import load_checkpoint
     from adept.train import train
 
     config = run_config(hopper_path, tmp_path / "on")

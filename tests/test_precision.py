@@ -12,14 +12,15 @@ import pytest
 import torch
 
 import adept.train as train_module
-from adept import precision
 from adept.agents import AGENTS
-from adept.artifacts import artifacts_dir
-from adept.errors import AdeptError
+from adept.base import precision
+from adept.base.errors import AdeptError
 from adept.methods import METHODS
-from adept.runs import load_checkpoint
+from adept.store.artifacts import artifacts_dir
+from adept.store.runs import load_checkpoint
 from adept.train import TrainConfig, train
-from tests.test_methods import config, rows, train_interrupted_then_resumed
+from tests.helpers import rows
+from tests.test_methods import config, train_interrupted_then_resumed
 from tests.test_methods import dataset as dataset
 
 

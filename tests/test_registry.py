@@ -4,11 +4,11 @@ import h5py
 import numpy as np
 import pytest
 
-import adept.data.registry as registry
+import adept.datasets.registry as registry
+from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.data.generate import make_dataset
-from adept.data.registry import cached_path, data_dir, load_dataset
-from adept.errors import AdeptError
+from adept.datasets.generate import make_dataset
+from adept.datasets.registry import cached_path, data_dir, load_dataset
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_suffixed_project_name_errors():
 
 
 def test_dataset_labels_are_one_folder_name():
-    from adept.data.registry import dataset_label
+    from adept.datasets.registry import dataset_label
 
     assert dataset_label("hopper-random-n5000") == "hopper-random-n5000"
     assert dataset_label("/data/d4rl/hopper_medium-v2.hdf5") == "hopper_medium-v2"

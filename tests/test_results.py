@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tyro
 
+from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.errors import AdeptError
 from adept.results import (
     Report,
     batched_improvement,

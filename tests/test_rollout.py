@@ -3,8 +3,8 @@ import torch
 
 from adept.agents import BC, AgentSpec
 from adept.data.transitions import DatasetStats, Stats, Transitions
-from adept.rollout import StateBounds, rollout
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.rollout import StateBounds, rollout
 
 
 class ScriptedModel:
@@ -128,7 +128,7 @@ class NoisyModel:
 
 
 def test_caution_penalizes_and_stops_where_the_samples_disagree():
-    from adept.rollout import Caution
+    from adept.world_models.rollout import Caution
 
     torch.manual_seed(0)
     start = torch.tensor([[0.0, 0.0], [0.0, 1.0]])  # a certain and an uncertain trajectory

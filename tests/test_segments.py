@@ -67,8 +67,8 @@ def test_padding_continues_the_end_as_an_absorbing_state():
 
 
 def test_real_windows_are_consecutive_transitions_of_one_episode(tmp_path):
-    from adept.data.generate import make_dataset
     from adept.data.hdf5 import load_hdf5
+    from adept.datasets.generate import make_dataset
 
     data = load_hdf5(make_dataset("hopper-random", tmp_path / "d.hdf5", num_steps=2000, seed=0))
     starts = segment_starts(data, length=16, stride=4, short="pad")

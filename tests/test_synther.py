@@ -86,7 +86,7 @@ def test_gradients_are_clipped_to_the_configured_norm():
 
 def test_upsampled_data_round_trips_through_a_d4rl_file(tmp_path):
     from adept.data.hdf5 import load_hdf5, save_hdf5
-    from adept.data.summary import summarize
+    from adept.datasets.summary import summarize
     from adept.methods.synther import upsample
 
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_train_generator_is_pure_and_returns_the_average():
 
 @pytest.fixture(scope="module")
 def hopper(tmp_path_factory) -> str:
-    from adept.data.generate import make_dataset
+    from adept.datasets.generate import make_dataset
 
     path = tmp_path_factory.mktemp("data") / "hopper-random.hdf5"
     return str(make_dataset("hopper-random", path, num_steps=1500, seed=0, progress=False))
@@ -245,7 +245,7 @@ def _method(dataset: str, real_ratio: float, batch_size: int = 32):
     from dataclasses import replace
 
     from adept.data.buffer import ReplayBuffer
-    from adept.data.registry import load_dataset
+    from adept.datasets.registry import load_dataset
     from adept.methods import make_method
 
     data = load_dataset(dataset)
@@ -261,7 +261,7 @@ def test_synthetic_actions_stay_in_the_dataset_s_range_unless_asked_not_to(hoppe
     from dataclasses import replace
 
     from adept.data.buffer import ReplayBuffer
-    from adept.data.registry import load_dataset
+    from adept.datasets.registry import load_dataset
     from adept.methods import make_method
 
     data = load_dataset(hopper)
@@ -297,7 +297,7 @@ def test_batches_hold_the_configured_share_of_real_rows(hopper, real_ratio):
 def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, monkeypatch):
     import adept.methods.synther as synther
     from adept.data.hdf5 import load_hdf5
-    from adept.data.summary import summarize
+    from adept.datasets.summary import summarize
     from adept.train import train
 
     train(run_config(hopper, tmp_path / "iql"))
@@ -336,7 +336,7 @@ def test_a_run_that_finds_the_samples_cached_ends_as_the_run_that_made_them(hopp
     from the run's own RNG: a run that made the samples then trained differently from one that
     found them in the cache."""
     from adept.train import train
-    from tests.test_methods import rows
+    from tests.helpers import rows
 
     train(run_config(hopper, tmp_path / "miss", agent="td3bc"))
     train(run_config(hopper, tmp_path / "hit", agent="td3bc"))

@@ -1,4 +1,3 @@
-import csv
 import json
 from dataclasses import replace
 
@@ -6,13 +5,13 @@ import pytest
 import torch
 
 import adept.train as train_module
+from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.data.generate import make_dataset
+from adept.datasets.generate import make_dataset
 from adept.envs import evaluate
-from adept.errors import AdeptError
-from adept.runs import RunDir, load_checkpoint
+from adept.store.runs import RunDir, load_checkpoint
 from adept.train import TrainConfig, load_agent, train, unread_fields
-from tests.conftest import stopped_at
+from tests.helpers import rows, stopped_at
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +35,6 @@ def config(dataset: str, run_dir, **kw) -> TrainConfig:
         progress=False,
     )
     return replace(base, **kw)
-
-
-def rows(run_dir) -> list[dict[str, str]]:
-    with (run_dir / "metrics.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
 
 
 def test_run_directory_contents(dataset, tmp_path):

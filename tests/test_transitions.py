@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from adept.base.errors import AdeptError
 from adept.data.transitions import Stats, Transitions
-from adept.errors import AdeptError
-from tests.conftest import d4rl_arrays
+from tests.helpers import d4rl_arrays
 
 
 def make(**overrides) -> Transitions:

@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from adept.accel.stacked import StackedDynamics, sample_stacked
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
-from adept.world_model import (
+from adept.world_models.model import (
     DiffusionDynamics,
     RewardTerminalModel,
-    StackedDynamics,
     WorldModel,
     WorldModelConfig,
-    sample_stacked,
 )
 
 
@@ -148,7 +147,7 @@ def test_reward_terminal_model_learns_a_known_rule():
 
 @pytest.mark.parametrize("kind", ["gaussian", "ensemble"])
 def test_gaussian_baselines_recover_the_linear_gaussian_system(kind):
-    from adept.world_model import GaussianDynamics, GaussianEnsemble
+    from adept.world_models.model import GaussianDynamics, GaussianEnsemble
 
     torch.manual_seed(0)
     s, a, s_next, A, B = linear_gaussian(20_000, seed=0)

@@ -2,12 +2,12 @@
 
 ``update(batch) -> dict[str, Tensor]`` returns detached scalar tensors; the loop turns them into
 floats only when it logs, so an update never waits on the host. An update is written as data the
-loop can also run batched over several seeds (:mod:`adept.pack`): ``draw`` makes every random
+loop can also run batched over several seeds (:mod:`adept.accel.pack`): ``draw`` makes every random
 number of the update, ``phases`` lists its gradient steps (a loss, the networks it trains, the
 optimizers that step), ``targets`` its Polyak averages and ``advance`` its bookkeeping
 (schedulers, counters). A loss reads its networks through ``self`` and draws nothing.
 ``update`` is ``draw``, then ``step`` (the phases and averages: device work only, which
-:mod:`adept.graphs` can capture as a CUDA graph), then ``advance`` (host work).
+:mod:`adept.accel.graphs` can capture as a CUDA graph), then ``advance`` (host work).
 
 Observations are raw (each actor normalizes with the dataset statistics it holds), so ``act``
 and ``log_prob`` take env, dataset and world-model states alike.
@@ -122,7 +122,7 @@ class Agent:
     def step(self, batch: Batch, noise: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The device work of one update with the random numbers ``noise`` (what :meth:`draw`
         gave): the phases' gradient steps, then the Polyak averages. No host work and no host
-        synchronisation, so a CUDA graph can capture it (:mod:`adept.graphs`); what it does
+        synchronisation, so a CUDA graph can capture it (:mod:`adept.accel.graphs`); what it does
         depends on the update only through :meth:`signature`."""
         parts = self.components()
         metrics: dict[str, torch.Tensor] = {}
@@ -146,7 +146,7 @@ class Agent:
 
     def compile(self, enabled: bool = True) -> None:
         """Run the losses compiled by :func:`torch.compile` from the next update on (or eager
-        again with ``enabled=False``): :mod:`adept.compiling`. Each loss compiles at its first
+        again with ``enabled=False``): :mod:`adept.base.compiling`. Each loss compiles at its first
         call, forward and backward into fused kernels; the networks, optimizers and state dicts
         stay the eager ones, so checkpoints and resumes do not change. Results equal the eager
         run's to float rounding (fused kernels sum in another order)."""

@@ -64,7 +64,7 @@ class SAC(Agent):
         ).to(self.device)
         self.critic = EnsembleQ(obs_dim, act_dim, norm(), c.hidden, c.depth).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        # an nn.Module holder so log α saves, loads and packs (adept.pack) like the networks
+        # an nn.Module holder so log α saves, loads and packs (adept.accel.pack) like the networks
         self._alpha_holder = nn.ParameterDict(
             {"log_alpha": nn.Parameter(torch.tensor(math.log(c.init_alpha), device=self.device))}
         )

@@ -25,9 +25,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from adept.atomic import atomic_path, make_folder
+from adept.base.atomic import atomic_path, make_folder
+from adept.base.errors import AdeptError
 from adept.data.transitions import REQUIRED_FIELDS, Transitions
-from adept.errors import AdeptError
 
 LOG_PROB_KEY = "infos/action_log_probs"
 POLICY_KEY = "metadata/behavior_policy"

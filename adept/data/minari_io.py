@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from adept.base.errors import AdeptError
 from adept.data.transitions import Transitions
-from adept.errors import AdeptError
 
 _INSTALL_HINT = "install it with: pip install 'adept-rl[minari]'"
 

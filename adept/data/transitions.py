@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from adept.errors import AdeptError, warn
+from adept.base.errors import AdeptError, warn
 
 REQUIRED_FIELDS = (
     "observations",

@@ -1,6 +1,7 @@
 """DDPM (Ho et al. 2020) with the cosine schedule (Nichol & Dhariwal 2021): the noise levels,
 the forward noising q(x_k | x₀) and the posterior q(x_{k−1} | x_k, x₀) the ancestral sampler
-steps with. ADEPT's world model samples with it (:class:`adept.world_model.DiffusionDynamics`).
+steps with. ADEPT's world model samples with it
+(:class:`adept.world_models.model.DiffusionDynamics`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
 
 
 def parameters_of(module: torch.nn.Module) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 
 - :func:`classifier_free` — Ho & Salimans 2022, eq. 6: the noise estimate
   ε̃ = (1 + w) ε(x, c) − w ε(x, ∅) from one network trained with and without its condition
-  (ADEPT's world model, :class:`adept.world_model.DiffusionDynamics`).
+  (ADEPT's world model, :class:`adept.world_models.model.DiffusionDynamics`).
 - :func:`gradient_guided` — a gradient term on chosen channels: an EDM denoiser whose implied
   score ∇ log p_σ(x) = (D(x; σ) − x) / σ² gains λ ∇_x log g(x), i.e.
 

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from adept.base.rng import cuda_indices
 from adept.diffusion.ema import weight_average
-from adept.rng import cuda_indices
 
 
 class DiffusionModel(Protocol):

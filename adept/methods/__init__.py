@@ -4,7 +4,6 @@
   alone) and the mixed real/synthetic sampler;
 - :mod:`adept.methods.model_based` — Diff+X and ADEPT (``--method diffusion|adept``, options
   ``--adept.*``);
-- :mod:`adept.methods.pretraining` — their cached β fit and world-model pre-training;
 - :mod:`adept.methods.synther` — SynthER+X (``--method synther``, options ``--synther.*``);
 - :mod:`adept.methods.pgd` — Policy-Guided Diffusion + X (``--method pgd``, options ``--pgd.*``);
 - :mod:`adept.methods.dydiff` — DyDiff + X (``--method dydiff``, options ``--dydiff.*``);
@@ -19,21 +18,8 @@ from adept.data.buffer import ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.methods.base import Method, mixed_sample
 from adept.methods.dydiff import DyDiffConfig, DyDiffMethod
-from adept.methods.model_based import (
-    ADEPTMethod,
-    DiffusionMethod,
-    ModelBasedConfig,
-    Refitter,
-    check_config,
-)
+from adept.methods.model_based import ADEPTMethod, DiffusionMethod, ModelBasedConfig, check_config
 from adept.methods.pgd import PGDConfig, PGDMethod
-from adept.methods.pretraining import (
-    PRETRAIN_REVISION,
-    HeldOutSelector,
-    holdout_mask,
-    pretrain,
-    pretrain_key,
-)
 from adept.methods.synther import SynthERConfig, SynthERMethod
 
 METHODS: dict[str, type[Method]] = {
@@ -77,25 +63,19 @@ def make_method(
 
 __all__ = [
     "METHODS",
-    "PRETRAIN_REVISION",
     "ADEPTMethod",
     "DiffusionMethod",
     "DyDiffConfig",
     "DyDiffMethod",
-    "HeldOutSelector",
     "Method",
     "ModelBasedConfig",
     "PGDConfig",
     "PGDMethod",
-    "Refitter",
     "SynthERConfig",
     "SynthERMethod",
     "check_config",
     "check_method",
-    "holdout_mask",
     "make_method",
     "method_options",
     "mixed_sample",
-    "pretrain",
-    "pretrain_key",
 ]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, TypeVar
 
 import torch
 
 from adept.agents import Agent
+from adept.base.errors import AdeptError
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.errors import AdeptError
-from adept.pack import Streams
 
 T = TypeVar("T")
 
@@ -107,20 +105,6 @@ class Method:
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
         """Work after the agent's update at ``step``; returns detached scalar metrics."""
         return {}
-
-    @staticmethod
-    def after_update_pack(
-        methods: Sequence[Method], step: int, agents: Sequence[Agent], streams: Streams
-    ) -> list[dict[str, torch.Tensor]]:
-        """:meth:`after_update` of a pack's seeds (``methods[s]`` with ``agents[s]``, drawing
-        from ``streams.of(s)``), each seed's metrics; one after the other by default. A method
-        whose work batches across seeds overrides it, with each seed's results those of its
-        :meth:`after_update` alone."""
-        out = []
-        for s, (method, agent) in enumerate(zip(methods, agents, strict=True)):
-            with streams.of(s):
-                out.append(method.after_update(step, agent))
-        return out
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers that keep training during the run (a divergence rollback scales

@@ -44,16 +44,13 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached_or_kept
+from adept.base.errors import AdeptError
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.diagnostics import TrueDynamics, segment_error
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
-from adept.errors import AdeptError
 from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.methods.model_based import ModelBasedConfig
-from adept.methods.pretraining import pretrain, pretrain_key
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
@@ -63,8 +60,11 @@ from adept.methods.trajectories import (
     training_key,
 )
 from adept.nets import Normalizer
-from adept.rollout import StateBounds
-from adept.world_model import WorldModel, WorldModelConfig
+from adept.store.artifacts import cached_or_kept
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.pretrain import pretrain, pretrain_key
+from adept.world_models.rollout import StateBounds
+from adept.world_models.true_dynamics import TrueDynamics, segment_error
 
 
 class StateTrajectoryModel(nn.Module):

@@ -11,48 +11,35 @@ ADEPT's closed loop (the paper's Algorithm 1), as the loop calls it:
 the same rollouts, no IS re-fit. ``--method none`` is X alone
 (:class:`adept.methods.base.Method`).
 
-The setup's β fit and pre-training (:func:`adept.methods.pretraining.pretrain`) are a pure
+The setup's β fit and pre-training (:func:`adept.world_models.pretrain.pretrain`) are a pure
 function of the data, the world-model config, the pre-training fields and the seed — not of the
 agent — so Diff+IQL, ADEPT+IQL and ADEPT+SAC on one dataset and seed share one result, computed
-once and kept in the artifact store (:mod:`adept.artifacts`).
+once and kept in the artifact store (:mod:`adept.store.artifacts`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
-from adept.artifacts import cached
+from adept.base.errors import AdeptError
+from adept.base.rng import seeded
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.diagnostics import TrueDynamics, true_model_error
-from adept.errors import AdeptError
-from adept.importance import (
-    BehaviorModel,
-    RefitRule,
-    importance_sampled_update,
-    importance_weights,
-    refit_rows,
-)
 from adept.methods.base import Method, mixed_sample
-from adept.methods.pretraining import holdout_mask, pretrain, pretrain_key
 from adept.nets import Actor
-from adept.pack import Streams
-from adept.rng import seeded
-from adept.rollout import Caution, RolloutResult, StateBounds, rollout, rollout_stacked
-from adept.world_model import (
-    DiffusionDynamics,
-    StackedWorldModels,
-    WorldModel,
-    WorldModelConfig,
-)
+from adept.store.artifacts import cached
+from adept.world_models.importance import BehaviorModel, Refitter, importance_weights
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.pretrain import holdout_mask, pretrain, pretrain_key
+from adept.world_models.rollout import Caution, RolloutResult, StateBounds, rollout
+from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 
 
 @dataclass(frozen=True)
@@ -128,7 +115,7 @@ class ModelBasedConfig:
     step: less imagined data as the agent gets better at exploiting the model."""
     uncertainty_samples: int = 1
     """s′ samples per imagined step whose spread u = ‖std‖₂ measures the model's uncertainty
-    (1: not measured; :class:`adept.rollout.Caution`)."""
+    (1: not measured; :class:`adept.world_models.rollout.Caution`)."""
     uncertainty_penalty: float = 0.0
     """λ of the MOPO-style penalized reward r̂ − λ u (needs ``uncertainty_samples`` ≥ 2)."""
     uncertainty_stop: float | None = None
@@ -156,8 +143,8 @@ class ModelBasedConfig:
     is_loss: Literal["weighted", "resample"] = "resample"
     """How the IS weights enter a re-fit step: the weighted loss on one batch (the paper), or
     sampling-importance-resampling — a pool of ``is_resample_pool`` batches, resampled ∝ w to one
-    batch, trained unweighted (:mod:`adept.importance`). Chosen by the π-weighted true error
-    reached after 1000 averaged (0.99) re-fit steps toward a fixed IQL π: resample 0.178 vs
+    batch, trained unweighted (:mod:`adept.world_models.importance`). Chosen by the π-weighted true
+    error reached after 1000 averaged (0.99) re-fit steps toward a fixed IQL π: resample 0.178 vs
     weighted 0.188 (uniform control 0.184) on hopper-random, 2.922 vs 2.930 (2.936) on
     halfcheetah-random, from 0.195 and 2.95 before (one seed: a lead, not a ranking). It costs
     ≈ 20 ms more per step (π's log-density on the whole pool)."""
@@ -291,65 +278,19 @@ class DiffusionMethod(Method):
     def sample(self, step: int) -> Batch:
         return mixed_sample(self.buffer, self.model_buffer, self.batch_size, self.real_rows(step))
 
-    def _rolls_after(self, step: int) -> bool:
+    def rolls_after(self, step: int) -> bool:
         """Whether a rollout round (re-fit, diagnostics, rollouts) follows update ``step``."""
         done = step + 1
         return done % self.config.rollout_every == 0 and done >= self.config.rollout_start
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
-        if not self._rolls_after(step):
+        if not self.rolls_after(step):
             return {}
-        metrics = self._before_rollouts(step, agent)
+        metrics = self.before_rollouts(step, agent)
         metrics.update(self._rollouts(agent))
         return metrics
 
-    @staticmethod
-    def after_update_pack(
-        methods: Sequence[Method], step: int, agents: Sequence[Agent], streams: Streams
-    ) -> list[dict[str, torch.Tensor]]:
-        """The seeds' rounds as batched computations: ADEPT's re-fit steps train every seed's
-        world model in one step (:meth:`Refitter.round_stacked`), and the rollouts step every
-        seed together, each step's s′ of all seeds sampled at once
-        (:func:`adept.rollout.rollout_stacked`); the diagnostics run seed after seed. Each
-        seed's results are those of its round alone."""
-        models = cast(list[DiffusionMethod], list(methods))
-        first = models[0]
-        if len(models) < 2 or not all(
-            isinstance(m.world_model.dynamics, DiffusionDynamics) for m in models
-        ):
-            return Method.after_update_pack(methods, step, agents, streams)
-        if not first._rolls_after(step):
-            return [{} for _ in models]
-        metrics: list[dict[str, torch.Tensor]] = [{} for _ in models]
-        if first.adapts:
-            refits = Refitter.round_stacked(
-                [cast(Refitter, m.refitter) for m in models],
-                [m.model_data for m in models],
-                agents,
-                [cast(BehaviorModel, m.behavior) for m in models],
-                streams,
-            )
-            for seed_metrics, refit in zip(metrics, refits, strict=True):
-                seed_metrics.update(refit)
-        starts = []
-        for s, (method, agent) in enumerate(zip(models, agents, strict=True)):
-            with streams.of(s):
-                metrics[s].update(method._before_rollouts(step, agent, refit=False))
-                starts.append(method._rollout_starts())
-        results = rollout_stacked(
-            agents,
-            [m.world_model for m in models],
-            starts,
-            first.config.horizon,
-            [m.bounds for m in models],
-            first.caution,
-            streams,
-        )
-        for method, seed_metrics, result in zip(models, metrics, results, strict=True):
-            seed_metrics.update(method._store_rollouts(result))
-        return metrics
-
-    def _before_rollouts(
+    def before_rollouts(
         self, step: int, agent: Agent, refit: bool = True
     ) -> dict[str, torch.Tensor]:
         """A round's work before its rollouts: the re-fit (ADEPT; ``refit=False``: done
@@ -378,17 +319,17 @@ class DiffusionMethod(Method):
 
     def _rollouts(self, agent: Agent) -> dict[str, torch.Tensor]:
         """Policy evaluation in the model: imagined rollouts of π into the model buffer."""
-        start = self._rollout_starts()
+        start = self.rollout_starts()
         result = rollout(
             agent, self.world_model, start, self.config.horizon, self.bounds, caution=self.caution
         )
-        return self._store_rollouts(result)
+        return self.store_rollouts(result)
 
-    def _rollout_starts(self) -> torch.Tensor:
+    def rollout_starts(self) -> torch.Tensor:
         """A round's start states: dataset states drawn uniformly."""
         return self.buffer.sample(self.config.rollout_batch).observations
 
-    def _store_rollouts(self, result: RolloutResult) -> dict[str, torch.Tensor]:
+    def store_rollouts(self, result: RolloutResult) -> dict[str, torch.Tensor]:
         """Add a round's imagined transitions to the model buffer; their metrics."""
         self.model_buffer.add(result.transitions)
         metrics = {
@@ -515,135 +456,6 @@ class ADEPTMethod(DiffusionMethod):
 
     name = "adept"
     adapts = True
-
-
-class Refitter:
-    """ADEPT's re-fit of the rolled-out world model ``model`` toward the current policy, as
-    ``config`` sets it: the weights (IS or uniform), the loss (weighted or resampled), the
-    learning rate, and the averaging.
-
-    With ``refit_average`` the steps train a copy of ``model`` (starting from its weights) and
-    ``model``'s weights are the EMA of the copy's, updated after every step; otherwise the steps
-    train ``model`` itself. The Adam state is the one pre-training left.
-    """
-
-    def __init__(self, model: WorldModel, config: ModelBasedConfig):
-        c = config
-        self.model = model
-        self.steps = c.model_update_steps
-        self.rule = RefitRule(c.refit, c.is_loss, c.is_truncate, c.is_truncate_ratio)
-        self.batch_size = c.is_batch_size
-        resampled = c.refit == "is" and c.is_loss == "resample"
-        self.pool = c.is_batch_size * (c.is_resample_pool if resampled else 1)
-        if c.refit_lr is not None:
-            for group in model.optimizer.param_groups:
-                group["lr"] = c.refit_lr
-        self.online: WorldModel | None = None
-        if c.refit_average > 0:
-            self.online = copy.deepcopy(model)
-            # θ_model ← d θ_model + (1 − d) θ_online, torch's EMA update applied in place
-            self.average_into = get_ema_multi_avg_fn(c.refit_average)
-
-    def round(
-        self,
-        sampler: ReplayBuffer,
-        policy: Agent,
-        behavior: BehaviorModel,
-        steps: int | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """``steps`` (default ``model_update_steps``) re-fit steps on real rows drawn from
-        ``sampler``; returns the steps' mean losses and weight statistics."""
-        trained = self.trained()
-        steps = self.steps if steps is None else steps
-        sums: dict[str, torch.Tensor] = {}
-        for _ in range(steps):
-            out = importance_sampled_update(
-                trained,
-                sampler.sample(self.pool),
-                policy,
-                behavior,
-                self.rule,
-                batch_size=self.batch_size,
-                generator=sampler.generator,
-            )
-            if self.online is not None:
-                self.average_into(list(self.model.parameters()), list(trained.parameters()), None)
-            for key, value in out.items():
-                sums[key] = sums.get(key, torch.zeros_like(value)) + value
-        return {k: v / max(steps, 1) for k, v in sums.items()}
-
-    @staticmethod
-    def round_stacked(
-        refitters: Sequence[Refitter],
-        samplers: Sequence[ReplayBuffer],
-        policies: Sequence[Agent],
-        behaviors: Sequence[BehaviorModel],
-        streams: Streams,
-    ) -> list[dict[str, torch.Tensor]]:
-        """:meth:`round` of k seeds' re-fitters (same configuration), each step of every seed's
-        model one batched computation (:class:`adept.world_model.StackedWorldModels`): seed
-        s draws its rows with ``samplers[s]`` and its loss's random numbers from
-        ``streams.of(s)`` as its round alone does, so its results are that round's, up to the
-        rounding of batched matrix products. Returns each seed's metrics."""
-        first = refitters[0]
-        trained = StackedWorldModels([r.trained() for r in refitters])
-        averaged = (
-            None
-            if first.online is None
-            else [
-                torch.stack([p.detach() for p in params])
-                for params in zip(*(r.model.parameters() for r in refitters), strict=True)
-            ]
-        )
-        sums: list[dict[str, torch.Tensor]] = [{} for _ in refitters]
-        for _ in range(first.steps):
-            batches, weights, draws, stats = [], [], [], []
-            for s, r in enumerate(refitters):
-                with streams.of(s):
-                    rows, w, seed_stats = refit_rows(
-                        samplers[s].sample(r.pool),
-                        policies[s],
-                        behaviors[s],
-                        r.rule,
-                        r.batch_size,
-                        samplers[s].generator,
-                    )
-                    dynamics = cast(DiffusionDynamics, r.trained().dynamics)
-                    draws.append(dynamics.draw_loss_noise(len(rows), rows.observations.device))
-                batches.append(rows)
-                weights.append(
-                    torch.full((len(rows),), 1.0 / len(rows), device=rows.observations.device)
-                    if w is None
-                    else w
-                )
-                stats.append(seed_stats)
-            losses = trained.train_step(batches, weights, draws)
-            if averaged is not None:
-                with torch.no_grad():
-                    first.average_into(averaged, trained.parameters(), None)
-            for s in range(len(refitters)):
-                for key, value in {**losses[s], **stats[s]}.items():
-                    sums[s][key] = sums[s].get(key, torch.zeros_like(value)) + value
-        trained.write_back()
-        if averaged is not None:
-            with torch.no_grad():
-                for s, r in enumerate(refitters):
-                    for param, stack in zip(r.model.parameters(), averaged, strict=True):
-                        param.copy_(stack[s])
-        steps = max(first.steps, 1)
-        return [{k: v / steps for k, v in seed.items()} for seed in sums]
-
-    def trained(self) -> WorldModel:
-        """The model the re-fit steps train: the copy under averaging, else ``model``."""
-        return self.model if self.online is None else self.online
-
-    def state_dict(self) -> dict[str, Any]:
-        """The trained copy's weights and Adam state (the average is ``model``'s weights)."""
-        return {} if self.online is None else {"online": self.online.state_dict_all()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.online is not None:
-            self.online.load_state_dict_all(state["online"])
 
 
 def check_config(config: ModelBasedConfig, data: Transitions) -> None:

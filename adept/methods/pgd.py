@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached_or_kept
+from adept.base.errors import AdeptError
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
-from adept.diagnostics import TrueDynamics, transition_error
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.guidance import guidance_schedule, policy_nudge
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
-from adept.errors import AdeptError
 from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.methods.trajectories import (
     SegmentRows,
@@ -47,6 +45,8 @@ from adept.methods.trajectories import (
     training_key,
 )
 from adept.nets import Actor, DeterministicActor, Normalizer, gaussian_log_prob
+from adept.store.artifacts import cached_or_kept
+from adept.world_models.true_dynamics import TrueDynamics, transition_error
 
 ACTION_CLIP = 0.999
 """Actions are clipped to ±this before arctanh (arctanh(±1) is infinite)."""

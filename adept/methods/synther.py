@@ -20,18 +20,18 @@ import torch
 from torch import nn
 
 from adept.agents import Agent
-from adept.artifacts import cached_file, cached_or_kept
+from adept.base.errors import AdeptError
+from adept.base.rng import cuda_indices
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5, save_hdf5
 from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.training import train_averaged
-from adept.errors import AdeptError
 from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
 from adept.nets import Normalizer
-from adept.rng import cuda_indices
-from adept.world_model import RewardTerminalModel
+from adept.store.artifacts import cached_file, cached_or_kept
+from adept.world_models.model import RewardTerminalModel
 
 TERMINAL_THRESHOLD = 0.5
 """A sampled terminal flag above this reads as a terminal transition."""
@@ -350,7 +350,7 @@ def terminal_classifier(
     data: Transitions, steps: int, seed: int, device: torch.device
 ) -> RewardTerminalModel:
     """A classifier of ``data``'s terminal flags from (s, a, s′): the terminal head of
-    :class:`adept.world_model.RewardTerminalModel` trained ``steps`` Adam steps on its binary
+    :class:`adept.world_models.model.RewardTerminalModel` trained ``steps`` Adam steps on its binary
     cross-entropy (batch 256). A pure function of its inputs: its own batches and a forked,
     seeded torch RNG."""
     with torch.random.fork_rng(devices=cuda_indices(device)):

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from adept.base.errors import AdeptError
 from adept.data.segments import Segments, gather_segments, segment_starts
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDMConfig
 from adept.diffusion.training import train_averaged
 from adept.diffusion.unet import UNetSize
-from adept.errors import AdeptError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ A dataset spec is one of:
 * ``minari:<dataset-id>`` for a Minari dataset on local disk;
 * a project name such as ``hopper-random``: made on first use with the default size and seed,
   then cached under ``$ADEPT_DATA_DIR`` (default ``~/.cache/adept/datasets``). A cached file
-  made by an older revision of its recipe (:data:`adept.data.generate.RECIPE_REVISION`) is
+  made by an older revision of its recipe (:data:`adept.datasets.generate.RECIPE_REVISION`) is
   remade, so a name always means the data the current code makes;
 * a project name with the suffixes of its cached file, ``<name>[-seed<k>][-n<N>]``
   (``hopper-random-n5000``: 5000 steps; ``walker2d-random-seed1``): the file ``adept data make
@@ -24,8 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from adept.base.errors import AdeptError, warn
 from adept.data.cache import data_dir
-from adept.data.generate import (
+from adept.data.hdf5 import load_hdf5, read_metadata
+from adept.data.minari_io import load_minari
+from adept.data.transitions import Transitions
+from adept.datasets.generate import (
     DEFAULT_NUM_STEPS,
     DEFAULT_SEED,
     RECIPE_REVISION,
@@ -33,11 +37,7 @@ from adept.data.generate import (
     parse_name,
     recipe_revision,
 )
-from adept.data.hdf5 import load_hdf5, read_metadata
-from adept.data.minari_io import load_minari
-from adept.data.transitions import Transitions
 from adept.envs import check_dims, env_spaces
-from adept.errors import AdeptError, warn
 
 MINARI_PREFIX = "minari:"
 
@@ -50,7 +50,8 @@ def cached_path(
     sac_tag: str | None = None,
 ) -> Path:
     """Where ``adept data make NAME`` writes; a non-default size, seed, SAC budget or SAC
-    config (``sac_tag``, see :meth:`adept.online.OnlineSACConfig.tag`) gets its own file."""
+    config (``sac_tag``, see :meth:`adept.datasets.online_sac.OnlineSACConfig.tag`) gets its own
+    file."""
     suffix = ""
     if seed != DEFAULT_SEED:
         suffix += f"-seed{seed}"

@@ -15,3 +15,8 @@ def warn(message: str) -> None:
     """A one-line warning on stderr (``adept: warning: ...``): something was repaired or
     redone, and the user should know."""
     print(f"adept: warning: {message}", file=sys.stderr)
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (``adept: note: ...``): how the run goes about its work."""
+    print(f"adept: note: {message}", file=sys.stderr)

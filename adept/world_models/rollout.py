@@ -11,17 +11,14 @@ there). Only live trajectories are stepped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 
 from adept.agents.base import Agent
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats
-from adept.pack import Streams
-from adept.world_model import DiffusionDynamics, StackedDynamics, WorldModel
+from adept.world_models.model import WorldModel
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class Caution:
     stop_above: float | None = None
 
 
-class _Walker:
+class Walker:
     """One batch of imagined trajectories, stepped by its caller: :meth:`query` gives the
     (s, a) rows whose s′ the world model must sample (π acts here, drawing from torch's RNG),
     :meth:`advance` takes those s′ and does the rest (clipping, r̂ and d̂, the stored chunk,
@@ -159,46 +156,7 @@ def rollout(
 ) -> RolloutResult:
     """Roll ``agent`` out in ``world_model`` from ``start_obs`` [N, obs_dim], ``horizon`` steps;
     ``bounds``: clip generated states and rewards to them (None: no clipping)."""
-    walker = _Walker(agent, world_model, start_obs, horizon, bounds, deterministic, caution)
+    walker = Walker(agent, world_model, start_obs, horizon, bounds, deterministic, caution)
     while not walker.done:
         walker.advance(world_model.dynamics.sample(*walker.query()))
     return walker.result()
-
-
-@torch.no_grad()
-def rollout_stacked(
-    agents: Sequence[Agent],
-    world_models: Sequence[WorldModel],
-    start_obs: Sequence[torch.Tensor],
-    horizon: int,
-    bounds: Sequence[StateBounds | None],
-    caution: Caution,
-    streams: Streams,
-) -> list[RolloutResult]:
-    """:func:`rollout` of k seeds at once (seed s: ``agents[s]`` in ``world_models[s]`` from
-    ``start_obs[s]``, drawing from its stream ``streams.of(s)``), each step's s′ of every seed
-    sampled as one batched computation (:class:`adept.world_model.StackedDynamics`, stacked
-    once per rollout: the
-    diffusion chain, a rollout's cost). Seed s's results are those of its :func:`rollout`
-    alone: the same draws from its stream in the same order, up to the rounding of batched
-    matrix products."""
-    walkers = [
-        _Walker(a, m, o, horizon, b, False, caution)
-        for a, m, o, b in zip(agents, world_models, start_obs, bounds, strict=True)
-    ]
-    models = [cast(DiffusionDynamics, w.world_model.dynamics) for w in walkers]
-    stacked = StackedDynamics(models)  # the weights stay as they are for the whole rollout
-    while True:
-        live = [s for s, w in enumerate(walkers) if not w.done]
-        if not live:
-            break
-        queries, noises = [], []
-        for s in live:
-            with streams.of(s):
-                obs, act = walkers[s].query()
-                noises.append(models[s].draw_noise(len(obs), obs.device))
-            queries.append((obs, act))
-        draws = stacked.sample([q[0] for q in queries], [q[1] for q in queries], noises, live)
-        for s, d in zip(live, draws, strict=True):
-            walkers[s].advance(d)
-    return [w.result() for w in walkers]

@@ -6,7 +6,8 @@ plus metadata (and, for learned behaviour policies, their weights). Recipes shar
 exact per-step log-probabilities. Adding a kind means adding one recipe to :data:`RECIPES`.
 
 Kinds: ``random`` (uniform actions); ``medium``, ``medium-replay``, ``expert`` and
-``medium-expert`` from one cached online-SAC run per env and seed (:mod:`adept.online`).
+``medium-expert`` from one cached online-SAC run per env and seed
+(:mod:`adept.datasets.online_sac`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from adept import __version__
-from adept.atomic import discard_temporaries, exclusive_lock
+from adept.base.atomic import discard_temporaries, exclusive_lock
+from adept.base.errors import AdeptError
 from adept.data.hdf5 import check_writable, save_hdf5
 from adept.data.transitions import Transitions
 from adept.envs import ENV_IDS, MAX_EPISODE_STEPS, make_env
-from adept.errors import AdeptError
 
-if TYPE_CHECKING:  # adept.online imports the agents, which import this package
-    from adept.online import OnlineSACConfig
+if TYPE_CHECKING:  # adept.datasets.online_sac imports the agents, which import this package
+    from adept.datasets.online_sac import OnlineSACConfig
 
 
 class BehaviorPolicy(Protocol):
@@ -148,7 +149,8 @@ class MakeRequest:
     seed: int = 0
     progress: bool = True
     sac_steps: int | None = None
-    """SAC budget of the learned kinds; None: the default (adept.online.DEFAULT_SAC_STEPS)."""
+    """SAC budget of the learned kinds; None: the default
+    (adept.datasets.online_sac.DEFAULT_SAC_STEPS)."""
     sac_config: OnlineSACConfig | None = None
     """The online SAC run's settings; None: the defaults."""
 
@@ -235,7 +237,7 @@ class ActorPolicy:
 
 
 def _sac_run(request: MakeRequest) -> Any:
-    from adept.online import DEFAULT_SAC_STEPS, OnlineSACConfig, SACRun
+    from adept.datasets.online_sac import DEFAULT_SAC_STEPS, OnlineSACConfig, SACRun
 
     budget = DEFAULT_SAC_STEPS if request.sac_steps is None else request.sac_steps
     config = request.sac_config or OnlineSACConfig()
@@ -395,7 +397,7 @@ def make_dataset(
     ``num_steps``: transitions to record (None: 1M; medium-replay's size is its SAC run's).
     ``sac_steps``: SAC budget of the learned kinds (None: 1M; ``medium`` stops earlier at its
     target, and says in its metadata when the budget ran out first). ``sac_config``: the online
-    SAC run's settings (None: :class:`adept.online.OnlineSACConfig` defaults).
+    SAC run's settings (None: :class:`adept.datasets.online_sac.OnlineSACConfig` defaults).
     """
     env_id, kind = parse_name(name)
     if num_steps is not None and num_steps < 1:

@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
 
 Compile = Literal["auto", "on", "off"]
 

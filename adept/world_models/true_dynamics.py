@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from adept.agents.base import Agent
+from adept.base.errors import AdeptError
 from adept.envs import make_env
-from adept.errors import AdeptError
-from adept.world_model import WorldModel
+from adept.world_models.model import WorldModel
 
 #: Observed-velocity clip of the v5 envs that have one.
 VELOCITY_CLIP = {"Hopper": 10.0, "Walker2d": 10.0}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -44,3 +44,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def seed_everything(seed: int) -> None:
     """Seed torch's global RNG (the only global one the library draws from)."""
     torch.manual_seed(seed)
+
+
+class Streams:
+    """Each seed's own stream of torch's global RNG: inside ``of(s)`` every draw (network
+    initialization, an agent's noise, a method's sampling) comes from seed s's stream and
+    advances it exactly as in a run of seed s alone."""
+
+    def __init__(self, states: Sequence[dict[str, Any]]):
+        self.states = list(states)
+
+    @contextlib.contextmanager
+    def of(self, seed: int) -> Iterator[None]:
+        outside = rng_state()
+        set_rng_state(self.states[seed])
+        try:
+            yield
+        finally:
+            self.states[seed] = rng_state()
+            set_rng_state(outside)

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from adept import __version__
-from adept.atomic import discard_temporaries, exclusive_lock
+from adept.base.atomic import discard_temporaries, exclusive_lock
+from adept.base.errors import AdeptError, warn
+from adept.base.precision import active
 from adept.data.cache import data_dir
-from adept.errors import AdeptError, warn
-from adept.precision import active
-from adept.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
+from adept.store.runs import atomic_write_json, load_checkpoint, save_state, to_jsonable
 
 HASH_CHARS = 20
 """Hex characters of the key's SHA-256 kept in file names (80 bits: no collision in practice)."""
@@ -129,11 +129,11 @@ def cached_file(
 
 
 def with_precision(key: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``key`` plus the autocast dtype in force (:func:`adept.precision.active`), if any: a
+    """``key`` plus the autocast dtype in force (:func:`adept.base.precision.active`), if any: a
     result computed under bf16 autocast is another result. fp32 keys are left as they were.
     ``autocast_cache: False`` names adept's autocast without a weight-cast cache, and sets
     aside the bf16 entries made before it (trained on stale weights: see
-    :func:`adept.precision.autocast`)."""
+    :func:`adept.base.precision.autocast`)."""
     dtype = active()
     return key if dtype is None else {**key, "autocast": dtype, "autocast_cache": False}
 

@@ -1,23 +1,45 @@
 """The set-up of the world-model methods: β's BC fit and the world model's pre-training with an
 EMA and held-out selection — a pure function of the data, the world-model config, the
-pre-training fields and the seed, cached in the artifact store (:mod:`adept.artifacts`)."""
+pre-training fields and the seed, cached in the artifact store (:mod:`adept.store.artifacts`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
 
 from adept.agents import BC, AgentSpec, BCConfig
+from adept.base.rng import cuda_indices
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.ema import load_parameters, parameters_of, weight_average
-from adept.rng import cuda_indices
-from adept.world_model import GaussianEnsemble, WorldModel
+from adept.world_models.model import GaussianEnsemble, WorldModel, WorldModelConfig
 
-if TYPE_CHECKING:
-    from adept.methods.model_based import ModelBasedConfig
+
+class PretrainSettings(Protocol):
+    """The fields :func:`pretrain` reads (the world-model methods' config has them)."""
+
+    @property
+    def world_model(self) -> WorldModelConfig: ...
+    @property
+    def pretrain_steps(self) -> int: ...
+    @property
+    def model_batch_size(self) -> int: ...
+    @property
+    def ema_decay(self) -> float: ...
+    @property
+    def select_every(self) -> int: ...
+    @property
+    def select_rows(self) -> int: ...
+    @property
+    def select_patience(self) -> int: ...
+    @property
+    def behavior(self) -> Literal["bc", "logged"]: ...
+    @property
+    def behavior_steps(self) -> int: ...
+    @property
+    def holdout_fraction(self) -> float: ...
 
 
 PRETRAIN_REVISION = 2
@@ -34,7 +56,7 @@ def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def pretrain_key(
-    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
+    data: Transitions, config: PretrainSettings, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Everything :func:`pretrain`'s result depends on, and nothing else (no agent, no rollout
     or schedule field): runs that differ only elsewhere share one cache entry.
@@ -64,7 +86,7 @@ def pretrain_key(
 
 
 def pretrain(
-    data: Transitions, config: ModelBasedConfig, seed: int, device: torch.device
+    data: Transitions, config: PretrainSettings, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Fit β (BC, unless β is logged) and pre-train a world model on D's training part.
 

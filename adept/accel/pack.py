@@ -22,10 +22,9 @@ alone runs by rounding (about 1e-6 relative per update), not bitwise.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -35,26 +34,6 @@ from torch.utils._pytree import tree_map
 
 from adept.agents.base import Agent, Phase
 from adept.data.buffer import Batch
-from adept.rng import rng_state, set_rng_state
-
-
-class Streams:
-    """Each seed's own stream of torch's global RNG: inside ``of(s)`` every draw (network
-    initialization, an agent's noise, a method's sampling) comes from seed s's stream and
-    advances it exactly as in a run of seed s alone."""
-
-    def __init__(self, states: Sequence[dict[str, Any]]):
-        self.states = list(states)
-
-    @contextlib.contextmanager
-    def of(self, seed: int) -> Iterator[None]:
-        outside = rng_state()
-        set_rng_state(self.states[seed])
-        try:
-            yield
-        finally:
-            self.states[seed] = rng_state()
-            set_rng_state(outside)
 
 
 class _Holder(nn.Module):
@@ -252,7 +231,7 @@ class Pack:
     ) -> dict[str, torch.Tensor]:
         """The device work of one update of every seed (stacked inputs of :meth:`stack`):
         each phase vmapped over the seeds, then the Polyak averages; stacked metrics. No host
-        work, so a CUDA graph can capture it (:mod:`adept.graphs`)."""
+        work, so a CUDA graph can capture it (:mod:`adept.accel.graphs`)."""
         holder = self._holder
         metrics: dict[str, torch.Tensor] = {}
         for phase in self.template.phases():

@@ -4,7 +4,7 @@ An agent update at the usual sizes (batch 256, networks 256 × 2) is a few hundr
 on a GPU the host's time to launch them, not the GPU's to run them, bounds the updates per
 second. A CUDA graph records the kernels of one update once and replays them with a single
 launch. This module captures :meth:`adept.agents.Agent.step` (the phases' gradient steps and the
-Polyak averages: device work only) and :meth:`adept.pack.Pack.step` (the same for a pack of
+Polyak averages: device work only) and :meth:`adept.accel.pack.Pack.step` (the same for a pack of
 seeds); what stays on the host around it is small and never waits on the device:
 
 - the batch is sampled on the device (:class:`adept.data.buffer.ReplayBuffer`: ``randint`` and
@@ -43,10 +43,10 @@ from typing import Any
 
 import torch
 
+from adept.accel.pack import Pack
 from adept.agents.base import Agent
 from adept.data.buffer import Batch
 from adept.data.transitions import REQUIRED_FIELDS
-from adept.pack import Pack
 
 Tensors = dict[str, torch.Tensor]
 """A graph's inputs and outputs: flat dicts of tensors."""

@@ -26,15 +26,17 @@ A re-fit step is one of (:class:`RefitRule`):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from adept.agents.base import Agent
-from adept.data.buffer import Batch
-from adept.world_model import WorldModel
+from adept.data.buffer import Batch, ReplayBuffer
+from adept.world_models.model import WorldModel
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,94 @@ def refit_rows(
         }
     )
     return rows, weights, stats
+
+
+class RefitSettings(Protocol):
+    """The fields :class:`Refitter` reads (ADEPT's config has them)."""
+
+    @property
+    def model_update_steps(self) -> int: ...
+    @property
+    def refit(self) -> Literal["is", "uniform"]: ...
+    @property
+    def is_loss(self) -> Literal["weighted", "resample"]: ...
+    @property
+    def is_truncate(self) -> bool: ...
+    @property
+    def is_truncate_ratio(self) -> float | None: ...
+    @property
+    def is_batch_size(self) -> int: ...
+    @property
+    def is_resample_pool(self) -> int: ...
+    @property
+    def refit_lr(self) -> float | None: ...
+    @property
+    def refit_average(self) -> float: ...
+
+
+class Refitter:
+    """ADEPT's re-fit of the rolled-out world model ``model`` toward the current policy, as
+    ``config`` sets it: the weights (IS or uniform), the loss (weighted or resampled), the
+    learning rate, and the averaging.
+
+    With ``refit_average`` the steps train a copy of ``model`` (starting from its weights) and
+    ``model``'s weights are the EMA of the copy's, updated after every step; otherwise the steps
+    train ``model`` itself. The Adam state is the one pre-training left.
+    """
+
+    def __init__(self, model: WorldModel, config: RefitSettings):
+        c = config
+        self.model = model
+        self.steps = c.model_update_steps
+        self.rule = RefitRule(c.refit, c.is_loss, c.is_truncate, c.is_truncate_ratio)
+        self.batch_size = c.is_batch_size
+        resampled = c.refit == "is" and c.is_loss == "resample"
+        self.pool = c.is_batch_size * (c.is_resample_pool if resampled else 1)
+        if c.refit_lr is not None:
+            for group in model.optimizer.param_groups:
+                group["lr"] = c.refit_lr
+        self.online: WorldModel | None = None
+        if c.refit_average > 0:
+            self.online = copy.deepcopy(model)
+            # θ_model ← d θ_model + (1 − d) θ_online, torch's EMA update applied in place
+            self.average_into = get_ema_multi_avg_fn(c.refit_average)
+
+    def round(
+        self,
+        sampler: ReplayBuffer,
+        policy: Agent,
+        behavior: BehaviorModel,
+        steps: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``steps`` (default ``model_update_steps``) re-fit steps on real rows drawn from
+        ``sampler``; returns the steps' mean losses and weight statistics."""
+        trained = self.trained()
+        steps = self.steps if steps is None else steps
+        sums: dict[str, torch.Tensor] = {}
+        for _ in range(steps):
+            out = importance_sampled_update(
+                trained,
+                sampler.sample(self.pool),
+                policy,
+                behavior,
+                self.rule,
+                batch_size=self.batch_size,
+                generator=sampler.generator,
+            )
+            if self.online is not None:
+                self.average_into(list(self.model.parameters()), list(trained.parameters()), None)
+            for key, value in out.items():
+                sums[key] = sums.get(key, torch.zeros_like(value)) + value
+        return {k: v / max(steps, 1) for k, v in sums.items()}
+
+    def trained(self) -> WorldModel:
+        """The model the re-fit steps train: the copy under averaging, else ``model``."""
+        return self.model if self.online is None else self.online
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trained copy's weights and Adam state (the average is ``model``'s weights)."""
+        return {} if self.online is None else {"online": self.online.state_dict_all()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.online is not None:
+            self.online.load_state_dict_all(state["online"])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
 
 
 def _reason(exc: OSError) -> str:

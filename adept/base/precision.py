@@ -11,7 +11,7 @@ generative models. ``bf16`` and ``fp32`` set both; ``auto`` takes each part's me
 on the device (:data:`AUTO`), so each part can take bf16 where measurement shows it free.
 
 Results computed under autocast differ from fp32 ones, so :func:`active` is part of every cache
-key (:mod:`adept.artifacts`) and ``precision`` is part of a run's config.
+key (:mod:`adept.store.artifacts`) and ``precision`` is part of a run's config.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 
-from adept.errors import AdeptError
+from adept.base.errors import AdeptError
 
 Precision = Literal["auto", "fp32", "bf16"]
 

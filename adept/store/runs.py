@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from adept import __version__
-from adept.atomic import atomic_path, discard_temporaries, make_folder, sole_lock
-from adept.errors import AdeptError
+from adept.base.atomic import atomic_path, discard_temporaries, make_folder, sole_lock
+from adept.base.errors import AdeptError
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adept.base.rng import seeded
 from adept.data.buffer import Batch
 from adept.data.transitions import DatasetStats, Stats, Transitions
 from adept.diffusion.ddpm import DiffusionSchedule
 from adept.diffusion.denoisers import Denoiser, ResidualBlock
 from adept.diffusion.guidance import classifier_free
 from adept.nets import Normalizer, mlp
-from adept.rng import seeded
 
 
 @dataclass(frozen=True)
@@ -277,83 +277,6 @@ class DiffusionDynamics(NextStateModel):
                 else mean
             )
         return self._next_obs(obs, x)
-
-
-class _Call(nn.Module):
-    """A module under a name, so :func:`torch.func.functional_call` can swap its tensors while
-    ``forward`` calls one of its methods."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, method: str, *args: Any) -> Any:
-        return getattr(self.module, method)(*args)
-
-
-class StackedDynamics:
-    """k diffusion models (same configuration; one per seed) stacked once, to sample as one
-    computation (:meth:`sample`) as often as their weights stay as they are (a rollout)."""
-
-    def __init__(self, models: list[DiffusionDynamics]):
-        params, buffers = torch.func.stack_module_state(models)
-        self.tensors = {f"module.{k}": v for k, v in {**params, **buffers}.items()}
-        self.holder = _Call(models[0])
-        self.guidance_weight = models[0].config.guidance_weight
-        self.k = len(models)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        obs: list[torch.Tensor],
-        act: list[torch.Tensor],
-        noise: list[torch.Tensor],
-        which: list[int] | None = None,
-    ) -> list[torch.Tensor]:
-        """s′ of the models ``which`` (default: all, in order): the i-th of them samples for
-        ``obs[i]``, ``act[i]`` with the chain noise ``noise[i]`` (its
-        :meth:`DiffusionDynamics.draw_noise` from its seed's stream). The chain is mapped over
-        the stacked parameters with :func:`torch.vmap`; the rows of each are padded to the
-        longest (the chain is row-wise, so padding changes no real row). Equals each model's
-        own :meth:`DiffusionDynamics.sample` up to the rounding of batched matrix products."""
-        tensors = self.tensors
-        if which is not None and which != list(range(self.k)):
-            index = torch.tensor(which)
-            tensors = {name: value[index] for name, value in tensors.items()}
-        rows = max(len(o) for o in obs)
-
-        def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-            extra = rows - x.shape[dim]
-            if extra == 0:
-                return x
-            shape = list(x.shape)
-            shape[dim] = extra
-            return torch.cat([x, x.new_zeros(shape)], dim=dim)
-
-        holder, w = self.holder, self.guidance_weight
-
-        def one(
-            t: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, z: torch.Tensor
-        ) -> Any:
-            return torch.func.functional_call(holder, t, ("chain", o, a, z, w))
-
-        out = torch.vmap(one)(
-            tensors,
-            torch.stack([pad(o, 0) for o in obs]),
-            torch.stack([pad(a, 0) for a in act]),
-            torch.stack([pad(z, 1) for z in noise]),
-        )
-        return [out[i, : len(o)] for i, o in enumerate(obs)]
-
-
-def sample_stacked(
-    models: list[DiffusionDynamics],
-    obs: list[torch.Tensor],
-    act: list[torch.Tensor],
-    noise: list[torch.Tensor],
-) -> list[torch.Tensor]:
-    """One :meth:`StackedDynamics.sample` of ``models``, stacked for it."""
-    return StackedDynamics(models).sample(obs, act, noise)
 
 
 class GaussianDynamics(NextStateModel):
@@ -639,79 +562,3 @@ class WorldModel(nn.Module):
     def load_state_dict_all(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-
-
-class StackedWorldModels:
-    """k world models (same configuration, one per seed, diffusion dynamics) trained as one
-    computation for a run of steps: their parameters, buffers and Adam states stacked on a
-    leading seed axis, each step's loss mapped over it with :func:`torch.vmap` (seed s's
-    parameters get exactly the gradient of seed s's loss; Adam is elementwise, so one stacked
-    Adam is k Adams). :meth:`write_back` hands each model its slice again."""
-
-    def __init__(self, models: list[WorldModel]):
-        from adept.pack import stacked_optimizer
-
-        self.models = models
-        first = models[0]
-        self.params = {
-            name: torch.stack([m.get_parameter(name).detach() for m in models]).requires_grad_()
-            for name, _ in first.named_parameters()
-        }
-        self.buffers = {
-            name: torch.stack([m.get_buffer(name) for m in models])
-            for name, _ in first.named_buffers()
-        }
-        where = {id(p): name for name, p in first.named_parameters()}
-        self.optimizer = stacked_optimizer(
-            [m.optimizer for m in models], lambda p: self.params[where[id(p)]]
-        )
-        self._holder = _Call(first)
-
-    def parameters(self) -> list[torch.Tensor]:
-        """The stacked parameters, in the models' parameter order."""
-        return list(self.params.values())
-
-    def train_step(
-        self,
-        batches: list[Batch],
-        weights: list[torch.Tensor],
-        draws: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    ) -> list[dict[str, torch.Tensor]]:
-        """One Adam step of every model: model s on ``batches[s]`` with ``weights[s]`` and its
-        loss's random numbers ``draws[s]``; each model's :meth:`WorldModel.train_step` metrics."""
-        from adept.pack import batch_fields
-
-        tensors = {f"module.{k}": v for k, v in {**self.params, **self.buffers}.items()}
-        holder = self._holder
-
-        def one(
-            t: dict[str, torch.Tensor],
-            fields: dict[str, torch.Tensor],
-            w: torch.Tensor,
-            d: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        ) -> Any:
-            return torch.func.functional_call(holder, t, ("weighted_loss", Batch(**fields), w, d))
-
-        stacked_draws = (
-            torch.stack([d[0] for d in draws]),
-            torch.stack([d[1] for d in draws]),
-            torch.stack([d[2] for d in draws]),
-        )
-        losses, metrics = torch.vmap(one)(
-            tensors, batch_fields(batches), torch.stack(weights), stacked_draws
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        self.optimizer.step()
-        return [{k: v[s] for k, v in metrics.items()} for s in range(len(self.models))]
-
-    @torch.no_grad()
-    def write_back(self) -> None:
-        """Each model's parameters and Adam state from its slice."""
-        from adept.pack import slice_state
-
-        state = self.optimizer.state_dict()
-        for s, model in enumerate(self.models):
-            for name, param in model.named_parameters():
-                param.copy_(self.params[name][s])
-            model.optimizer.load_state_dict(slice_state(state, s))

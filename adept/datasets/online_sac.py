@@ -42,15 +42,15 @@ import torch
 from tqdm.auto import tqdm
 
 from adept.agents import SAC, AgentSpec, SACConfig
-from adept.atomic import exclusive_lock
+from adept.base.atomic import exclusive_lock
+from adept.base.errors import AdeptError
+from adept.base.rng import rng_state, set_rng_state
 from adept.data.buffer import Batch, resolve_device
 from adept.data.cache import sac_runs_dir
 from adept.data.transitions import Transitions
 from adept.envs import MAX_EPISODE_STEPS, env_dims, evaluate, make_env, reference_returns
-from adept.errors import AdeptError
 from adept.nets import Normalizer, TanhGaussianActor
-from adept.rng import rng_state, set_rng_state
-from adept.runs import MetricsLog, RunDir, load_checkpoint, save_state, to_jsonable
+from adept.store.runs import MetricsLog, RunDir, load_checkpoint, save_state, to_jsonable
 
 DEFAULT_SAC_STEPS = 1_000_000
 """The SAC budget: the expert policy's training steps (the SAC paper's MuJoCo curves reach
