@@ -19,8 +19,8 @@ import tyro
 
 from adept.base.errors import AdeptError
 from adept.datasets.online_sac import OnlineSACConfig
-from adept.results import Report
-from adept.train import TrainConfig
+from adept.report.command import Report
+from adept.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class DataInfo:
         print(json.dumps(summary, indent=2) if self.json else format_summary(summary))
         if self.plot is not None:
             from adept.envs import normalized_score
-            from adept.report import plot_return_histogram
+            from adept.report.plots import plot_return_histogram
 
             returns = data.episode_returns()
             scores = None
@@ -121,7 +121,7 @@ class Train:
     config: Annotated[TrainConfig, tyro.conf.arg(name="")]
 
     def run(self) -> None:
-        from adept.train import train
+        from adept.training import train
 
         summary = train(self.config)
         if self.config.seeds:
@@ -148,7 +148,7 @@ class Eval:
 
     def run(self) -> None:
         from adept.envs import evaluate
-        from adept.train import load_agent
+        from adept.training import load_agent
 
         agent, meta = load_agent(self.run_dir, self.device)
         result = evaluate(
@@ -173,38 +173,17 @@ class Bench:
     unfinished ones resume from their checkpoints). The exit status is the number of failed
     cells. Layers, each overriding the one before: --preset, --spec, then the options here."""
 
-    preset: (
-        Literal[
-            "paper-ablation",
-            "adept-claim",
-            "adept-claim-sac",
-            "adept-levers",
-            "synther-table",
-            "trajectory-table",
-            "precision-table",
-            "smoke",
-        ]
-        | None
-    ) = None
+    preset: str | None = None
     """A grid that ships with adept: 'paper-ablation' (X, Diff+X, ADEPT+X for IQL and SAC, plus
-    BC, on the random and medium-replay datasets, 1M steps, 5 seeds); 'adept-claim' (IQL,
-    Diff+IQL, ADEPT+IQL, ADEPT-uniform+IQL, SAC, ADEPT+SAC on the random datasets and
-    hopper-medium-replay, 50k steps, 3 seeds); 'adept-claim-sac' (its controls for SAC: SAC,
-    Diff+SAC, ADEPT+SAC, ADEPT-uniform+SAC on the same datasets; with --reuse of adept-claim's
-    archive its SAC and ADEPT+SAC cells are not run again); 'adept-levers' (adept-claim's
-    ADEPT+IQL and four variants of it, one lever each against a late collapse: flush on re-fit,
-    a growing real share, H = 5, an uncertainty penalty, λ = 5, and on walker2d, whose model is
-    15× less certain, λ = 0.2; hopper- and walker2d-random; with
-    --reuse of adept-claim's archive its ADEPT+IQL cells are not run again); 'synther-table' (IQL,
-    SynthER+IQL, TD3+BC, SynthER+TD3+BC on hopper- and halfcheetah-random and
-    hopper-medium-replay, 50k steps, 3 seeds); 'trajectory-table' (IQL, TD3+BC, PGD+ and
-    DyDiff+ each, DyDiff-sampled+IQL and ADEPT+IQL, same datasets and budget; with --reuse
-    of the adept-claim and synther-table archives only the PGD and DyDiff cells run);
-    'precision-table' (IQL, SAC, TD3+BC in fp32 and in bf16 on hopper- and
-    halfcheetah-random, 20k steps, 3 seeds); or 'smoke' (seconds)."""
+    BC, on the random and medium-replay datasets, 1M steps, 5 seeds) or 'smoke' (every method
+    once, seconds a cell); --list-presets prints them. The grids behind the committed reports
+    are specs beside them (docs/results/<report>/grid.toml)."""
+    list_presets: bool = False
+    """Print the presets, one line each, and exit."""
     spec: Path | None = None
-    """A TOML grid: datasets, methods, agents, seeds, num_steps, eval_every, eval_episodes,
-    [set] (options of every cell) and [variants] (name = {method = ..., option = value})."""
+    """A TOML grid (e.g. docs/results/adept-claim-cpu50k/grid.toml): datasets, methods, agents,
+    seeds, num_steps, eval_every, eval_episodes, [set] (options of every cell) and [variants]
+    (name = {method = ..., option = value})."""
     datasets: tuple[str, ...] | None = None
     """Datasets, as adept train takes them: names (hopper-random, hopper-random-n5000),
     .hdf5 paths, minari:<id>."""
@@ -272,9 +251,9 @@ class Bench:
 
         layers: builtins.list[tuple[str, Mapping[str, object]]] = []
         if self.preset is not None:
-            layers.append((f"preset {self.preset}", bench.PRESETS[self.preset]))
+            layers.append((f"preset {self.preset}", bench.preset(self.preset)))
         if self.spec is not None:
-            layers.append((f"spec {self.spec}", bench._load_toml(self.spec)))
+            layers.append((f"spec {self.spec}", bench.load_toml(self.spec)))
         cli: dict[str, object] = {
             key: value
             for key, value in (
@@ -301,9 +280,17 @@ class Bench:
     def run(self) -> None:
         from adept import bench
 
+        if self.list_presets:
+            print(bench.list_presets())
+            return
         root = self.root
-        if root is None and (self.preset or self.spec):
-            root = Path("runs") / (self.preset or self.spec.stem)  # type: ignore[union-attr]
+        if root is None and self.preset:
+            root = Path("runs") / self.preset
+        elif root is None and self.spec:
+            # a report's grid.toml names its grid by its folder
+            root = Path("runs") / (
+                self.spec.parent.name if self.spec.stem == "grid" else self.spec.stem
+            )
         if root is None:
             raise AdeptError("give the grid's folder with --root (or name a --preset or --spec)")
         if self.list:
@@ -364,8 +351,8 @@ class Demo:
         from adept.datasets.registry import load_dataset
         from adept.datasets.summary import summarize
         from adept.methods import ModelBasedConfig
-        from adept.report import plot_learning_curves
-        from adept.train import train
+        from adept.report.plots import plot_learning_curves
+        from adept.training import train
 
         info = summarize(load_dataset(self.dataset))
         behaviour = info.get("normalized_score_mean", float("nan"))

@@ -39,7 +39,7 @@ from adept.agents import BC, IQL, AgentSpec, BCConfig
 from adept.data import ReplayBuffer
 from adept.datasets import load_dataset
 from adept.methods import ModelBasedConfig
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from adept.world_models.importance import BehaviorModel, importance_sampled_update
 from adept.world_models.model import WorldModel, WorldModelConfig
 from adept.world_models.rollout import StateBounds, rollout

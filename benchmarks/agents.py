@@ -27,7 +27,7 @@ from adept.agents import AGENTS, AgentSpec
 from adept.base.precision import autocast
 from adept.data import ReplayBuffer, resolve_device
 from adept.datasets import load_dataset
-from adept.train import TrainConfig
+from adept.training import TrainConfig
 from benchmarks.common import mean_std, run_parallel
 
 

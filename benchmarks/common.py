@@ -16,7 +16,7 @@ from adept.data import ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.datasets import load_dataset
 from adept.store.runs import atomic_write_json, read_metrics
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 
 
 def _run(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:

@@ -27,7 +27,7 @@ import torch
 import tyro
 
 from adept.methods import ModelBasedConfig
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from benchmarks.common import format_table, mean_std, updates_per_second
 
 AgentName = Literal["iql", "sac", "td3bc", "bc"]

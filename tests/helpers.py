@@ -50,9 +50,10 @@ def equal(a: Any, b: Any) -> bool:
 def stopped_at(config: Any, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``adept train`` of ``config`` until step ``at``, stopped there as Ctrl-C would stop it
     (the checkpoints before ``at`` are written, nothing after)."""
-    import adept.train as train_module
+    import adept.training.run as run_module
+    from adept.training import train
 
-    real_fit = train_module.fit
+    real_fit = run_module.fit
 
     def fit(agent: Any, method: Any, start: int, num_steps: int, *contexts: Any) -> Iterator[Any]:
         for step, metrics in real_fit(agent, method, start, num_steps, *contexts):
@@ -61,9 +62,9 @@ def stopped_at(config: Any, at: int, monkeypatch: pytest.MonkeyPatch) -> None:
             yield step, metrics
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "fit", fit)
+        patch.setattr(run_module, "fit", fit)
         with pytest.raises(KeyboardInterrupt):
-            train_module.train(config)
+            train(config)
 
 
 def d4rl_arrays(obs_dim: int = 11, act_dim: int = 3, seed: int = 0) -> dict[str, np.ndarray]:

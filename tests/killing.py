@@ -54,7 +54,8 @@ import adept.methods.dydiff
 import adept.methods.model_based
 import adept.methods.pgd
 import adept.methods.synther
-import adept.train
+import adept.training
+import adept.world_models.importance
 import adept.world_models.model
 from adept.cli import main
 
@@ -172,6 +173,6 @@ def _install(hit: Callable[..., None], kill: Kill | None) -> None:
     counted(gymnasium.wrappers.TimeLimit, "step", "env-step")
     counted(torch.optim.Adam, "step", "update")
     counted(adept.world_models.model.WorldModel, "train_step", "pretrain")
-    counted(adept.methods.model_based, "importance_sampled_update", "refit")
+    counted(adept.world_models.importance, "importance_sampled_update", "refit")
     counted(adept.methods.model_based, "rollout", "rollout")
     counted(adept.diffusion.training.DiffusionTrainer, "step", "diffusion")

@@ -17,7 +17,7 @@ from adept.datasets.generate import make_dataset
 from adept.methods import ModelBasedConfig, make_method
 from adept.store.artifacts import artifacts_dir, cached, entry_path
 from adept.store.runs import load_checkpoint
-from adept.train import TrainConfig, make_agent, train
+from adept.training import TrainConfig, make_agent, train
 from adept.world_models.pretrain import pretrain_key
 from tests.helpers import rows, tensors
 from tests.test_methods import TINY as METHODS_TINY

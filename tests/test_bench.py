@@ -23,9 +23,15 @@ from adept.bench import GridSpec, resolve_spec
 from adept.cli import main
 
 DATASET = "hopper-random-n3000"
-RESULTS = Path(__file__).parents[1] / "docs" / "results"
+REPO = Path(__file__).parents[1]
+RESULTS = REPO / "docs" / "results"
 """The committed grids' reports and archives."""
 TINY_SET = dict(bench.PRESETS["smoke"]["set"])
+
+
+def report_grid(name: str) -> dict:
+    """The spec of a grid behind a committed report (it lives beside the report)."""
+    return bench.load_toml(REPO / bench.REPORT_GRIDS[name])
 
 
 def tiny(**kw) -> dict:
@@ -89,7 +95,7 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
         "seeds": ["2"],
         "set": bench.parse_assignments(["adept.rollout-every=250"], "--set"),
     }
-    spec = resolve_spec([("spec", bench._load_toml(spec_file)), ("the command line", cli)])
+    spec = resolve_spec([("spec", bench.load_toml(spec_file)), ("the command line", cli)])
     assert spec.seeds == (2,), "the command line replaces lists"
     assert spec.set == {"adept.horizon": 5, "adept.rollout_every": 250, "batch_size": 64}
     assert list(spec.variants) == ["none", "adept-h3", "adept-noclip"]
@@ -152,12 +158,12 @@ def test_presets_resolve():
     smoke = resolve_spec([("preset", bench.PRESETS["smoke"])])
     methods = {"none", "diffusion", "adept", "synther", "pgd", "dydiff"}
     assert {c.method for c in smoke.cells()} == methods
-    table = resolve_spec([("preset", bench.PRESETS["synther-table"])])
+    table = resolve_spec([("preset", report_grid("synther-table"))])
     cells = table.cells()
     assert len(cells) == 3 * 2 * 2 * 3 and {c.agent for c in cells} == {"iql", "td3bc"}
     config = table.cell_config(next(c for c in cells if c.method == "synther"), Path("/r"))
     assert config.synther.generator_seed == 0 and config.synther.preset == "cpu"
-    table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])
+    table = resolve_spec([("preset", report_grid("trajectory-table"))])
     cells = table.cells()
     assert len(cells) == 3 * 3 * 2 * 3 + 2 * 3 * 3, (
         "X, PGD+X, DyDiff+X for two agents; DyDiff-sampled+IQL and ADEPT+IQL"
@@ -175,11 +181,11 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     """adept-levers' 'adept' cells are adept-claim's (so --reuse takes them), and each lever
     variant differs from them in its lever alone."""
     from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
-    from adept.train import same_run_fields
+    from adept.training import same_run_fields
 
     checked = 0
-    claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
-    levers = resolve_spec([("preset", bench.PRESETS["adept-levers"])])
+    claim = resolve_spec([("preset", report_grid("adept-claim"))])
+    levers = resolve_spec([("preset", report_grid("adept-levers"))])
     ids = {c.id: c for c in claim.cells()}
     lever_cells = levers.cells()
     assert len(lever_cells) == 2 * 5 * 3 + 3, "adept-penalty-0.2 runs on walker2d-random only"
@@ -214,10 +220,10 @@ def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
     """adept-claim-sac's SAC and ADEPT+SAC cells are adept-claim's, config for config (so --reuse
     takes the committed ones), and its two controls differ from ADEPT+SAC in one thing each."""
     from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
-    from adept.train import same_run_fields
+    from adept.training import same_run_fields
 
-    claim = resolve_spec([("preset", bench.PRESETS["adept-claim"])])
-    controls = resolve_spec([("preset", bench.PRESETS["adept-claim-sac"])])
+    claim = resolve_spec([("preset", report_grid("adept-claim"))])
+    controls = resolve_spec([("preset", report_grid("adept-claim-sac"))])
     ids = {c.id: c for c in claim.cells()}
     cells = controls.cells()
     assert len(cells) == 4 * 4 * 3 and {c.agent for c in cells} == {"sac"}
@@ -250,9 +256,9 @@ def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
     synther-table's, config for config, so --reuse takes the committed runs: only the PGD and
     DyDiff cells run."""
     from adept.store.runs import config_changes
-    from adept.train import same_run_fields
+    from adept.training import same_run_fields
 
-    table = resolve_spec([("preset", bench.PRESETS["trajectory-table"])])
+    table = resolve_spec([("preset", report_grid("trajectory-table"))])
     checked = 0
     for cell in table.cells():
         if cell.method in ("pgd", "dydiff"):
@@ -265,13 +271,24 @@ def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
     assert checked == 3 * 3 * 3, "IQL, ADEPT+IQL and TD3+BC on three datasets, three seeds"
 
 
-def test_every_preset_is_offered_on_the_command_line():
-    from typing import get_args, get_type_hints
+def test_list_presets_prints_one_line_each(capsys):
+    main(["bench", "--list-presets"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == sorted(bench.PRESETS)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines), "every preset is described"
 
-    from adept.cli import Bench
 
-    offered = set(get_args(get_args(get_type_hints(Bench)["preset"])[0]))
-    assert offered == set(bench.PRESETS)
+def test_a_reports_grid_named_as_a_preset_says_where_its_spec_is(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--preset", "adept-claim", "--root", "unused"])
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--spec docs/results/adept-claim-cpu50k/grid.toml" in err
+
+
+def test_every_report_grid_is_a_spec_beside_its_report():
+    for name, path in bench.REPORT_GRIDS.items():
+        spec = resolve_spec([(name, bench.load_toml(REPO / path))])
+        assert spec.cells(), name
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from adept.base import compiling
 from adept.base.errors import AdeptError
 from adept.data import ReplayBuffer
 from adept.datasets import load_dataset
-from adept.train import train
+from adept.training import train
 from tests.helpers import rows, stopped_at
 from tests.test_methods import config
 from tests.test_methods import dataset as dataset

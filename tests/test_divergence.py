@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import torch
 
-import adept.train as train_module
+import adept.training.run as run_module
 import adept.world_models.importance as importance_module
 from adept.base.errors import AdeptError
 from adept.datasets.generate import make_dataset
 from adept.store.runs import CHECKPOINT, DIVERGENCE, load_checkpoint
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from tests.helpers import rows
 from tests.test_faults import config as faults_config
 from tests.test_methods import TINY
@@ -43,7 +43,7 @@ def config(dataset: str, run_dir: Path, **kw: Any) -> TrainConfig:
 
 def poisoned(monkeypatch: pytest.MonkeyPatch, poison: Poison, at: set[int]) -> None:
     """Run ``poison(agent, method, metrics)`` right after the agent updates of steps ``at``."""
-    real_fit = train_module.fit
+    real_fit = run_module.fit
 
     def fit(agent, method, start, num_steps, *contexts):
         for step, metrics in real_fit(agent, method, start, num_steps, *contexts):
@@ -51,7 +51,7 @@ def poisoned(monkeypatch: pytest.MonkeyPatch, poison: Poison, at: set[int]) -> N
                 poison(agent, method, metrics)
             yield step, metrics
 
-    monkeypatch.setattr(train_module, "fit", fit)
+    monkeypatch.setattr(run_module, "fit", fit)
 
 
 def nan_loss(agent: Any, method: Any, metrics: dict[str, torch.Tensor]) -> None:

@@ -306,7 +306,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
 
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_path, agent):
-    from adept.train import train
+    from adept.training import train
     from tests.helpers import rows
 
     summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
@@ -376,7 +376,7 @@ def test_the_rollouts_follow_the_configured_policy_and_model_draws(
 
 def test_both_models_are_cached_and_shared(hopper_path, tmp_path, monkeypatch):
     import adept.methods.dydiff as dydiff
-    from adept.train import train
+    from adept.training import train
 
     train(run_config(hopper_path, tmp_path / "iql"))
     artifacts = tmp_path / "adept-data" / "artifacts"

@@ -35,7 +35,7 @@ from adept.store.runs import (
     load_checkpoint,
     save_state,
 )
-from adept.train import TrainConfig, load_agent, train
+from adept.training import TrainConfig, load_agent, train
 from tests.helpers import d4rl_arrays, equal, rows, stopped_at, write_d4rl
 from tests.test_train import config as train_config
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import adept.train as train_module
+import adept.training.loop as loop_module
 from adept.accel.graphs import GraphedPackUpdate, GraphedUpdate, Graphs
 from adept.accel.pack import Pack
 from adept.agents import AGENT_CONFIGS, AGENTS
@@ -20,7 +20,8 @@ from adept.base.rng import Streams, rng_state
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5
 from adept.methods import Method
-from adept.train import TrainConfig, _Averager, fit
+from adept.training import TrainConfig, fit
+from adept.training.loop import Averager
 from tests.helpers import tensors
 from tests.test_pack import batch, spec
 
@@ -54,7 +55,7 @@ def test_the_graphed_update_is_the_eager_update(name, graphs):
     logged = {"eager": [], "graphed": []}
     for key, step in (("eager", eager.update), ("graphed", update)):
         torch.manual_seed(5)
-        averager = _Averager()
+        averager = Averager()
         for i, b in enumerate(_batches(), 1):
             averager.add(step(b))
             if i % 3 == 0:  # logged every 3 steps: later rows start on a replay's outputs
@@ -80,14 +81,14 @@ def test_the_training_loop_with_graphs_is_the_loop_without(d4rl_file, monkeypatc
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(train_module, "GraphedUpdate", Recorded)
+    monkeypatch.setattr(loop_module, "GraphedUpdate", Recorded)
     data = load_hdf5(d4rl_file)
     runs = []
     for graphs in (False, True):
         agent = _agent("td3bc")
         method = Method(data, ReplayBuffer.from_transitions(data, device="cpu", seed=3), 16)
         torch.manual_seed(7)
-        averager, rows = _Averager(), []
+        averager, rows = Averager(), []
         for step, metrics in fit(agent, method, 0, 10, graphs=graphs):
             averager.add(metrics)
             if step % 4 == 0:
@@ -139,7 +140,7 @@ def test_a_graphed_pack_is_the_pack():
         pack, streams = Pack(agents), Streams(states)
         update = GraphedPackUpdate(pack, warmup=1) if graphed else pack.update
         generators = [torch.Generator().manual_seed(100 + s) for s in (0, 1)]
-        averagers = [_Averager(), _Averager()]
+        averagers = [Averager(), Averager()]
         for _ in range(6):
             batches = [batch(g) for g in generators]
             noises = []

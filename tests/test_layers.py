@@ -24,9 +24,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("world models", ("adept.world_models",)),
     ("methods", ("adept.methods",)),
     ("the speed layer", ("adept.accel",)),
-    ("training", ("adept.train", "adept.divergence")),
+    ("training", ("adept.training",)),
     ("bench", ("adept.bench",)),
-    ("report", ("adept.results", "adept.report", "adept.paper")),
+    ("report", ("adept.report",)),
     ("command line", ("adept.cli", "adept.__main__")),
 ]
 """Bottom to top. A module belongs to the layer of the longest prefix that names it."""

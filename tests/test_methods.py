@@ -9,7 +9,7 @@ from adept.base.errors import AdeptError
 from adept.datasets.generate import make_dataset
 from adept.methods import ModelBasedConfig
 from adept.store.runs import load_checkpoint
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from adept.world_models.model import WorldModelConfig
 from tests.helpers import rows, stopped_at
 
@@ -167,7 +167,7 @@ def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int 
     from adept.agents import AgentSpec
     from adept.data import ReplayBuffer, load_hdf5
     from adept.methods import make_method
-    from adept.train import make_agent
+    from adept.training import make_agent
 
     data = load_hdf5(dataset)
     buffer = ReplayBuffer.from_transitions(data, device="cpu")

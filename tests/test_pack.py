@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
-import adept.divergence
-import adept.train as train_module
+import adept.training.seeds
+import adept.training.seeds as seeds_module
 from adept.accel.pack import Pack
 from adept.agents import AGENT_CONFIGS, AGENTS
 from adept.agents.base import AgentSpec
@@ -23,7 +23,7 @@ from adept.cli import main
 from adept.data.buffer import Batch
 from adept.datasets.generate import make_dataset
 from adept.store.runs import load_checkpoint
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from tests.helpers import rows, stopped_at, tensors
 from tests.test_train import config
 
@@ -219,13 +219,13 @@ def test_a_packed_seed_resumes_alone_and_a_seed_ahead_rejoins_the_pack(
     assert load_checkpoint(tmp_path / "part" / "seed0" / "checkpoint.pt")["step"] == 40
     # the pack resumes all three from 20: seed 0 from its previous checkpoint
     packs = []
-    real_pack = train_module.Pack
+    real_pack = seeds_module.Pack
 
     def pack(agents):
         packs.append(len(agents))
         return real_pack(agents)
 
-    monkeypatch.setattr(train_module, "Pack", pack)
+    monkeypatch.setattr(seeds_module, "Pack", pack)
     train(part)
     assert packs == [3]
     for seed in SEEDS:
@@ -233,18 +233,18 @@ def test_a_packed_seed_resumes_alone_and_a_seed_ahead_rejoins_the_pack(
 
 
 def test_a_diverging_seed_leaves_the_pack_and_is_finished_alone(dataset, tmp_path, monkeypatch):
-    real_find = adept.divergence.find
+    real_find = adept.training.run.find_divergence
     reported = []
 
     def find(step, row, agent, method):
         # seed 1's first check at step 40 in the pack reports a divergence, once
         if step == 40 and not reported and agent is seats_agent[1]:
             reported.append(step)
-            return adept.divergence.Divergence(step, "agent", "iql", ["train/q_loss"])
+            return adept.training.divergence.Divergence(step, "agent", "iql", ["train/q_loss"])
         return real_find(step, row, agent, method)
 
     seats_agent: dict[int, object] = {}
-    real_pack = train_module.Pack
+    real_pack = seeds_module.Pack
 
     def pack(agents):
         if not seats_agent:
@@ -252,15 +252,15 @@ def test_a_diverging_seed_leaves_the_pack_and_is_finished_alone(dataset, tmp_pat
         return real_pack(agents)
 
     alone_runs = []
-    real_train_in = train_module._train_in
+    real_train_in = seeds_module.train_in
 
     def train_in(run, cfg, data, env_id):
         alone_runs.append(cfg.seed)
         return real_train_in(run, cfg, data, env_id)
 
-    monkeypatch.setattr(train_module, "Pack", pack)
-    monkeypatch.setattr(adept.divergence, "find", find)
-    monkeypatch.setattr(train_module, "_train_in", train_in)
+    monkeypatch.setattr(seeds_module, "Pack", pack)
+    monkeypatch.setattr(adept.training.run, "find_divergence", find)
+    monkeypatch.setattr(seeds_module, "train_in", train_in)
     summaries = train(config(dataset, tmp_path / "pack", seeds=SEEDS))["runs"]
     assert reported == [40] and alone_runs == [1]
     assert len(summaries) == 3
@@ -308,7 +308,7 @@ def test_one_seed_left_to_pack_runs_in_the_ordinary_loop(dataset, tmp_path, monk
     def no_pack(agents):
         raise AssertionError("a pack of one was built")
 
-    monkeypatch.setattr(train_module, "Pack", no_pack)
+    monkeypatch.setattr(seeds_module, "Pack", no_pack)
     summaries = train(config(dataset, tmp_path / "one", seeds=(5,)))["runs"]
     train(config(dataset, tmp_path / "alone", seed=5))
     assert list(summaries) == [str(tmp_path / "one" / "seed5")]

@@ -222,7 +222,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
 
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_pgd_trains_every_agent_and_regenerates_on_schedule(hopper_path, tmp_path, agent):
-    from adept.train import train
+    from adept.training import train
     from tests.helpers import rows
 
     summary = train(run_config(hopper_path, tmp_path / "run", agent=agent))
@@ -294,7 +294,7 @@ def test_regeneration_replaces_the_synthetic_data_with_the_current_policys(hoppe
 
 def test_the_segment_model_is_cached_and_shared(hopper_path, tmp_path, monkeypatch):
     import adept.methods.pgd as pgd
-    from adept.train import train
+    from adept.training import train
 
     train(run_config(hopper_path, tmp_path / "iql"))
     assert len(list((tmp_path / "adept-data" / "artifacts" / "pgd").glob("*.pt"))) == 1
@@ -323,7 +323,7 @@ def test_the_true_error_diagnostic_leaves_the_run_as_it_is(hopper_path, tmp_path
     from dataclasses import replace
 
     from adept.store.runs import load_checkpoint
-    from adept.train import train
+    from adept.training import train
 
     config = run_config(hopper_path, tmp_path / "on")
     train(config)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import adept.train as train_module
+import adept.training.run as run_module
 from adept.agents import AGENTS
 from adept.base import precision
 from adept.base.errors import AdeptError
 from adept.methods import METHODS
 from adept.store.artifacts import artifacts_dir
 from adept.store.runs import load_checkpoint
-from adept.train import TrainConfig, train
+from adept.training import TrainConfig, train
 from tests.helpers import rows
 from tests.test_methods import config, train_interrupted_then_resumed
 from tests.test_methods import dataset as dataset
@@ -141,13 +141,13 @@ def test_bf16_runs_stay_finite_and_train_in_bf16(dataset, tmp_path, monkeypatch,
     fp32 = run_config(dataset, tmp_path / "fp32", agent, method)
     train(fp32)
     seen: list[str | None] = []
-    real_evaluate = train_module.evaluate
+    real_evaluate = run_module.evaluate
 
     def evaluate(*args, **kwargs):
         seen.append(precision.active())
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    monkeypatch.setattr(run_module, "evaluate", evaluate)
     train(replace(fp32, run_dir=tmp_path / "bf16", precision="bf16"))
     assert seen and all(dtype is None for dtype in seen), "evaluation runs in fp32"
     a, b = weights(tmp_path / "fp32"), weights(tmp_path / "bf16")

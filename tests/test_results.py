@@ -18,16 +18,10 @@ import tyro
 
 from adept.base.errors import AdeptError
 from adept.cli import main
-from adept.results import (
-    Report,
-    batched_improvement,
-    batched_iqm,
-    batched_optimality_gap,
-    load_bench,
-    method_label,
-    seed_curves,
-    write_report,
-)
+from adept.report.command import Report, write_report
+from adept.report.figures import seed_curves
+from adept.report.load import load_bench, method_label
+from adept.report.stats import batched_improvement, batched_iqm, batched_optimality_gap
 
 STEPS = (100, 200, 300)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -499,7 +493,8 @@ def test_area_under_the_curve_is_the_mean_of_the_evaluations(own_report):
 
 
 def test_verdicts_need_ci_that_do_not_overlap(own_report):
-    from adept.results import Estimate, verdict
+    from adept.report.analysis import verdict
+    from adept.report.stats import Estimate
 
     result = own_report
     md = (result.out / "results.md").read_text()
@@ -527,15 +522,15 @@ def test_diagnostics_no_run_logged_get_no_column(own_report):
     import struct
 
     png = (own_report.out / "diagnostics.png").read_bytes()
-    from adept.report import DPI
+    from adept.report.plots import DPI
 
     width = struct.unpack(">I", png[16:20])[0]  # the IHDR chunk
-    # figsize 4.6 inches per column at adept.report's dpi; a fourth column would add a third
+    # figsize 4.6 inches per column at adept.report.plots' dpi; a fourth column would add a third
     assert width == round(DPI * 4.6 * 3)
 
 
 def test_rise_and_collapse_reads_the_diagnostics_at_the_peak_and_at_the_end(tmp_path):
-    from adept.results import collapse_table
+    from adept.report.document import collapse_table
 
     cells = {
         ("hopper-random", v, s): FakeCell(curve=(1.0, 5.0 + s, 2.0))
@@ -626,7 +621,7 @@ def bench_logging_own_true_errors(tmp_path: Path, variants: tuple[str, ...]) -> 
 
 
 def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
-    from adept.results import collapse_table
+    from adept.report.document import collapse_table
 
     root = bench_logging_own_true_errors(tmp_path, ("none", "adept", "pgd", "dydiff"))
     table = collapse_table(load_bench(root))
@@ -643,7 +638,7 @@ def test_the_diagnostics_figure_draws_pgds_and_dydiffs_true_error(tmp_path):
     """Runs that log only their own true error get the figure's one column for it."""
     import struct
 
-    from adept.report import DPI
+    from adept.report.plots import DPI
 
     root = bench_logging_own_true_errors(tmp_path, ("none", "pgd", "dydiff"))
     png = (write_report(root).out / "diagnostics.png").read_bytes()

@@ -228,7 +228,7 @@ def test_bad_options_fail_before_anything_is_written(hopper, tmp_path, option, m
 def test_synther_trains_every_agent(hopper, tmp_path, agent):
     import csv
 
-    from adept.train import train
+    from adept.training import train
 
     summary = train(run_config(hopper, tmp_path / "run", agent=agent))
     assert summary["steps"] == 10 and np.isfinite(summary["normalized_score_last"])
@@ -298,7 +298,7 @@ def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, mo
     import adept.methods.synther as synther
     from adept.data.hdf5 import load_hdf5
     from adept.datasets.summary import summarize
-    from adept.train import train
+    from adept.training import train
 
     train(run_config(hopper, tmp_path / "iql"))
     entries = sorted((tmp_path / "adept-data" / "artifacts" / "synther-samples").glob("*.hdf5"))
@@ -335,7 +335,7 @@ def test_a_run_that_finds_the_samples_cached_ends_as_the_run_that_made_them(hopp
     """Sampling from the cached generator used to draw the model's throw-away initial weights
     from the run's own RNG: a run that made the samples then trained differently from one that
     found them in the cache."""
-    from adept.train import train
+    from adept.training import train
     from tests.helpers import rows
 
     train(run_config(hopper, tmp_path / "miss", agent="td3bc"))

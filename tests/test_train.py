@@ -4,13 +4,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-import adept.train as train_module
+import adept.training.run as run_module
 from adept.base.errors import AdeptError
 from adept.cli import main
 from adept.datasets.generate import make_dataset
 from adept.envs import evaluate
+from adept.methods import Method
 from adept.store.runs import RunDir, load_checkpoint
-from adept.train import TrainConfig, load_agent, train, unread_fields
+from adept.training import TrainConfig, load_agent, train, unread_fields
 from tests.helpers import rows, stopped_at
 
 
@@ -107,7 +108,7 @@ def test_resume_ends_exactly_like_an_uninterrupted_run(dataset, tmp_path, monkey
 def test_finished_run_is_reported_not_retrained(dataset, tmp_path, monkeypatch):
     cfg = config(dataset, tmp_path / "run", num_steps=20, eval_every=20)
     first = train(cfg)
-    monkeypatch.setattr(train_module, "fit", lambda *a: pytest.fail("must not train again"))
+    monkeypatch.setattr(run_module, "fit", lambda *a: pytest.fail("must not train again"))
     assert train(cfg) == first
 
 
@@ -233,7 +234,7 @@ def test_methods_plug_in_through_hooks(dataset):
     buffer = ReplayBuffer.from_transitions(data, device="cpu")
     calls: list[tuple[str, int]] = []
 
-    class Recording(train_module.Method):
+    class Recording(Method):
         def sample(self, step):
             calls.append(("sample", step))
             return super().sample(step)
@@ -242,10 +243,10 @@ def test_methods_plug_in_through_hooks(dataset):
             calls.append(("after", step))
             return {"method/extra": torch.tensor(float(step))}
 
-    agent = train_module.make_agent(
+    agent = run_module.make_agent(
         TrainConfig(agent="bc"), AgentSpec.from_data(data, 3, torch.device("cpu"))
     )
-    out = list(train_module.fit(agent, Recording(data, buffer, 8), start=1, num_steps=4))
+    out = list(run_module.fit(agent, Recording(data, buffer, 8), start=1, num_steps=4))
     assert [s for s, _ in out] == [2, 3, 4]
     assert calls == [
         ("sample", 1),

@@ -75,7 +75,7 @@ class Method:
 
     name = "none"
     options: str | None = None
-    """The field of :class:`adept.train.TrainConfig` holding this method's config (None: none)."""
+    """The field of :class:`adept.training.TrainConfig` holding its config (None: none)."""
 
     def __init__(
         self,

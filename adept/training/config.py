@@ -1,0 +1,215 @@
+"""The training run's configuration: what to train on, with which agent and method, for how long,
+and how the run is logged, checkpointed and guarded."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from adept.agents import (
+    AGENTS,
+    BCConfig,
+    IQLConfig,
+    SACConfig,
+    TD3BCConfig,
+)
+from adept.base import compiling
+from adept.base.compiling import Compile
+from adept.base.errors import AdeptError
+from adept.base.precision import Precision
+from adept.data.buffer import resolve_device
+from adept.datasets.registry import dataset_label
+from adept.methods import (
+    METHODS,
+    DyDiffConfig,
+    ModelBasedConfig,
+    PGDConfig,
+    SynthERConfig,
+)
+
+
+def optional_package(module: str, extra: str) -> Any:
+    """Import an optional logger's package, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise AdeptError(
+            f"--{extra} needs the {extra} package; pip install 'adept-rl[{extra}]'"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Offline training of one agent (optionally with a synthetic-data method) on one dataset."""
+
+    dataset: str = "hopper-random"
+    """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
+    agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
+    """The offline RL agent."""
+    method: Literal["none", "diffusion", "adept", "synther", "pgd", "dydiff"] = "none"
+    """'none': the dataset alone (X); 'diffusion': Diff+X (world model trained once, rollouts of
+    the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates);
+    'synther': SynthER+X (an upsampled synthetic dataset from a diffusion model of transitions);
+    'pgd': PGD+X (trajectory segments generated with the current policy's guidance);
+    'dydiff': DyDiff+X (policy rollouts refined by a trajectory diffusion model)."""
+    num_steps: int = 100_000
+    """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
+    seed: int = 0
+    """Seed of networks, sampling and evaluation episodes."""
+    seeds: tuple[int, ...] = ()
+    """Train these seeds in one process (instead of --seed), the agents' updates batched into
+    one computation (adept.accel.pack); each seed is an ordinary run in its own directory
+    (<run-dir>/seed<s>, default runs/<dataset>-<agent>-<method>-seed<s>) that resumes exactly,
+    in a pack or alone. Diff+X's and ADEPT's rollouts and re-fits batch the seeds' world
+    models too; other methods' work (generation) and the diagnostics run seed by seed."""
+    run_dir: Path | None = None
+    """Run directory; default runs/<dataset>-<agent>-<method>-seed<seed>."""
+    env_id: str | None = None
+    """Gymnasium env id, when the dataset does not name one."""
+    batch_size: int = 256
+    """Agent batch size."""
+    eval_every: int = 5000
+    """Evaluate every N steps (and at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (deterministic actor, fresh env seeds each time)."""
+    log_every: int = 1000
+    """Average training metrics over N steps and log them."""
+    checkpoint_every: int = 10_000
+    """Save a resumable checkpoint every N steps (and at the end)."""
+    on_divergence: Literal["stop", "rollback"] = "stop"
+    """When a loss, weight or generated batch turns NaN/inf (checked at every log and
+    checkpoint step): stop with the last good checkpoint kept, or roll back to it with the
+    failing component's learning rates scaled by --divergence-lr-factor. Either way the
+    failing step's diagnostics go to run_dir/divergence.json."""
+    divergence_lr_factor: float = 0.5
+    """Learning-rate factor of a rollback."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed in a run before it stops."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Training device; auto picks CUDA when available."""
+    precision: Precision = "auto"
+    """Matrix products of the agent's update and of the method's models (pre-training,
+    sampling, re-fits, rollouts): fp32, or bf16 autocast (weights, optimizer state and
+    evaluation stay fp32), for both; auto: each part's measured default on the device
+    (adept.base.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
+    precision-table grid; $ADEPT_PRECISION overrides it). On this CPU bf16 runs the agents'
+    updates 1.07–1.28× and the world model's steps 1.16–1.38× as fast (benchmarks.precision)."""
+    cuda_graphs: bool = False
+    """Replay the agent's update from CUDA graphs (adept.accel.graphs): one launch per update
+    instead
+    of a few hundred small kernels, whose launches bound a GPU's updates per second at these
+    sizes. The same kernels on the same numbers as without (the learning rates rounded to
+    float32); batches, random numbers and schedules stay as they are. Needs a CUDA device. Off
+    by default until measured on a GPU."""
+    compile: Compile = "auto"
+    """Run the agent's losses through torch.compile (adept.base.compiling): fused kernels, the same
+    networks and checkpoints, numbers equal to float rounding; the first update compiles (≈ 16 s
+    cold on 2 cores, 2–5 s from inductor's cache). auto: where measured faster — IQL (1.20× the
+    updates/s) and BC on a CPU, runs of 20k steps or more ($ADEPT_COMPILE=on|off overrides it);
+    SAC and TD3+BC ran slower compiled."""
+    tensorboard: bool = False
+    """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (mode from WANDB_MODE; needs the wandb extra)."""
+    progress: bool = True
+    """Show a progress bar."""
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    adept: ModelBasedConfig = field(default_factory=ModelBasedConfig)
+    """World model and schedule of --method diffusion|adept."""
+    synther: SynthERConfig = field(default_factory=SynthERConfig)
+    """Generator, upsampling and data mix of --method synther."""
+    pgd: PGDConfig = field(default_factory=PGDConfig)
+    """Segment model, policy guidance, regeneration and data mix of --method pgd."""
+    dydiff: DyDiffConfig = field(default_factory=DyDiffConfig)
+    """Trajectory and one-step models, policy injection, filter and data mix of --method dydiff."""
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir is not None:
+            return self.run_dir
+        name = dataset_label(self.dataset)
+        return Path("runs") / f"{name}-{self.agent}-{self.method}-seed{self.seed}"
+
+    def for_seed(self, seed: int) -> TrainConfig:
+        """The run of one of ``seeds``: what ``--seed <seed>`` would train."""
+        run_dir = None if self.run_dir is None else self.run_dir / f"seed{seed}"
+        return dataclasses.replace(self, seed=seed, seeds=(), run_dir=run_dir)
+
+    def validate(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise AdeptError(f"--seeds names a seed twice: {list(self.seeds)}; give each once")
+        for name in (
+            "num_steps",
+            "batch_size",
+            "eval_every",
+            "eval_episodes",
+            "log_every",
+            "checkpoint_every",
+        ):
+            if getattr(self, name) < 1:
+                raise AdeptError(
+                    f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
+                )
+        if not 0.0 < self.divergence_lr_factor < 1.0:
+            raise AdeptError(
+                f"--divergence-lr-factor must be in (0, 1), got {self.divergence_lr_factor}"
+            )
+        if self.max_rollbacks < 0:
+            raise AdeptError(f"--max-rollbacks must be 0 or more, got {self.max_rollbacks}")
+        if self.tensorboard:
+            optional_package("torch.utils.tensorboard", "tensorboard")
+        if self.wandb:
+            optional_package("wandb", "wandb")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise AdeptError(
+                "--device cuda was asked for but no CUDA device is visible; use --device auto"
+            )
+        device = resolve_device(self.device)
+        if self.cuda_graphs and device.type != "cuda":
+            raise AdeptError(
+                f"--cuda-graphs needs a CUDA device, and this run's is {device}; drop --cuda-graphs"
+            )
+        compiling.resolve(self.compile, device, self.agent, self.num_steps)  # refuses here
+
+
+#: Config fields that may differ when a run is resumed (they do not change its results).
+RESUMABLE_FIELDS = (
+    "seeds",
+    "device",
+    "cuda_graphs",
+    "compile",
+    "on_divergence",
+    "divergence_lr_factor",
+    "max_rollbacks",
+    "progress",
+    "tensorboard",
+    "wandb",
+    "run_dir",
+    "adept.cache",
+    "synther.cache",
+    "pgd.cache",
+    "dydiff.cache",
+)
+
+
+def unread_fields(agent: str, method: str) -> tuple[str, ...]:
+    """The option sections a run with ``agent`` and ``method`` never reads: the other agents'
+    (``--sac.*`` in an IQL run) and the other methods' (``--synther.*`` in an ADEPT run). Two
+    runs whose configs differ only there, and in :data:`RESUMABLE_FIELDS`, are the same run
+    (``adept bench --reuse`` takes one grid's finished run for another's cell)."""
+    own = METHODS[method].options
+    others = sorted({m.options for m in METHODS.values() if m.options not in (None, own)})
+    return (*(name for name in AGENTS if name != agent), *others)
+
+
+def same_run_fields(config: TrainConfig) -> tuple[str, ...]:
+    """The config fields in which a stored run may differ from ``config`` and still be its run
+    (a resume, an archived or reused cell): :data:`RESUMABLE_FIELDS` and :func:`unread_fields`."""
+    return (*RESUMABLE_FIELDS, *unread_fields(config.agent, config.method))
