@@ -47,6 +47,7 @@ def agent_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return tensors(load_checkpoint(run_dir / "checkpoint.pt")["agent"])
 
 
+@pytest.mark.slow
 def test_a_run_ends_the_same_on_a_miss_a_hit_and_without_the_cache(dataset, tmp_path, monkeypatch):
     train(run_config(dataset, tmp_path / "miss"))
     assert len(entries()) == 1
@@ -141,6 +142,7 @@ def _ask(root: Path, log: Path, barrier) -> None:
     assert torch.equal(result["value"], torch.arange(3))
 
 
+@pytest.mark.slow
 def test_two_processes_compute_an_entry_once(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)

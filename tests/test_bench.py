@@ -358,6 +358,7 @@ def test_root_that_is_not_a_bench_root(tmp_path, capsys):
     assert "is not a bench root" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
     root = tmp_path / "grid"
     first = run_bench("--preset", "smoke", "--root", str(root), "--workers", "2")
@@ -415,6 +416,7 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
         assert label in results, label
 
 
+@pytest.mark.slow
 def test_a_failed_cell_never_stops_the_grid(tmp_path):
     root = tmp_path / "grid"
     args = ["--datasets", DATASET, "--agents", "iql", "bc", "--methods", "none", "--seeds", "0"]
@@ -442,6 +444,7 @@ def test_a_failed_cell_never_stops_the_grid(tmp_path):
     assert state(root)["cells"][f"{DATASET}/none/iql/seed0"]["state"] == "done"
 
 
+@pytest.mark.slow
 def test_hand_edited_cell_is_refused_before_anything_runs(tmp_path, capsys):
     root = tmp_path / "grid"
     layer = tiny()
@@ -483,6 +486,7 @@ LONG_CELL = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
 def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path, stop):
     reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
@@ -518,6 +522,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path, stop):
     assert metrics(cell) == metrics(tmp_path / "ref" / DATASET / "none" / "iql" / "seed0")
 
 
+@pytest.mark.slow
 def test_world_model_methods_share_one_pretrained_model(tmp_path):
     spec = resolve_spec(
         [("cli", tiny(methods=["diffusion", "adept"], agents=["iql", "sac"], num_steps=50))]
@@ -530,20 +535,28 @@ def test_world_model_methods_share_one_pretrained_model(tmp_path):
     assert len(entries) == 1, "Diff+X and ADEPT+X with IQL and SAC pre-train one model"
 
 
+@pytest.mark.slow
 def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
     pytest.importorskip("ray")
     root = tmp_path / "grid"
-    # the smoke preset, its cells made long enough to be killed between checkpoints
-    args = ["--preset", "smoke", "--root", str(root), "--backend", "ray", "--workers", "2",
-            "--threads", "1", "--num-steps", "1500", "--eval-every", "750",
-            "--set", "checkpoint_every=100"]  # fmt: skip
+    # the smoke preset's sizes, X and ADEPT+X only, the cells made long enough to be killed
+    # between checkpoints
+    smoke = bench.PRESETS["smoke"]["datasets"][0]
+    sizes = [
+        f"{key}={value}"
+        for key, value in TINY_SET.items()
+        if not key.startswith(("synther.", "pgd.", "dydiff."))
+    ]
+    args = ["--datasets", smoke, "--agents", "iql", "--methods", "none", "adept",
+            "--seeds", "0", "1", "--root", str(root), "--backend", "ray", "--workers", "2",
+            "--threads", "1", "--num-steps", "1500", "--eval-every", "750", "--eval-episodes", "2",
+            "--set", *sizes, "checkpoint_every=100"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "adept", "bench", "--no-progress", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    smoke = bench.PRESETS["smoke"]["datasets"][0]
     cell = root / smoke / "none" / "iql" / "seed0"
     try:
         _wait_for(cell / "checkpoint.pt", proc, timeout=180)
@@ -554,7 +567,7 @@ def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
     cells = state(root)["cells"]
-    assert len(cells) == 12 and {r["state"] for r in cells.values()} == {"done"}
+    assert len(cells) == 4 and {r["state"] for r in cells.values()} == {"done"}
     assert cells[f"{smoke}/none/iql/seed0"]["attempts"] == 2, "Ray retried the killed cell"
     assert cells[f"{smoke}/adept/iql/seed1"]["attempts"] == 1
     log = (root / "logs" / f"{smoke}__none__iql__seed0.log").read_text()
@@ -582,6 +595,7 @@ def test_repeated_set_and_variant_flags_accumulate():
     assert spec.variants["d"] == bench.Variant("adept", None, {}, ("hopper-random-n5000",))
 
 
+@pytest.mark.slow
 def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
     """--pack 2: seeds 0 and 1 of each (variant, agent) train in one `adept train --seeds`
     process, in their own cells' ordinary run directories, and write what they write alone;
@@ -627,6 +641,7 @@ def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
                 assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-4), key
 
 
+@pytest.mark.slow
 def test_ray_runs_a_pack_as_one_task(tmp_path):
     pytest.importorskip("ray")
     root = tmp_path / "grid"
@@ -645,6 +660,7 @@ def test_ray_runs_a_pack_as_one_task(tmp_path):
     assert all(r["log"] == f"logs/{DATASET}__none__iql__seeds0+1.log" for r in cells.values())
 
 
+@pytest.mark.slow
 def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
     """--archive keeps each finished cell's light files; a grid started on an empty root (a
     fresh machine) takes them instead of running the cells again, and reports the same."""
@@ -706,6 +722,7 @@ def test_archive_continues_a_grid_on_a_fresh_root(tmp_path):
     assert not (tmp_path / "four" / iql).exists(), "a refused archive restores nothing"
 
 
+@pytest.mark.slow
 def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path, monkeypatch):
     """--reuse takes a finished run of another grid for a cell whose config differs from it only
     in options the run never reads (another method's); any read option differing, or other

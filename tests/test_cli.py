@@ -16,6 +16,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_make_then_info(tmp_path, capsys):
     out = tmp_path / "h.hdf5"
     main(
@@ -145,6 +146,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, case, capsys):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before, "nothing written"
 
 
+@pytest.mark.slow
 def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
     result = run_cli("data", "info", str(tmp_path / "absent.hdf5"))
     assert result.returncode == 2
@@ -152,6 +154,7 @@ def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [f"{expected} or make it with 'adept data make'"]
 
 
+@pytest.mark.slow
 def test_help_lists_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "data" in result.stdout and "demo" in result.stdout

@@ -70,6 +70,7 @@ def test_the_environment_says_what_auto_means(monkeypatch):
         compiling.resolve("auto", CPU, "iql", 50_000)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_a_compiled_update_equals_the_eager_one_to_float_rounding(dataset):
     data = load_dataset(dataset, progress=False)
@@ -92,6 +93,7 @@ def test_a_compiled_update_equals_the_eager_one_to_float_rounding(dataset):
             torch.testing.assert_close(weights_b[name][key], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_a_run_asked_to_compile_compiles_and_resumes_eagerly(dataset, tmp_path, monkeypatch):
     eager = config(dataset, tmp_path / "eager", agent="iql", method="none")

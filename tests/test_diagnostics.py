@@ -96,6 +96,7 @@ def test_transition_error_is_zero_on_recorded_data_and_measures_a_shift(tmp_path
     assert shifted.share_within(0.05) == 0.0 and shifted.share_within(0.2) == 1.0
 
 
+@pytest.mark.slow
 def test_segment_error_is_zero_on_recorded_segments_and_grows_with_a_drift(tmp_path):
     from adept.data.segments import gather_segments, segment_starts
     from adept.world_models.true_dynamics import segment_error

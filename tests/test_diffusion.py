@@ -166,6 +166,7 @@ def test_edm_module_trains_and_samples():
     assert math.isclose(samples.std().item(), 0.5, rel_tol=0.25)
 
 
+@pytest.mark.slow
 def test_residual_mlp_starts_as_the_skip_and_learns_a_correlated_gaussian():
     from adept.diffusion.denoisers import ResidualMLP
 

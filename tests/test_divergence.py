@@ -79,6 +79,7 @@ def step_and_component(message: str) -> tuple[int, str]:
     return step, component
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "poison", "component", "place"),
     [
@@ -124,6 +125,7 @@ def test_nan_importance_weights_are_blamed_on_the_world_model(dataset, tmp_path,
     assert blamed == "method" and step <= 10  # the first re-fit is at step 5, the first log 10
 
 
+@pytest.mark.slow
 def test_a_healthy_run_is_not_stopped_and_logs_no_rollbacks(dataset, tmp_path):
     train(config(dataset, tmp_path / "run", method="adept", on_divergence="rollback"))
     assert not (tmp_path / "run" / DIVERGENCE).exists()
@@ -134,6 +136,7 @@ def lr_of(state: dict[str, Any], part: str) -> float:
     return float(state["agent"][part]["param_groups"][0]["lr"])
 
 
+@pytest.mark.slow
 def test_rollback_restarts_from_the_last_good_checkpoint_with_lower_learning_rates(
     dataset, tmp_path, monkeypatch
 ):
@@ -173,6 +176,7 @@ def test_rollbacks_stop_after_the_limit(dataset, tmp_path, monkeypatch):
     assert [e["action"] for e in events] == ["rolled back", "rolled back", "stopped"]
 
 
+@pytest.mark.slow
 def test_a_method_that_trains_nothing_during_the_run_cannot_roll_back(
     dataset, tmp_path, monkeypatch
 ):

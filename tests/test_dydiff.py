@@ -21,6 +21,7 @@ from tests.test_pgd import integrator
 TINY = UNetSize(8, (1, 2), 3)
 
 
+@pytest.mark.slow
 def test_samples_start_at_the_given_state_and_follow_the_actions_after_training():
     """On s′ = s + a/2, sampled states given (s_0, a) follow the dynamics of those actions far
     better than the untrained model, and better than any model blind to the actions can (it can
@@ -304,6 +305,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
     refuses_before_writing(run_config(hopper_path, tmp_path / "run"), option, message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_path, agent):
     from adept.training import train
@@ -322,6 +324,7 @@ def test_dydiff_trains_every_agent_and_rolls_out_on_schedule(hopper_path, tmp_pa
     assert float(first["dydiff/true_error_1"]) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real_ratio", [0.0, 0.6, 1.0])
 def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio):
     from adept.agents import IQL, AgentSpec, IQLConfig
@@ -343,6 +346,7 @@ def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio)
     assert real_share(batch, data, "next_observations") == expected, "exactly the share"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_the_rollouts_follow_the_configured_policy_and_model_draws(
     hopper_path, monkeypatch, deterministic
@@ -374,6 +378,7 @@ def test_the_rollouts_follow_the_configured_policy_and_model_draws(
     assert len(drawn) > 8 and set(drawn) == {not deterministic}
 
 
+@pytest.mark.slow
 def test_both_models_are_cached_and_shared(hopper_path, tmp_path, monkeypatch):
     import adept.methods.dydiff as dydiff
     from adept.training import train
@@ -391,6 +396,7 @@ def test_both_models_are_cached_and_shared(hopper_path, tmp_path, monkeypatch):
     train(run_config(hopper_path, tmp_path / "td3bc", agent="td3bc"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
 def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
     from tests.test_methods import resumes_exactly

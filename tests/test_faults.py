@@ -172,6 +172,7 @@ def test_a_save_after_one_killed_between_its_two_renames_leaves_no_temporary(tmp
     assert stray_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_damaged_run_checkpoint_offers_the_previous_one_which_resumes_exactly(
     dataset, reference, tmp_path, monkeypatch
 ):
@@ -286,6 +287,7 @@ def test_a_damaged_sac_snapshot_names_the_file_and_the_remedy(tmp_path, damage):
 # --- a full or read-only disk ----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_a_checkpoint_that_cannot_be_written_leaves_the_last_one_and_resumes_exactly(
     dataset, reference, tmp_path, monkeypatch, capsys, code
@@ -382,6 +384,7 @@ def test_a_flipped_bit_in_a_dataset_file_is_an_error_not_different_data(tmp_path
 # --- two processes on one run ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_dir_is_refused_until_the_first_dies(dataset, tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(

@@ -56,6 +56,7 @@ def test_rewards_come_from_the_env(cheetah):
         np.testing.assert_allclose(obs, cheetah.next_observations[t], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed(tmp_path):
     a = load_hdf5(make_dataset("hopper-random", tmp_path / "a.hdf5", 1500, seed=1, progress=False))
     b = load_hdf5(make_dataset("hopper-random", tmp_path / "b.hdf5", 1500, seed=1, progress=False))

@@ -20,7 +20,8 @@ def test_weighted_mean_recovers_the_expectation_under_a_shifted_policy():
     beta, pi = Normal(0.0, 1.0), Normal(0.5, 1.0)
     plain = importance_weights(pi.log_prob(a), beta.log_prob(a), truncate=False)
     assert (plain.weights * a).sum().item() == pytest.approx(0.5, abs=0.02)
-    assert plain.weights.sum().item() == pytest.approx(1.0)
+    # self-normalized: they sum to 1 up to float32 rounding over 200k terms (≈ 1e-6 relative)
+    assert plain.weights.sum().item() == pytest.approx(1.0, abs=1e-5)
     # ESS of this shift is N·exp(−Δ²) = 0.78 N in expectation
     assert plain.ess.item() / len(a) == pytest.approx(math.exp(-0.25), rel=0.02)
     # truncation at √N times the mean weight barely touches a mild shift
@@ -211,6 +212,7 @@ class NarrowPolicy:
         return Normal(0.7, 0.1).log_prob(act[:, 0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rule, improves",
     [

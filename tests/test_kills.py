@@ -34,6 +34,8 @@ from tests.helpers import rows
 from tests.killing import SITES, Kill
 from tests.killing import run as run_child
 
+pytestmark = pytest.mark.slow  # kill chains: every command killed at every site
+
 SEED = int(os.environ.get("ADEPT_KILL_SEED", "0"))
 KILLS = int(os.environ.get("ADEPT_KILLS", "4"))
 PHASES = ("pretrain", "diffusion", "refit", "rollout", "env-step", "hdf5", "write")

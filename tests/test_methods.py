@@ -114,6 +114,7 @@ def test_every_method_and_agent_runs(dataset, tmp_path, method, agent):
         assert 1.0 <= ess <= weighted_rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "adept",
     [replace(TINY, refit_average=0.0), replace(TINY, refit_average=0.9, refit_lr=1e-4)],
@@ -242,6 +243,7 @@ def test_clip_generated_switches_the_dataset_box(dataset):
     assert not inside[False], "an untrained model strays outside it when nothing clips"
 
 
+@pytest.mark.slow
 def test_diagnostics_leave_the_run_unchanged(dataset, tmp_path):
     """ε-diagnostics and the true error draw from streams of their own."""
     on = replace(TINY, diagnostics=True, true_error_every=1, true_error_starts=8)
@@ -356,6 +358,7 @@ def test_weight_average_is_an_exponential_moving_average():
     assert layer.weight.item() == 8.0, "the averaged module is a copy"
 
 
+@pytest.mark.slow
 def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(dataset):
     from adept.data import load_hdf5
     from adept.world_models.model import WorldModel

@@ -23,6 +23,8 @@ from adept.datasets.generate import LEARNED_KINDS
 from adept.datasets.online_sac import OnlineSAC, OnlineSACConfig, SACRun, load_behavior_actor
 from adept.datasets.summary import summarize
 
+pytestmark = pytest.mark.slow  # online SAC runs
+
 ENV = "Hopper-v5"
 TINY = OnlineSACConfig(
     sac=SACConfig(hidden=32),

@@ -54,6 +54,7 @@ def batch(g: torch.Generator) -> Batch:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["iql", "sac", "td3bc", "bc"])
 def test_a_packed_seed_updates_as_it_does_alone(name):
     alone = []
@@ -164,6 +165,7 @@ def stopped_pack_at(cfg: TrainConfig, at: int, monkeypatch: pytest.MonkeyPatch) 
             train(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql", "sac"])
 def test_train_seeds_writes_the_runs_that_training_each_seed_alone_writes(dataset, tmp_path, agent):
     packed = config(dataset, tmp_path / "pack", agent=agent, seeds=SEEDS)
@@ -189,6 +191,7 @@ def test_train_seeds_writes_the_runs_that_training_each_seed_alone_writes(datase
     assert rows(tmp_path / "pack" / "seed0") != rows(tmp_path / "pack" / "seed1")
 
 
+@pytest.mark.slow
 def test_a_stopped_pack_resumes_exactly(dataset, tmp_path, monkeypatch):
     full = config(dataset, tmp_path / "full", agent="sac", seeds=SEEDS)
     train(full)
@@ -207,6 +210,7 @@ def test_a_stopped_pack_resumes_exactly(dataset, tmp_path, monkeypatch):
                 assert torch.equal(got[path], value), path
 
 
+@pytest.mark.slow
 def test_a_packed_seed_resumes_alone_and_a_seed_ahead_rejoins_the_pack(
     dataset, tmp_path, monkeypatch
 ):
@@ -232,6 +236,7 @@ def test_a_packed_seed_resumes_alone_and_a_seed_ahead_rejoins_the_pack(
         assert rows(tmp_path / "part" / f"seed{seed}") == rows(tmp_path / "full" / f"seed{seed}")
 
 
+@pytest.mark.slow
 def test_a_diverging_seed_leaves_the_pack_and_is_finished_alone(dataset, tmp_path, monkeypatch):
     real_find = adept.training.run.find_divergence
     reported = []
@@ -304,6 +309,7 @@ def test_cli_train_seeds(dataset, tmp_path, capsys):
         assert (tmp_path / "runs" / f"seed{seed}" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_one_seed_left_to_pack_runs_in_the_ordinary_loop(dataset, tmp_path, monkeypatch):
     def no_pack(agents):
         raise AssertionError("a pack of one was built")
@@ -320,6 +326,7 @@ def test_seeds_named_twice_are_refused(dataset, tmp_path):
         train(config(dataset, tmp_path / "x", seeds=(1, 1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, options",
     [

@@ -99,6 +99,7 @@ def integrator(episodes: int = 256, length: int = 16, seed: int = 0) -> Transiti
     )
 
 
+@pytest.mark.slow
 def test_training_is_pure_and_teaches_the_model_the_dynamics():
     """Segments generated after training follow s_{t+1} = s_t + a_t / 2 far better than the
     untrained model's; training twice gives the same weights; the caller's RNG is untouched."""
@@ -140,6 +141,7 @@ class Toward(torch.nn.Module):
         return gaussian_log_prob(act, torch.full_like(act, 0.5), torch.full_like(act, 0.2).log())
 
 
+@pytest.mark.slow
 def test_guidance_raises_log_pi_and_zero_guidance_is_the_unguided_sampler():
     from adept.methods.pgd import generate
 
@@ -220,6 +222,7 @@ def test_bad_options_fail_before_anything_is_written(hopper_path, tmp_path, opti
     refuses_before_writing(run_config(hopper_path, tmp_path / "run"), option, message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_pgd_trains_every_agent_and_regenerates_on_schedule(hopper_path, tmp_path, agent):
     from adept.training import train
@@ -254,6 +257,7 @@ def _method(dataset: str, real_ratio: float = 0.25, batch_size: int = 32, **kw):
     return data, method, agent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
 def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio):
     from tests.test_methods import real_share
@@ -264,6 +268,7 @@ def test_batches_hold_the_configured_share_of_real_rows(hopper_path, real_ratio)
     assert real_share(batch, data) == round(32 * real_ratio), "exactly the share, not merely some"
 
 
+@pytest.mark.slow
 def test_regeneration_replaces_the_synthetic_data_with_the_current_policys(hopper_path):
     """Each regeneration empties the buffer and refills it with segments of the actor as it is
     now: guided toward a moved actor, the new actions are likelier under it than the old."""
@@ -292,6 +297,7 @@ def test_regeneration_replaces_the_synthetic_data_with_the_current_policys(hoppe
     assert new.mean() > old.mean() + 10.0, (new.mean(), old.mean())
 
 
+@pytest.mark.slow
 def test_the_segment_model_is_cached_and_shared(hopper_path, tmp_path, monkeypatch):
     import adept.methods.pgd as pgd
     from adept.training import train
@@ -306,6 +312,7 @@ def test_the_segment_model_is_cached_and_shared(hopper_path, tmp_path, monkeypat
     train(run_config(hopper_path, tmp_path / "td3bc", agent="td3bc"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
 def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
     from dataclasses import replace
@@ -319,6 +326,7 @@ def test_resume_is_exact(hopper_path, tmp_path, monkeypatch, cache):
     resumes_exactly(make, tmp_path, monkeypatch, "model", cache)
 
 
+@pytest.mark.slow
 def test_the_true_error_diagnostic_leaves_the_run_as_it_is(hopper_path, tmp_path):
     from dataclasses import replace
 

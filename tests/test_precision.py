@@ -61,6 +61,7 @@ def test_auto_takes_bf16_only_where_the_device_computes_it_natively(monkeypatch)
         precision.resolve("auto", cpu, "agent")
 
 
+@pytest.mark.slow
 def test_auto_runs_each_part_in_its_own_precision(dataset, tmp_path, monkeypatch):
     """With auto meaning bf16 for the agent and fp32 for the models, ADEPT's agent updates run
     under bf16 while its world model pre-trains, rolls out and re-fits in fp32 (and is the fp32
@@ -125,6 +126,7 @@ def run_config(dataset: str, run: Path, agent: str, method: str) -> TrainConfig:
     return replace(base, adept=replace(base.adept, true_error_every=1))  # the MuJoCo check too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("agent", "method"),
     [
@@ -157,6 +159,7 @@ def test_bf16_runs_stay_finite_and_train_in_bf16(dataset, tmp_path, monkeypatch,
     assert all(v == "" or math.isfinite(float(v)) for r in logged for v in r.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("agent", "method"), [("iql", "adept"), ("td3bc", "synther")])
 def test_bf16_models_are_cached_apart_and_a_bf16_run_resumes_exactly(
     dataset,

@@ -166,6 +166,7 @@ def read_csv(path: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["dataset"], r["label"]): r for r in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_csv_means_and_cis_match_hand_computation(full):
     result, root = full
     rows = read_csv(result.out / "results.csv")
@@ -204,6 +205,7 @@ def test_markdown_tables_bold_and_aggregates(full):
         assert "cpu-300" in heading
 
 
+@pytest.mark.slow
 def test_report_is_deterministic(full, tmp_path):
     result, root = full
     again = write_report(root, out=tmp_path / "again")
@@ -245,6 +247,7 @@ def test_figures_are_valid_pngs(full):
                 assert close.sum() > 100, f"{name} lacks the lines or bars of colour {rgb}"
 
 
+@pytest.mark.slow
 def test_partial_grid_counts_failures_and_partial_seeds(tmp_path):
     cells = {
         ("hopper-random", "none", 0): FakeCell(curve=(1, 2, 3)),
@@ -306,6 +309,7 @@ def test_a_bench_without_world_models_draws_no_diagnostics(tmp_path):
     assert "every finished cell ran at adept commit unknown" in md
 
 
+@pytest.mark.slow
 def test_report_command(full, capsys):
     _, root = full
     command = tyro.cli(Report, args=[str(root), "--reps", "200", "--reference", "none"])
@@ -393,6 +397,7 @@ def test_errors_write_nothing(tmp_path, case, words):
     assert not (root / "report").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_a_report_that_cannot_be_written_leaves_the_previous_one_whole(
     full, tmp_path, monkeypatch, capsys, code
@@ -433,6 +438,7 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow  # a real headless browser
 def test_html_renders_in_a_browser(full, tmp_path):
     browser = chromium()
     if browser is None:
@@ -483,6 +489,7 @@ def own_report(tmp_path_factory):
     return write_report(full_grid(tmp_path_factory.mktemp("bench-own")))
 
 
+@pytest.mark.slow
 def test_area_under_the_curve_is_the_mean_of_the_evaluations(own_report):
     result = own_report
     rows = read_csv(result.out / "results.csv")
@@ -634,6 +641,7 @@ def test_rise_and_collapse_reads_each_methods_own_true_error(tmp_path):
     assert rows["IQL"][-1] == "–"
 
 
+@pytest.mark.slow
 def test_the_diagnostics_figure_draws_pgds_and_dydiffs_true_error(tmp_path):
     """Runs that log only their own true error get the figure's one column for it."""
     import struct

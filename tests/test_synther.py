@@ -54,6 +54,7 @@ def test_decoded_terminals_are_thresholded_at_one_half():
     assert model.decode(x).terminals.tolist() == [0.0, 0.0, 1.0]
 
 
+@pytest.mark.slow
 def test_training_teaches_the_generator_the_dynamics():
     torch.manual_seed(0)
     data = linear_system()
@@ -126,6 +127,7 @@ def test_upsampled_actions_are_clipped_to_the_bounds_and_the_share_is_recorded()
     assert "actions_clipped" not in raw.metadata
 
 
+@pytest.mark.slow
 def test_the_terminal_classifier_relabels_wrong_flags():
     """Terminal where s′₀ > 1.6 (linear_system): a set of transitions whose flags are a
     generator's guesses — a fifth of them flipped — comes back with the true flags."""
@@ -224,6 +226,7 @@ def test_bad_options_fail_before_anything_is_written(hopper, tmp_path, option, m
     refuses_before_writing(run_config(hopper, tmp_path / "run"), option, message)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_synther_trains_every_agent(hopper, tmp_path, agent):
     import csv
@@ -256,6 +259,7 @@ def _method(dataset: str, real_ratio: float, batch_size: int = 32):
     return data, method
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", [True, False])
 def test_synthetic_actions_stay_in_the_dataset_s_range_unless_asked_not_to(hopper, clip):
     from dataclasses import replace
@@ -284,6 +288,7 @@ def test_synthetic_actions_stay_in_the_dataset_s_range_unless_asked_not_to(hoppe
         assert "synther/actions_clipped" not in metrics
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("real_ratio", [0.0, 0.25, 1.0])
 def test_batches_hold_the_configured_share_of_real_rows(hopper, real_ratio):
     from tests.test_methods import real_share
@@ -294,6 +299,7 @@ def test_batches_hold_the_configured_share_of_real_rows(hopper, real_ratio):
     assert real_share(batch, data) == round(32 * real_ratio), "exactly the share, not merely some"
 
 
+@pytest.mark.slow
 def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, monkeypatch):
     import adept.methods.synther as synther
     from adept.data.hdf5 import load_hdf5
@@ -318,6 +324,7 @@ def test_generator_and_synthetic_file_are_cached_and_shared(hopper, tmp_path, mo
     assert synthetic.env_id == "Hopper-v5"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
 def test_resume_is_exact(hopper, tmp_path, monkeypatch, cache):
     from dataclasses import replace
@@ -331,6 +338,7 @@ def test_resume_is_exact(hopper, tmp_path, monkeypatch, cache):
     resumes_exactly(make, tmp_path, monkeypatch, "generator", cache)
 
 
+@pytest.mark.slow
 def test_a_run_that_finds_the_samples_cached_ends_as_the_run_that_made_them(hopper, tmp_path):
     """Sampling from the cached generator used to draw the model's throw-away initial weights
     from the run's own RNG: a run that made the samples then trained differently from one that

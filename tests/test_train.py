@@ -38,6 +38,7 @@ def config(dataset: str, run_dir, **kw) -> TrainConfig:
     return replace(base, **kw)
 
 
+@pytest.mark.slow
 def test_run_directory_contents(dataset, tmp_path):
     summary = train(config(dataset, tmp_path / "run", eval_episodes=3))
     run = tmp_path / "run"
@@ -80,6 +81,7 @@ def test_run_directory_contents(dataset, tmp_path):
     assert len(set(replay.lengths)) > 1, "episodes of different lengths: the mean is tested"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["iql", "sac", "td3bc", "bc"])
 def test_resume_ends_exactly_like_an_uninterrupted_run(dataset, tmp_path, monkeypatch, agent):
     full = config(dataset, tmp_path / "full", agent=agent)
@@ -112,6 +114,7 @@ def test_finished_run_is_reported_not_retrained(dataset, tmp_path, monkeypatch):
     assert train(cfg) == first
 
 
+@pytest.mark.slow
 def test_a_run_resumed_on_other_data_is_refused(tmp_path, monkeypatch):
     """The same config (the same dataset path) over a file whose content changed: refused."""
     path = tmp_path / "hopper-random.hdf5"

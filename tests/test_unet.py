@@ -77,6 +77,7 @@ def test_named_sizes_build():
         assert net(torch.randn(1, 8, 4), torch.zeros(1)).shape == (1, 8, 4)
 
 
+@pytest.mark.slow
 def test_learns_the_joint_structure_of_straight_lines():
     """Trajectories x_t = a + b·t/L with random a, b: every sample must come out (nearly)
     straight, a property of the whole sequence that no per-step marginal has."""

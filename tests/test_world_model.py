@@ -56,6 +56,7 @@ def trained_linear_model():
     return model, A, B
 
 
+@pytest.mark.slow
 def test_sampler_recovers_a_known_conditional_distribution(trained_linear_model):
     model, A, B = trained_linear_model
     torch.manual_seed(2)
@@ -91,6 +92,7 @@ def chain_by_hand(model, s, a, w: float, seed: int) -> torch.Tensor:
     return model._next_obs(s, x)
 
 
+@pytest.mark.slow  # the trained model of its fixture: ≈ 20 s
 def test_guidance_weight_zero_equals_the_conditional_model(trained_linear_model):
     model, _, _ = trained_linear_model
     s, a, *_ = linear_gaussian(64, seed=3)
@@ -101,6 +103,7 @@ def test_guidance_weight_zero_equals_the_conditional_model(trained_linear_model)
     )
 
 
+@pytest.mark.slow  # the trained model of its fixture: ≈ 20 s
 def test_guided_chain_mixes_conditional_and_null_halves(trained_linear_model):
     """The batched guided sampler equals the chain with (1 + w) ε(c) − w ε(∅)."""
     model, _, _ = trained_linear_model
@@ -124,6 +127,7 @@ def test_targets_round_trip(target):
     assert model.loss(s, a, s_next).shape == (100,)
 
 
+@pytest.mark.slow
 def test_reward_terminal_model_learns_a_known_rule():
     torch.manual_seed(0)
     s, a, s_next, *_ = linear_gaussian(4000, seed=6)
@@ -145,6 +149,7 @@ def test_reward_terminal_model_learns_a_known_rule():
     assert accuracy > 0.97
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "ensemble"])
 def test_gaussian_baselines_recover_the_linear_gaussian_system(kind):
     from adept.world_models.model import GaussianDynamics, GaussianEnsemble
