@@ -9,11 +9,12 @@ far below what any error in the pack (a wrong slice, a shared moment, a missed s
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
 import torch
 
-import adept.training.seeds
+import adept.training.run as run_module
 import adept.training.seeds as seeds_module
 from adept.accel.pack import Pack
 from adept.agents import AGENT_CONFIGS, AGENTS
@@ -22,8 +23,10 @@ from adept.base.rng import Streams, rng_state
 from adept.cli import main
 from adept.data.buffer import Batch
 from adept.datasets.generate import make_dataset
+from adept.methods import METHODS, Method
 from adept.store.runs import load_checkpoint
 from adept.training import TrainConfig, train
+from adept.training.divergence import Divergence
 from tests.helpers import rows, stopped_at, tensors
 from tests.test_train import config
 
@@ -238,14 +241,14 @@ def test_a_packed_seed_resumes_alone_and_a_seed_ahead_rejoins_the_pack(
 
 @pytest.mark.slow
 def test_a_diverging_seed_leaves_the_pack_and_is_finished_alone(dataset, tmp_path, monkeypatch):
-    real_find = adept.training.run.find_divergence
+    real_find = run_module.find_divergence
     reported = []
 
     def find(step, row, agent, method):
         # seed 1's first check at step 40 in the pack reports a divergence, once
         if step == 40 and not reported and agent is seats_agent[1]:
             reported.append(step)
-            return adept.training.divergence.Divergence(step, "agent", "iql", ["train/q_loss"])
+            return Divergence(step, "agent", "iql", ["train/q_loss"])
         return real_find(step, row, agent, method)
 
     seats_agent: dict[int, object] = {}
@@ -264,7 +267,7 @@ def test_a_diverging_seed_leaves_the_pack_and_is_finished_alone(dataset, tmp_pat
         return real_train_in(run, cfg, data, env_id)
 
     monkeypatch.setattr(seeds_module, "Pack", pack)
-    monkeypatch.setattr(adept.training.run, "find_divergence", find)
+    monkeypatch.setattr(run_module, "find_divergence", find)
     monkeypatch.setattr(seeds_module, "train_in", train_in)
     summaries = train(config(dataset, tmp_path / "pack", seeds=SEEDS))["runs"]
     assert reported == [40] and alone_runs == [1]
@@ -319,6 +322,36 @@ def test_one_seed_left_to_pack_runs_in_the_ordinary_loop(dataset, tmp_path, monk
     train(config(dataset, tmp_path / "alone", seed=5))
     assert list(summaries) == [str(tmp_path / "one" / "seed5")]
     assert rows(tmp_path / "one" / "seed5") == rows(tmp_path / "alone")
+
+
+class Counting(Method):
+    """A method with work between updates and no packed path: it counts its calls per seed."""
+
+    name = "counting"
+    calls: ClassVar[dict[int, list[int]]] = {}
+
+    def __init__(self, data, buffer, batch_size, config=None, seed=0, num_steps=None):
+        super().__init__(data, buffer, batch_size)
+        self.seed = seed
+
+    def after_update(self, step, agent):
+        Counting.calls.setdefault(self.seed, []).append(step)
+        return {"counting/draw": torch.rand(())}  # from the seed's own stream
+
+
+def test_a_method_without_a_packed_path_trains_in_a_pack_seed_by_seed_and_says_so(
+    dataset, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(METHODS, "counting", Counting)
+    Counting.calls = {}
+    train(config(dataset, tmp_path / "pack", method="counting", seeds=(0, 1), num_steps=20))
+    assert Counting.calls == {0: list(range(20)), 1: list(range(20))}, "each seed, every step"
+    assert "--method counting has no packed path" in capsys.readouterr().err
+    Counting.calls = {}
+    train(config(dataset, tmp_path / "alone", method="counting", seed=1, num_steps=20))
+    packed = [r["counting/draw"] for r in rows(tmp_path / "pack" / "seed1") if r["counting/draw"]]
+    alone = [r["counting/draw"] for r in rows(tmp_path / "alone") if r["counting/draw"]]
+    assert packed == alone, "its draws come from its seed's stream, as alone"
 
 
 def test_seeds_named_twice_are_refused(dataset, tmp_path):
