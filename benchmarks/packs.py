@@ -8,7 +8,7 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
 Each measurement is an ordinary ``adept train`` (``--seed 0`` alone, ``--seeds 0 .. k-1``
 packed) in a fresh run directory under ``--out-dir``; its speed is read from ``metrics.csv``
-the way the issue's reference figures were: the wall-time between the log rows at
+the way the reference figures were: the wall-time between the log rows at
 ``--from-step`` and ``--num-steps`` (the set-up, the warm-up and the final evaluation left out).
 Alone and packed runs alternate, ``--repeats`` times. Seeds per hour are those of a
 ``--budget``-step run: k × 3600 / (budget / updates per second of the pack).

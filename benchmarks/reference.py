@@ -9,8 +9,8 @@ Run alone on the machine (another torch job slows both by 10× or more)::
 
 Each measurement is a fresh process, adept and CORL alternating ``--repeats`` times, each with
 torch's default threads (what a user gets). Speed is the wall time between steps ``--from-step``
-and ``--to-step`` — for adept from its ``metrics.csv`` log rows (the way the issue's figures were
-taken), for CORL from the times its ``wandb.log`` is called at those steps — so both include
+and ``--to-step`` — for adept from its ``metrics.csv`` log rows (the way the reference figures
+were taken), for CORL from the times its ``wandb.log`` is called at those steps — so both include
 everything their loops do per step (batch sampling, the update, logging) and neither includes
 set-up or evaluation (both evaluate only after ``--to-step``).
 

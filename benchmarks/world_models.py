@@ -16,7 +16,7 @@ recipe) and runs ADEPT's re-fit toward π (:class:`adept.world_models.importance
 each rule (IS weighted loss, IS resampling, uniform control), learning rate and averaging for as
 many steps, and measures the error under π again: the π-weighted error each variant reaches.
 
-Candidates are changes from the first recipe of issue 11 (``diffusion``: width 256, 3 blocks of
+Candidates are changes from the world model's first recipe (``diffusion``: width 256, 3 blocks of
 one linear layer, 20k steps), spelled out so that results stay valid when the library's defaults
 move; the library's default today is ``diffusion-2-linear-40k``. ``ensemble`` is the MOPO-style
 Gaussian ensemble (7 members, 5 elites, held-out early stopping), given the same wall-clock
@@ -71,7 +71,7 @@ def _wm(**changes: Any) -> Change:
 
 
 CANDIDATES: dict[str, Change] = {
-    "diffusion": lambda c: c,  # the first recipe of issue 11 (base_config)
+    "diffusion": lambda c: c,  # the first recipe (base_config)
     "diffusion-no-ema": lambda c: replace(c, ema_decay=0.0, select_every=0),
     "diffusion-512": _wm(hidden=512),
     "diffusion-1024": _wm(hidden=1024),

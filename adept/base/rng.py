@@ -1,12 +1,44 @@
-"""Random streams that do not disturb the training run's own."""
+"""Random streams: named streams derived from a run's seed, streams that do not disturb the
+run's own, and each seed's own stream of a pack."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named random stream of a run, derived from the run's seed and the stream's ``number``,
+    so that a method's parts (its data samplers, its diagnostics, its generator's sampling)
+    draw independently of each other and of the agent. A module declares its streams as
+    constants; their numbers are fixed, as the results of every seed depend on them.
+
+    Two derivations exist, each stream keeping the one it has always used: :meth:`offset`
+    (``seed + number``, for replay buffers and torch generators) and :meth:`mixed` (the
+    integer NumPy's :class:`~numpy.random.SeedSequence` hashes from ``(seed, number, ...)``,
+    which shares nothing with neighbouring seeds' streams).
+    """
+
+    name: str
+    number: int
+
+    def offset(self, seed: int) -> int:
+        """``seed + number``."""
+        return seed + self.number
+
+    def mixed(self, seed: int, *more: int) -> int:
+        """An integer seed hashed from ``(seed, number, *more)``."""
+        return int(np.random.SeedSequence([seed, self.number, *more]).generate_state(1)[0])
+
+    def numpy(self, seed: int) -> np.random.Generator:
+        """A NumPy generator of ``(seed, number)``."""
+        return np.random.default_rng([seed, self.number])
 
 
 def cuda_indices(device: torch.device) -> list[int]:

@@ -35,8 +35,8 @@ def now() -> str:
 
 
 def budget_name(num_steps: int) -> str:
-    """'paper-1m' at the paper's 1M steps or more, else 'cpu-<k>k' (METHOD.md §5: a reduced
-    budget is named as such in every table)."""
+    """'paper-1m' at the paper's 1M steps or more, else 'cpu-<k>k' (a reduced budget is
+    named as such in every table, so that no CPU figure passes for the paper's)."""
     if num_steps >= 1_000_000:
         return f"paper-{num_steps // 1_000_000}m"
     return f"cpu-{num_steps / 1000:g}k"

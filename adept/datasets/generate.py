@@ -1,4 +1,4 @@
-"""Make D4RL-protocol datasets on the Gymnasium v5 MuJoCo envs (METHOD.md §1).
+"""Make D4RL-protocol datasets on the Gymnasium v5 MuJoCo envs (docs/datasets.md).
 
 Every kind is a *recipe*: a function from a :class:`MakeRequest` to the recorded transitions
 plus metadata (and, for learned behaviour policies, their weights). Recipes share

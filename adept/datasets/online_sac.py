@@ -1,9 +1,10 @@
 """Online SAC: the trainer of the behaviour policies behind the learned-policy datasets.
 
-METHOD.md §1: ``medium`` is a SAC policy stopped when its evaluation return reaches about 1/3 of
-the expert reference return, ``medium-replay`` is that run's replay buffer up to the stop, and
-``expert`` is a fully trained SAC policy. Here one SAC run per (env, seed, budget) serves all of
-them: it passes the medium stop on its way to the expert budget. The run lives in the cache:
+The D4RL protocol (docs/datasets.md): ``medium`` is a SAC policy stopped when its evaluation return
+reaches about 1/3 of the expert reference return, ``medium-replay`` is that run's replay buffer up
+to the stop, and ``expert`` is a fully trained SAC policy. Here one SAC run per (env, seed, budget)
+serves all of them: it passes the medium stop on its way to the expert budget. The run lives in the
+cache:
 
     <data dir>/sac/<env>-seed<seed>[-sac<budget>][-cfg<hash of a non-default config>]/
         config.json     the run's config (another config in the same folder is refused)

@@ -45,6 +45,7 @@ from torch import nn
 
 from adept.agents import Agent
 from adept.base.errors import AdeptError
+from adept.base.rng import Stream
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDM, EDMConfig
@@ -65,6 +66,8 @@ from adept.world_models.model import WorldModel, WorldModelConfig
 from adept.world_models.pretrain import pretrain, pretrain_key
 from adept.world_models.rollout import StateBounds
 from adept.world_models.true_dynamics import TrueDynamics, segment_error
+
+IMAGINED_ROWS = Stream("the kept imagined rows the agent samples", 3)
 
 
 class StateTrajectoryModel(nn.Module):
@@ -502,7 +505,7 @@ class DyDiffMethod(Method):
             data.obs_dim,
             data.act_dim,
             device=self.device,
-            seed=seed + 3,
+            seed=IMAGINED_ROWS.offset(seed),
         )
         self.start_states = torch.as_tensor(data.observations, device=self.device)
         self.kept: dict[str, Any] | None = None  # both trained models, kept only without the cache

@@ -29,7 +29,7 @@ import torch
 
 from adept.agents import BC, Agent, AgentSpec, BCConfig
 from adept.base.errors import AdeptError
-from adept.base.rng import seeded
+from adept.base.rng import Stream, seeded
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.methods.base import Method, mixed_sample
@@ -40,6 +40,11 @@ from adept.world_models.model import WorldModel, WorldModelConfig
 from adept.world_models.pretrain import holdout_mask, pretrain, pretrain_key
 from adept.world_models.rollout import Caution, RolloutResult, StateBounds, rollout
 from adept.world_models.true_dynamics import TrueDynamics, true_model_error
+
+MODEL_DATA = Stream("the world model's training rows (re-fits)", 1)
+HOLDOUT = Stream("held-out rows (diagnostics)", 2)
+MODEL_BUFFER = Stream("the imagined rows the agent samples", 3)
+DIAGNOSTICS = Stream("diagnostics' start states and draws", 4)
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,8 @@ class ModelBasedConfig:
     config (the artifact cache). The held-out selection still picks the last candidate at 40k,
     and the true error under a trained IQL π keeps falling (python -m benchmarks.world_models):
     halfcheetah-random one-step 1.76 (20k) → 1.45 (40k) with one linear per block, 1.50 → 1.19
-    with two; 10-step 2.95 → 2.61, and 2.75 → 2.30 with two (the default: the issue's 2.3
-    one-step error of the first recipe, halved)."""
+    with two; 10-step 2.95 → 2.61, and 2.75 → 2.30 with two (the default: the first recipe's
+    2.3 one-step error, halved)."""
     pretrain_seed: int | None = None
     """Seed of β's fit, the world model's pre-training and its held-out split; None: the run's
     seed. A fixed seed makes the runs of a grid share one pre-trained model per dataset (one
@@ -160,9 +165,9 @@ class ModelBasedConfig:
     flush_on_refit: bool = False
     """ADEPT: empty the model buffer at each re-fit, so the agent trains only on rollouts of the
     model as it is now (stale imagination otherwise stays for ``model_buffer_size`` rows). The
-    one lever of issue 11 §3 that kept ADEPT+IQL's gain (50k steps, 3 seeds): hopper-random
-    last / AUC 31.9 / 14.8 vs 23.9 / 10.3, every seed standing at the end; walker2d-random
-    best / AUC 20.5 / 7.1 vs 7.8 / 5.0, last 5.2 vs 4.9 (docs/results/README.md, levers). Off by
+    one lever of the adept-levers grid that kept ADEPT+IQL's gain (50k steps, 3 seeds):
+    hopper-random last / AUC 31.9 / 14.8 vs 23.9 / 10.3, every seed standing at the end;
+    walker2d-random best / AUC 20.5 / 7.1 vs 7.8 / 5.0, last 5.2 vs 4.9 (docs/results/README.md, levers). Off by
     default: the paper's ADEPT, as the claim grid measured it."""
     rollout_start: int = 1000
     """Agent steps before the first round of re-fit and rollouts; until then the agent trains on
@@ -216,17 +221,23 @@ class DiffusionMethod(Method):
         holdout = holdout_mask(len(data), c.holdout_fraction, self.model_seed)
         train_part, held_part = data.subset(~holdout), data.subset(holdout)
         self.model_data = ReplayBuffer.from_transitions(
-            train_part, device=self.device, seed=seed + 1
+            train_part, device=self.device, seed=MODEL_DATA.offset(seed)
         )
-        self.holdout = ReplayBuffer.from_transitions(held_part, device=self.device, seed=seed + 2)
+        self.holdout = ReplayBuffer.from_transitions(
+            held_part, device=self.device, seed=HOLDOUT.offset(seed)
+        )
         self.world_model = WorldModel(train_part, c.world_model, self.device)
         self.bounds = StateBounds(data.stats(), self.device) if c.clip_generated else None
         self.model_buffer = ReplayBuffer(
-            c.model_buffer_size, data.obs_dim, data.act_dim, device=self.device, seed=seed + 3
+            c.model_buffer_size,
+            data.obs_dim,
+            data.act_dim,
+            device=self.device,
+            seed=MODEL_BUFFER.offset(seed),
         )
         # the diagnostics' own stream: start states and the seeds of their model/policy samples
         self.diagnostics_rng = torch.Generator(device=self.device)
-        self.diagnostics_rng.manual_seed(seed + 4)
+        self.diagnostics_rng.manual_seed(DIAGNOSTICS.offset(seed))
         self.caution = Caution(c.uncertainty_samples, c.uncertainty_penalty, c.uncertainty_stop)
         self.behavior: BehaviorModel | None = None
         self.refitter: Refitter | None = None

@@ -30,6 +30,7 @@ from torch import nn
 
 from adept.agents import Agent
 from adept.base.errors import AdeptError
+from adept.base.rng import Stream
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDM, EDMConfig
@@ -52,6 +53,9 @@ ACTION_CLIP = 0.999
 """Actions are clipped to ±this before arctanh (arctanh(±1) is infinite)."""
 TERMINAL_THRESHOLD = 0.5
 """A generated terminal channel above this reads as a terminal row."""
+
+SYNTHETIC_ROWS = Stream("the generated rows the agent samples", 1)
+GENERATION = Stream("each generation round's sampling", 5)
 
 
 class SegmentModel(nn.Module):
@@ -387,7 +391,11 @@ class PGDMethod(Method):
         self.kept: dict[str, Any] | None = None  # the trained model, kept only without the cache
         capacity = self.sizes.num_segments * (self.sizes.segment_length - 1)
         self.synthetic = ReplayBuffer(
-            capacity, data.obs_dim, data.act_dim, device=self.device, seed=seed + 1
+            capacity,
+            data.obs_dim,
+            data.act_dim,
+            device=self.device,
+            seed=SYNTHETIC_ROWS.offset(seed),
         )
         self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_transitions))
 
@@ -421,7 +429,7 @@ class PGDMethod(Method):
         sizes, c = self.sizes, self.config
         guidance = c.guidance if round_ > 0 else 0.0
         rng = torch.Generator(device=self.device)
-        rng.manual_seed(int(np.random.SeedSequence([self.seed, 5, round_]).generate_state(1)[0]))
+        rng.manual_seed(GENERATION.mixed(self.seed, round_))
         parts = []
         for start in range(0, sizes.num_segments, sizes.sample_batch):
             n = min(sizes.sample_batch, sizes.num_segments - start)

@@ -21,7 +21,7 @@ from torch import nn
 
 from adept.agents import Agent
 from adept.base.errors import AdeptError
-from adept.base.rng import cuda_indices
+from adept.base.rng import Stream, cuda_indices
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.hdf5 import load_hdf5, save_hdf5
 from adept.data.transitions import Transitions
@@ -35,6 +35,10 @@ from adept.world_models.model import RewardTerminalModel
 
 TERMINAL_THRESHOLD = 0.5
 """A sampled terminal flag above this reads as a terminal transition."""
+
+SAMPLING = Stream("the generator's samples", 1)
+CLASSIFIER = Stream("the terminal classifier's training", 2)
+SYNTHETIC_ROWS = Stream("the synthetic rows the agent samples", 1)
 
 
 class TransitionModel(nn.Module):
@@ -408,7 +412,7 @@ def synthesize(
         model = build_model(data, config).to(device)
     model.load_state_dict(model_state)
     rng = torch.Generator(device=device)
-    rng.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    rng.manual_seed(SAMPLING.mixed(seed))
     synthetic = upsample(
         model,
         sizes.num_samples,
@@ -425,7 +429,7 @@ def synthesize(
     )
     if config.terminals == "generated":
         return synthetic
-    classifier_seed = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
+    classifier_seed = CLASSIFIER.mixed(seed)
     classifier = terminal_classifier(data, sizes.terminal_steps, classifier_seed, device)
     return relabel_terminals(synthetic, classifier, device)
 
@@ -490,7 +494,9 @@ class SynthERMethod(Method):
             synthetic = load_hdf5(path)
         else:
             synthetic = synthesize(data, c, trained["model"], seed, device)
-        self.synthetic = ReplayBuffer.from_transitions(synthetic, self.device, seed=self.seed + 1)
+        self.synthetic = ReplayBuffer.from_transitions(
+            synthetic, self.device, seed=SYNTHETIC_ROWS.offset(self.seed)
+        )
         self.recorded = {
             f"synther/{name}": float(synthetic.metadata[name])
             for name in ("actions_clipped", "terminals_relabelled")

@@ -17,11 +17,14 @@ import torch
 from torch import nn
 
 from adept.base.errors import AdeptError
+from adept.base.rng import Stream
 from adept.data.segments import Segments, gather_segments, segment_starts
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDMConfig
 from adept.diffusion.training import train_averaged
 from adept.diffusion.unet import UNetSize
+
+SEGMENT_BATCHES = Stream("the training batches of segments", 3)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def train_on_segments(
     starts = segment_starts(data, t.length, t.stride, short="pad")
     if len(starts) == 0:
         raise ValueError(f"no segment of {t.length} rows fits in the data; use a shorter length")
-    pick = np.random.default_rng([seed, 3])
+    pick = SEGMENT_BATCHES.numpy(seed)
 
     def next_batch() -> SegmentRows:
         return SegmentRows.of(

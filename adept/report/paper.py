@@ -6,7 +6,7 @@ gradient steps: Table 1 for the model-free agents it ran (SAC, IQL) and quotes (
 appendix Table 4's "baseline" column for ADEPT+IQL, and Table 1's SynthER column (one figure per
 dataset, not naming its agent; the figures are those SynthER's paper reports with IQL, so they
 stand beside our SynthER+IQL). Our datasets follow the D4RL protocol on
-Gymnasium v5 envs (METHOD.md §1), and our budgets are smaller, so these numbers put ours in
+Gymnasium v5 envs (docs/datasets.md), and our budgets are smaller, so these numbers put ours in
 context; they are not a target a CPU run should match. The paper gives no per-dataset number
 for Diff+X (only curves), nor for ADEPT+SAC in a form the text preserves.
 """

@@ -43,7 +43,8 @@ from adept.nets import Normalizer, mlp
 
 @dataclass(frozen=True)
 class WorldModelConfig:
-    """Diffusion world model and reward model (METHOD.md §2; the paper's table for the numbers)."""
+    """Diffusion world model and reward model; the defaults are the ADEPT paper's (its appendix
+    table of hyper-parameters) where it gives one."""
 
     denoising_steps: int = 10
     """K, DDPM steps (the paper: 10; appendix ablation 5/10/20)."""

@@ -10,11 +10,15 @@ import numpy as np
 import torch
 
 from adept.agents import BC, AgentSpec, BCConfig
-from adept.base.rng import cuda_indices
+from adept.base.rng import Stream, cuda_indices
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.ema import load_parameters, parameters_of, weight_average
 from adept.world_models.model import GaussianEnsemble, WorldModel, WorldModelConfig
+
+BEHAVIOR_FIT = Stream("β's BC fit", 0)
+WORLD_MODEL_FIT = Stream("the world model's pre-training", 1)
+SELECTION_ROWS = Stream("the held-out rows of the selection loss", 2)
 
 
 class PretrainSettings(Protocol):
@@ -109,14 +113,14 @@ def pretrain(
     with torch.random.fork_rng(devices=cuda_indices(device)):
         # β is fitted for Diff+X too: it only trains ADEPT, but ε_m and ε_r are π-weighted for both
         if c.behavior == "bc":
-            _seed_stream(seed, 0, sampler)
+            _seed_stream(BEHAVIOR_FIT.mixed(seed), sampler)
             bc = BC(AgentSpec.from_data(data, max(c.behavior_steps, 1), device), BCConfig())
             for _ in range(c.behavior_steps):
                 out = bc.update(sampler.sample(BEHAVIOR_BATCH_SIZE))
             if c.behavior_steps:
                 metrics["behavior/nll"] = float(out["train/actor_loss"])
             result["behavior"] = _to_cpu(bc.state_dict())
-        _seed_stream(seed, 1, sampler)
+        _seed_stream(WORLD_MODEL_FIT.mixed(seed), sampler)
         world_model = WorldModel(train_part, c.world_model, device)
         ema = weight_average(world_model, c.ema_decay) if c.ema_decay > 0 else None
         selector = (
@@ -157,7 +161,7 @@ class HeldOutSelector:
     """
 
     def __init__(self, held: Transitions, rows: int, seed: int, device: torch.device):
-        pick = np.random.default_rng([seed, 2]).permutation(len(held))[:rows]
+        pick = SELECTION_ROWS.numpy(seed).permutation(len(held))[:rows]
         self.rows = Batch.of(held.subset(np.sort(pick)), device)
         self.seed = seed
         self.best: dict[str, torch.Tensor] | None = None
@@ -212,9 +216,8 @@ class HeldOutSelector:
             model.dynamics.set_elites(self.member_best)
 
 
-def _seed_stream(seed: int, stream: int, sampler: ReplayBuffer) -> None:
+def _seed_stream(derived: int, sampler: ReplayBuffer) -> None:
     """Seed torch's global RNG and ``sampler`` for one part of :func:`pretrain`."""
-    derived = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
     torch.manual_seed(derived)
     sampler.generator.manual_seed(derived)
 
