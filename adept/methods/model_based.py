@@ -167,8 +167,9 @@ class ModelBasedConfig:
     model as it is now (stale imagination otherwise stays for ``model_buffer_size`` rows). The
     one lever of the adept-levers grid that kept ADEPT+IQL's gain (50k steps, 3 seeds):
     hopper-random last / AUC 31.9 / 14.8 vs 23.9 / 10.3, every seed standing at the end;
-    walker2d-random best / AUC 20.5 / 7.1 vs 7.8 / 5.0, last 5.2 vs 4.9 (docs/results/README.md, levers). Off by
-    default: the paper's ADEPT, as the claim grid measured it."""
+    walker2d-random best / AUC 20.5 / 7.1 vs 7.8 / 5.0, last 5.2 vs 4.9
+    (docs/results/README.md, levers). Off by default: the paper's ADEPT, as the claim grid
+    measured it."""
     rollout_start: int = 1000
     """Agent steps before the first round of re-fit and rollouts; until then the agent trains on
     real data only. 0 rolls out the untrained π₀ at set-up, whose imagined data describe a policy
