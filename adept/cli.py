@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -116,7 +116,9 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class Train:
-    """Train an offline agent; re-running the same command resumes an unfinished run."""
+    """Train an offline agent; re-running the same command resumes an unfinished run. The
+    options shown are the run's and those of its --agent and --method: `adept train --agent sac
+    --method adept --help` lists SAC's and ADEPT's."""
 
     config: Annotated[TrainConfig, tyro.conf.arg(name="")]
 
@@ -414,16 +416,88 @@ Command = (
 )
 
 
+def _chosen(argv: Sequence[str], flag: str, default: str) -> str:
+    """The value of ``flag`` in ``argv`` (``--flag X`` or ``--flag=X``; the last one wins)."""
+    value = default
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def train_config_type(agent: str, method: str) -> type[TrainConfig]:
+    """:class:`TrainConfig` as ``adept train --agent AGENT --method METHOD`` parses it: the
+    other agents' and methods' option sections hidden (they keep their defaults, which a run of
+    this pair never reads), so that its --help lists the run's options and this pair's only."""
+    import dataclasses
+    import typing
+
+    from adept.agents import AGENTS
+    from adept.methods import METHODS
+
+    shown = {agent, METHODS[method].options}
+    sections = [*AGENTS, *dict.fromkeys(m.options for m in METHODS.values() if m.options)]
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    hidden = [
+        (
+            f.name,
+            Annotated[hints[f.name], tyro.conf.Suppress],
+            field(default_factory=f.default_factory),
+        )
+        for f in dataclasses.fields(TrainConfig)
+        if f.name in sections and f.name not in shown
+    ]
+    shaped = dataclasses.make_dataclass("TrainConfig", hidden, bases=(TrainConfig,), frozen=True)
+    shaped.__doc__ = Train.__doc__
+    return shaped
+
+
+def parse_train(argv: Sequence[str]) -> TrainConfig:
+    """``adept train ARGV`` as a :class:`TrainConfig`; an option of another agent or method
+    than the run's is a one-line error naming it."""
+    import dataclasses
+
+    from adept.agents import AGENTS
+    from adept.methods import METHODS
+
+    agent = _chosen(argv, "--agent", TrainConfig.agent)
+    method = _chosen(argv, "--method", TrainConfig.method)
+    if agent not in AGENTS:
+        raise AdeptError(f"--agent {agent} is no agent; choose one of {', '.join(AGENTS)}")
+    if method not in METHODS:
+        raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
+    owners = {name: f"--agent {name}" for name in AGENTS}
+    for name, cls in METHODS.items():
+        if cls.options is not None:
+            owners.setdefault(cls.options, f"--method {name}")
+    own = {agent, METHODS[method].options}
+    for arg in argv:
+        section = arg[2:].split(".", 1)[0] if arg.startswith("--") and "." in arg else None
+        if section in owners and section not in own:
+            raise AdeptError(
+                f"{arg.split('=', 1)[0]} is an option of {owners[section]}, and this run has "
+                f"--agent {agent} --method {method}: drop it, or choose that agent or method"
+            )
+    parsed = tyro.cli(train_config_type(agent, method), args=list(argv), prog="adept train")
+    return TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``adept`` console script and ``python -m adept``."""
-    command = tyro.cli(
-        Command,
-        args=argv,
-        prog="adept",
-        description="Offline RL with adaptive diffusion world models.",
-        config=(tyro.conf.OmitSubcommandPrefixes,),
-    )
+    args = sys.argv[1:] if argv is None else argv
     try:
+        if args[:1] == ["train"]:
+            command: Any = Train(parse_train(args[1:]))
+        else:
+            command = tyro.cli(
+                Command,
+                args=args,
+                prog="adept",
+                description="Offline RL with adaptive diffusion world models.",
+                config=(tyro.conf.OmitSubcommandPrefixes,),
+            )
         command.run()
     except AdeptError as exc:
         print(f"adept: error: {exc}", file=sys.stderr)

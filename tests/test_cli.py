@@ -158,3 +158,58 @@ def test_console_entry_point_exit_code_and_no_traceback(tmp_path):
 def test_help_lists_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "data" in result.stdout and "demo" in result.stdout
+
+
+AGENT_SECTIONS = ("iql", "sac", "td3bc", "bc")
+METHOD_SECTIONS = {"none": None, "diffusion": "adept", "adept": "adept", "synther": "synther",
+                   "pgd": "pgd", "dydiff": "dydiff"}  # fmt: skip
+
+
+def train_help(capsys, *args: str) -> set[str]:
+    """The option sections (``--iql.``, ``--adept.``) that ``adept train ARGS --help`` lists."""
+    with pytest.raises(SystemExit) as done:
+        main(["train", *args, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--num-steps" in out and "--dataset" in out, "the run's own options"
+    sections = {*AGENT_SECTIONS, *(s for s in METHOD_SECTIONS.values() if s)}
+    return {s for s in sections if f"--{s}." in out}
+
+
+def test_train_help_lists_the_runs_options_and_its_agents_and_methods_only(capsys):
+    assert train_help(capsys, "--agent", "iql", "--method", "adept") == {"iql", "adept"}
+    assert train_help(capsys) == {"iql"}, "the defaults: IQL alone"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(METHOD_SECTIONS))
+@pytest.mark.parametrize("agent", AGENT_SECTIONS)
+def test_every_agent_and_method_pair_lists_its_own_options(capsys, agent, method):
+    expected = {agent} | ({METHOD_SECTIONS[method]} - {None})
+    assert train_help(capsys, f"--agent={agent}", "--method", method) == expected
+
+
+def test_an_option_of_another_agent_or_method_is_a_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    for args, named in (
+        (["--agent", "sac", "--iql.hidden", "64"], "--iql.hidden is an option of --agent iql"),
+        (["--method", "pgd", "--adept.horizon=5"], "--adept.horizon is an option of --method"),
+        (["--agent", "ppo"], "--agent ppo is no agent; choose one of iql, sac, td3bc, bc"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(["train", *args, "--run-dir", str(run_dir)])
+        err = capsys.readouterr().err.strip()
+        assert done.value.code == 2 and err.count("\n") == 0 and named in err, err
+    assert not run_dir.exists()
+
+
+def test_the_chosen_sections_options_reach_the_runs_config():
+    from adept.cli import parse_train
+    from adept.training import TrainConfig
+
+    config = parse_train(["--agent", "sac", "--sac.hidden", "64", "--method", "adept",
+                          "--adept.horizon", "5", "--num-steps", "7"])  # fmt: skip
+    assert type(config) is TrainConfig, "the run's config, not the parser's shape of it"
+    assert (config.agent, config.method, config.num_steps) == ("sac", "adept", 7)
+    assert config.sac.hidden == 64 and config.adept.horizon == 5
+    assert config.iql == TrainConfig().iql, "the other sections keep their defaults"
