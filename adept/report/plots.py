@@ -1,5 +1,5 @@
 """Figures: learning curves of run directories, a dataset's episode-return histogram, and the
-panels and interval bars of a bench report (:mod:`adept.results` computes what they show)."""
+panels and interval bars of a bench report (:mod:`adept.report.figures` decides what they show)."""
 
 from __future__ import annotations
 
