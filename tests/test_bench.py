@@ -4,7 +4,6 @@ resumes from its checkpoint)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from adept import bench
 from adept.base.errors import AdeptError
 from adept.bench import GridSpec, resolve_spec
 from adept.cli import main
+from tests.helpers import rows
 
 DATASET = "hopper-random-n3000"
 REPO = Path(__file__).parents[1]
@@ -65,11 +65,6 @@ def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def state(root: Path) -> dict:
     return json.loads((root / "bench.json").read_text())
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    with (run_dir / "metrics.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
 
 
 TOML = """
@@ -397,15 +392,17 @@ def test_smoke_preset_runs_then_is_idempotent_then_extends(tmp_path):
     assert "--extend" in changed.stderr
     assert (root / "bench.json").read_text() == before, "a refused spec writes nothing"
 
-    extended = run_bench("--preset", "smoke", "--root", str(root), "--seeds", "2", "--extend")
+    # a new variant's two cells (one per seed) join the grid; the 12 finished ones stay
+    small = "small:method=none,iql.hidden=32"
+    extended = run_bench("--preset", "smoke", "--root", str(root), "--variant", small, "--extend")
     assert extended.returncode == 0, extended.stderr
     assert "12 already were" in extended.stdout
     after = state(root)
-    assert after["spec"]["seeds"] == [0, 1, 2] and len(after["cells"]) == 18
+    assert "small" in after["spec"]["variants"] and len(after["cells"]) == 14
     assert all(r["state"] == "done" for r in after["cells"].values())
     assert (adept_dir / "summary.json").stat().st_mtime_ns == mtime
     resumed = run_bench("--root", str(root))
-    assert resumed.returncode == 0 and "18 already were" in resumed.stdout, "--root alone resumes"
+    assert resumed.returncode == 0 and "14 already were" in resumed.stdout, "--root alone resumes"
 
     report = subprocess.run(
         [sys.executable, "-m", "adept", "report", str(root)], capture_output=True, text=True
@@ -486,11 +483,20 @@ LONG_CELL = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def long_cell_reference(tmp_path_factory) -> Path:
+    """LONG_CELL's cell run through uninterrupted: what a stopped and resumed one must equal."""
+    root = tmp_path_factory.mktemp("reference")
+    reference = run_bench(*LONG_CELL, "--root", str(root))
+    assert reference.returncode == 0, reference.stderr
+    return root / DATASET / "none" / "iql" / "seed0"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
-def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path, stop):
-    reference = run_bench(*LONG_CELL, "--root", str(tmp_path / "ref"))
-    assert reference.returncode == 0, reference.stderr
+def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(
+    tmp_path, stop, long_cell_reference
+):
     root = tmp_path / "grid"
     proc = subprocess.Popen(
         [sys.executable, "-m", "adept", "bench", "--no-progress", *LONG_CELL, "--root", str(root)],
@@ -519,7 +525,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_call_resumes_exactly(tmp_path, stop):
     assert resumed.returncode == 0, resumed.stderr
     record = state(root)["cells"][f"{DATASET}/none/iql/seed0"]
     assert record["state"] == "done" and record["attempts"] == 2
-    assert metrics(cell) == metrics(tmp_path / "ref" / DATASET / "none" / "iql" / "seed0")
+    assert rows(cell) == rows(long_cell_reference)
 
 
 @pytest.mark.slow
@@ -574,7 +580,7 @@ def test_ray_smoke_preset_retries_a_killed_cell_which_resumes(tmp_path):
     assert "making it" not in log, "Ray workers read the driver's dataset cache"
     resumed_at = int(re.search(r"resuming from step (\d+)", log)[1])  # type: ignore[index]
     assert 0 < resumed_at < 1500, "the retried cell resumed from its checkpoint"
-    steps = [int(r["step"]) for r in metrics(cell)]
+    steps = [int(r["step"]) for r in rows(cell)]
     assert steps == sorted(set(steps)) and steps[-1] == 1500
 
 
@@ -627,13 +633,13 @@ def test_cells_that_differ_by_seed_train_as_one_pack(tmp_path):
         for s in range(3):
             summary = json.loads((root / f"{cell}{s}" / "summary.json").read_text())
             assert cells[f"{cell}{s}"]["normalized_score_last"] == summary["normalized_score_last"]
-    packed = metrics(root / DATASET / "none" / "iql" / "seed1")
+    packed = rows(root / DATASET / "none" / "iql" / "seed1")
     # the same cell trained alone (--pack 1 after its run directory is removed) writes the
     # same rows, up to the batched products' rounding
     shutil.rmtree(root / DATASET / "none" / "iql" / "seed1")
     again = run_bench(*args, "--pack", "1")
     assert again.returncode == 0 and "5 already were" in again.stdout, again.stderr
-    alone = metrics(root / DATASET / "none" / "iql" / "seed1")
+    alone = rows(root / DATASET / "none" / "iql" / "seed1")
     assert [r["step"] for r in alone] == [r["step"] for r in packed]
     for a, b in zip(alone, packed, strict=True):
         for key in a:
@@ -745,7 +751,7 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path, monkeypatch):
     assert "1 from other grids" in second.stdout
     run_dir = tmp_path / "two" / iql
     assert not (run_dir / "checkpoint.pt").exists(), "a reused cell is not run again"
-    assert metrics(run_dir) == metrics(tmp_path / "one" / iql)
+    assert rows(run_dir) == rows(tmp_path / "one" / iql)
     assert (tmp_path / "two" / bc / "checkpoint.pt").exists(), "a cell no other grid ran runs"
     record = state(tmp_path / "two")["cells"][iql]
     assert record["state"] == "done" and record["reused_from"]["cell"] == iql
