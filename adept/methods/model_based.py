@@ -49,28 +49,15 @@ DIAGNOSTICS = Stream("diagnostics' start states and draws", 4)
 
 @dataclass(frozen=True)
 class ModelBasedConfig:
-    """Schedule of the world-model methods (Diff+X and ADEPT). The paper leaves these open.
-
-    The defaults were chosen with ``python -m benchmarks.adept --parts sweep`` (ADEPT+IQL, 10k RL
-    steps, world model pre-trained 10k steps, one knob changed at a time, seed 0, 2 CPU cores;
-    random recipe revision 1, a different draw of the same data): hopper-random normalized score
-    (last eval) — IQL alone 2.1; defaults 7.0; real_ratio 0.25 → 2.4, 0.8 → 3.9; horizon 5 → 5.4;
-    rollout_every 250 → 7.2; model_update_steps 100 → 7.1.
-    One seed per variant: a screen, not a ranking; the field docstrings say what each row
-    decided. On halfcheetah-random model data hurts IQL at this budget (IQL 8.3; ADEPT+IQL 2.2,
-    and 1.0 with real_ratio 0.8): the world model's true one-step error there is ≈ 2.3 (hopper
-    ≈ 0.45), so the ratio is not the cause (see benchmarks/adept.py, parts accuracy/pretrain).
-    """
+    """The world model, its pre-training and the closed loop of Diff+X and ADEPT. Where the
+    paper gives a value, the default is the paper's; where it leaves one open (the schedule),
+    the default was measured: docs/adept-defaults.md."""
 
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     pretrain_steps: int = 40_000
-    """World-model pre-training steps on D (batch ``model_batch_size``): ≈ 9 min on 2 CPU cores
-    at the default width (≈ 75 steps/s for denoiser + reward model), once per dataset, seed and
-    config (the artifact cache). The held-out selection still picks the last candidate at 40k,
-    and the true error under a trained IQL π keeps falling (python -m benchmarks.world_models):
-    halfcheetah-random one-step 1.76 (20k) → 1.45 (40k) with one linear per block, 1.50 → 1.19
-    with two; 10-step 2.95 → 2.61, and 2.75 → 2.30 with two (the default: the first recipe's
-    2.3 one-step error, halved)."""
+    """World-model pre-training steps on D (batch ``model_batch_size``), once per dataset, seed
+    and config (then cached): ≈ 9 min on 2 CPU cores at the default width. The error against
+    MuJoCo still falls from 20k to 40k (docs/adept-defaults.md)."""
     pretrain_seed: int | None = None
     """Seed of β's fit, the world model's pre-training and its held-out split; None: the run's
     seed. A fixed seed makes the runs of a grid share one pre-trained model per dataset (one
@@ -79,12 +66,9 @@ class ModelBasedConfig:
     model_batch_size: int = 256
     """Batch size of world-model pre-training (the paper: 256)."""
     ema_decay: float = 0.999
-    """Pre-training keeps an exponential moving average of the world model's weights, with this
-    decay per step (0: none), and the EMA weights are the ones selected and rolled out, as in
-    SynthER and PGD: true 10-step error under π 0.195 vs 0.304 without (hopper-random),
-    2.95 vs 3.29 (halfcheetah-random; 20k steps). Re-fits average with a decay of their own
-    (``refit_average``): this one's lag of 1/(1 − decay) = 1000 steps would hide a re-fit of
-    ``model_update_steps`` steps."""
+    """Pre-training keeps an exponential moving average of the world model's weights with this
+    decay per step (0: none); the average is what is selected and rolled out, as in SynthER and
+    PGD (not in the paper; docs/adept-defaults.md). Re-fits average with ``refit_average``."""
     select_every: int = 2000
     """Every N pre-training steps (and at the last), measure the held-out loss of the (EMA)
     weights and keep the best; 0 keeps the last. The held-out rows are the 5 % split, never
@@ -100,21 +84,20 @@ class ModelBasedConfig:
     """β for the IS weights: Gaussian BC fitted on D (the paper), or the dataset's exact logged
     log-probabilities ('logged'; needs action_log_probs in the data)."""
     behavior_steps: int = 10_000
-    """Gradient steps of the BC fit of β (BC runs at ≈ 420 updates/s on CPU: ≈ 25 s)."""
+    """Gradient steps of the BC fit of β (≈ 25 s on 2 CPU cores)."""
     horizon: int = 10
-    """H, imagined steps per rollout (the paper: 10; the sweep: H = 5 scored 5.4 vs 7.0)."""
+    """H, imagined steps per rollout (the paper: 10)."""
     rollout_every: int = 1000
-    """Agent steps between rounds of (IS update, rollouts). One round of 1024 × 10 transitions
-    costs ≈ 0.7 s on CPU against ≈ 6 s for 1000 IQL steps, keeping ADEPT within 1.5× of IQL.
-    Four times as often (250) scored the same in the sweep (7.2 vs 7.0) at more cost."""
+    """Agent steps between rounds of (IS re-fit, rollouts); the paper leaves it open
+    (docs/adept-defaults.md: four times as often scored the same at more cost)."""
     rollout_batch: int = 1024
     """Start states per rollout round (≤ rollout_batch × horizon new transitions)."""
     model_buffer_size: int = 50_000
     """Capacity of the synthetic-data ring buffer: about five rounds of rollouts, so the agent
     trains on data from recent policies (stale rollouts evaluate a policy that is gone)."""
     real_ratio: float = 0.5
-    """Share of real transitions in each agent batch (the rest from the model buffer). The
-    sweep's best of 0.25 / 0.5 / 0.8 on hopper-random (2.4 / 7.0 / 3.9)."""
+    """Share of real transitions in each agent batch, the rest from the model buffer
+    (docs/adept-defaults.md: the best of 0.25, 0.5 and 0.8)."""
     real_ratio_final: float | None = None
     """If set, the real share moves linearly from ``real_ratio`` at step 0 to this at the last
     step: less imagined data as the agent gets better at exploiting the model."""
@@ -126,19 +109,15 @@ class ModelBasedConfig:
     uncertainty_stop: float | None = None
     """End an imagined trajectory (as a timeout) at a step whose u exceeds this."""
     model_update_steps: int = 20
-    """IS world-model update steps per round (ADEPT only). At batch 1024 ≈ 0.3 s per round;
-    100 steps scored the same in the sweep (7.1 vs 7.0) at five times the cost."""
+    """IS re-fit steps per round (ADEPT only; docs/adept-defaults.md: 100 scored the same at
+    five times the cost)."""
     refit_lr: float | None = None
     """Adam's learning rate in re-fit steps (None: the world model's pre-training ``lr``)."""
     refit_average: float = 0.99
     """If > 0, re-fit steps train a copy of the world model and the model rolled out is an
-    exponential moving average of the copy's weights with this decay per re-fit step — the
-    re-fit's counterpart of pre-training's EMA; 0: re-fit steps train the rolled-out model
-    itself. Plain steps undo the EMA's averaging: 1000 IS-weighted steps toward a fixed IQL π
-    raised the true 10-step error under π from 0.195 to 0.271 on hopper-random (halfcheetah
-    2.95 → 3.14); averaged at 0.99 they lowered it to 0.188 (2.930), at 0.998 0.188 (2.945), and
-    a 3× smaller learning rate instead of averaging kept 200 steps at 0.213 (python -m
-    benchmarks.world_models, refit part; docs/results/world-models.md)."""
+    exponential moving average of the copy's weights with this decay per re-fit step (the
+    re-fit's counterpart of pre-training's average; not in the paper); 0: re-fit steps train
+    the rolled-out model itself, which undoes the pre-training average (docs/adept-defaults.md)."""
     is_batch_size: int = 1024
     """Real transitions per IS update (the paper: 1024; appendix ablation 256/1024/4096)."""
     refit: Literal["is", "uniform"] = "is"
@@ -146,13 +125,10 @@ class ModelBasedConfig:
     re-fit steps with equal weights, the control that tells the weights from the extra model
     training Diff+X never gets."""
     is_loss: Literal["weighted", "resample"] = "resample"
-    """How the IS weights enter a re-fit step: the weighted loss on one batch (the paper), or
-    sampling-importance-resampling — a pool of ``is_resample_pool`` batches, resampled ∝ w to one
-    batch, trained unweighted (:mod:`adept.world_models.importance`). Chosen by the π-weighted true
-    error reached after 1000 averaged (0.99) re-fit steps toward a fixed IQL π: resample 0.178 vs
-    weighted 0.188 (uniform control 0.184) on hopper-random, 2.922 vs 2.930 (2.936) on
-    halfcheetah-random, from 0.195 and 2.95 before (one seed: a lead, not a ranking). It costs
-    ≈ 20 ms more per step (π's log-density on the whole pool)."""
+    """How the IS weights enter a re-fit step: the weighted loss on one batch (the paper's), or
+    sampling-importance-resampling — a pool of ``is_resample_pool`` batches resampled ∝ w to one
+    batch, trained unweighted (:mod:`adept.world_models.importance`), which reached a lower
+    error under π (docs/adept-defaults.md)."""
     is_resample_pool: int = 8
     """Pool size, in IS batches, of ``is_loss = 'resample'``."""
     is_truncate: bool = True
@@ -164,12 +140,9 @@ class ModelBasedConfig:
     clipping ablation). Reward and terminal are predicted from the stored, clipped s′."""
     flush_on_refit: bool = False
     """ADEPT: empty the model buffer at each re-fit, so the agent trains only on rollouts of the
-    model as it is now (stale imagination otherwise stays for ``model_buffer_size`` rows). The
-    one lever of the adept-levers grid that kept ADEPT+IQL's gain (50k steps, 3 seeds):
-    hopper-random last / AUC 31.9 / 14.8 vs 23.9 / 10.3, every seed standing at the end;
-    walker2d-random best / AUC 20.5 / 7.1 vs 7.8 / 5.0, last 5.2 vs 4.9
-    (docs/results/README.md, levers). Off by default: the paper's ADEPT, as the claim grid
-    measured it."""
+    model as it is now (otherwise stale imagination stays for ``model_buffer_size`` rows). Off:
+    the paper's ADEPT; on, it kept ADEPT+IQL's gain where the paper's rose and collapsed
+    (docs/adept-defaults.md)."""
     rollout_start: int = 1000
     """Agent steps before the first round of re-fit and rollouts; until then the agent trains on
     real data only. 0 rolls out the untrained π₀ at set-up, whose imagined data describe a policy
@@ -180,7 +153,7 @@ class ModelBasedConfig:
     """Held-out transitions and dataset states used per diagnostics measurement."""
     true_error_every: int = 5
     """Measure the model's true one-step and H-step error against MuJoCo every N rounds
-    (0: never). A diagnostic only: 256 starts × H simulator steps, ≈ 0.5 s on CPU."""
+    (0: never). A diagnostic only: it leaves the run as it is."""
     true_error_starts: int = 256
     """Start states of the true-error measurement."""
     diagnostics: bool = True

@@ -95,23 +95,18 @@ class TrainConfig:
     precision: Precision = "auto"
     """Matrix products of the agent's update and of the method's models (pre-training,
     sampling, re-fits, rollouts): fp32, or bf16 autocast (weights, optimizer state and
-    evaluation stay fp32), for both; auto: each part's measured default on the device
-    (adept.base.precision.AUTO: fp32, as bf16 scored a little lower on halfcheetah-random in the
-    precision-table grid; $ADEPT_PRECISION overrides it). On this CPU bf16 runs the agents'
-    updates 1.07–1.28× and the world model's steps 1.16–1.38× as fast (benchmarks.precision)."""
+    evaluation stay fp32), for both; auto: each part's measured default on the device, fp32
+    today ($ADEPT_PRECISION overrides it). Speed and accuracy of each: README, "Precision"."""
     cuda_graphs: bool = False
     """Replay the agent's update from CUDA graphs (adept.accel.graphs): one launch per update
-    instead
-    of a few hundred small kernels, whose launches bound a GPU's updates per second at these
-    sizes. The same kernels on the same numbers as without (the learning rates rounded to
-    float32); batches, random numbers and schedules stay as they are. Needs a CUDA device. Off
-    by default until measured on a GPU."""
+    instead of a few hundred small kernels; the same kernels on the same numbers (the learning
+    rates rounded to float32). Needs a CUDA device; off until measured on a GPU (README, "CUDA
+    graphs")."""
     compile: Compile = "auto"
-    """Run the agent's losses through torch.compile (adept.base.compiling): fused kernels, the same
-    networks and checkpoints, numbers equal to float rounding; the first update compiles (≈ 16 s
-    cold on 2 cores, 2–5 s from inductor's cache). auto: where measured faster — IQL (1.20× the
-    updates/s) and BC on a CPU, runs of 20k steps or more ($ADEPT_COMPILE=on|off overrides it);
-    SAC and TD3+BC ran slower compiled."""
+    """Run the agent's losses through torch.compile (adept.base.compiling): fused kernels, the
+    same networks and checkpoints, numbers equal to float rounding; the first update compiles.
+    auto: where it was measured faster (IQL and BC on a CPU, runs of 20k steps or more;
+    $ADEPT_COMPILE=on|off overrides it; README, "Compiled updates")."""
     tensorboard: bool = False
     """Also log to TensorBoard (run_dir/tb; needs the tensorboard extra)."""
     wandb: bool = False

@@ -53,29 +53,19 @@ class WorldModelConfig:
     p_uncond: float = 0.1
     """Probability of training with the null condition ∅ (needed for guidance)."""
     target: Literal["next", "delta"] = "delta"
-    """x₀ = normalized s′ ('next') or normalized s′ − s ('delta'). Measured on MuJoCo
-    (``python -m benchmarks.adept --parts pretrain``: true error vs the simulator under β, mean
-    L2 in raw state units, after 5k / 10k / 20k pre-training steps; random recipe revision 1):
-    hopper-random one-step
-    0.126 / 0.091 / 0.079 ('delta') vs 0.234 / 0.134 / 0.094 ('next'), 10-step 0.42 / 0.29 /
-    0.24 vs 1.25 / 0.64 / 0.44; halfcheetah-random one-step 2.77 / 2.27 / 1.83 vs 2.57 / 2.06 /
-    1.64, 10-step 4.42 / 3.60 / 2.98 vs 4.05 / 3.92 / 3.61. 'delta' wins the 10-step error,
-    which is what H = 10 rollouts feed the agent, on both."""
+    """x₀ = normalized s′ ('next') or normalized s′ − s ('delta'): 'delta' has the lower 10-step
+    error against MuJoCo, what H = 10 rollouts feed the agent (docs/adept-defaults.md)."""
     hidden: int = 256
     """Width of the denoiser and the reward model."""
     depth: int = 3
     """Residual blocks of the denoiser, hidden layers of the reward model."""
     block_layers: int = 2
-    """Linear layers per residual block of the denoiser (1 or 2). Two cut the true error under
-    a trained IQL π against MuJoCo (20k pre-training steps; python -m benchmarks.world_models,
-    docs/results/world-models.md): hopper-random 10-step 0.195 → 0.154, halfcheetah-random
-    one-step 1.76 → 1.50, 10-step 2.95 → 2.75, for ≈ 1.4× the training time — as much as width
-    512 gained on hopper (0.157) at 3.3× and more than the condition in every block (0.175,
-    1.45×)."""
+    """Linear layers per residual block of the denoiser (1 or 2): two cut the error against
+    MuJoCo for ≈ 1.4× the training time, more than a wider network or the condition in every
+    block gained (docs/adept-defaults.md)."""
     condition: Literal["input", "blocks"] = "input"
     """Where the denoiser sees the condition and step: added at its input only, or also inside
-    every residual block (:class:`Denoiser`). 'blocks' measured 0.175 vs 0.195 (10-step error
-    under π, hopper-random) at 1.45× the cost: less than two linears per block at the same."""
+    every residual block (:class:`Denoiser`; docs/adept-defaults.md)."""
     lr: float = 3e-4
     """Adam learning rate of both models."""
     clip_margin: float = 0.1
