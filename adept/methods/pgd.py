@@ -281,11 +281,8 @@ class PGDConfig:
     """λ, the policy-guidance coefficient: before each sampler step the noisy sample's actions
     move by λ_i ∇_a log π(a | s) (λ_i: PGD's schedule, off at the last step); the set-up's
     segments, made before the actor has trained, are unguided. 0: unguided diffusion, PGD's
-    own baseline. Chosen where log π rises before the dynamics error does
-    (python -m benchmarks.trajectories --part guidance; hopper-random, cpu preset, an IQL π):
-    mean log π of the generated actions −3.59 unguided → −1.80 at 0.1 (the dataset's actions
-    −2.75, π's mean actions −0.44) for a one-step error 0.73 → 0.83; 0.3 gives −0.74 at 1.14,
-    1.0 −0.48 at 1.19, and 3 and 10 overshoot (−0.99, −4.5) at 1.60 and 2.83."""
+    own baseline. The default is where π's log-likelihood of the generated actions has risen
+    and the dynamics error has not yet (docs/results/trajectories.md, the guidance sweep)."""
     guidance_cosine: float = 0.3
     """Amplitude of the sine bump of PGD's λ_i schedule."""
     guidance_normalize: bool = False

@@ -191,10 +191,9 @@ class SynthERConfig:
     terminals: Literal["generated", "classifier"] = "classifier"
     """Where synthetic terminal flags come from. 'generated': the generator's own flag
     (SynthER's recipe); 'classifier': relabelled by a terminal classifier of (s, a, s′) trained
-    on the dataset (r_φ's terminal head, as ADEPT's world model predicts terminals). At the cpu
-    preset the generated flag caught only 71 % of hopper-random's falls (1 % false alarms, against
-    MuJoCo), so IQL bootstrapped through the other 29 %, its critic ran away (Q 468 vs 149 on
-    real data at 50k steps) and SynthER+IQL scored 2.0 against IQL's 7.4."""
+    on the dataset (r_φ's terminal head, as ADEPT's world model predicts terminals): at the cpu
+    preset the generated flag missed falls, through which IQL's critic bootstrapped and ran away
+    (docs/results/README.md, the SynthER table's reading)."""
     terminal_steps: int | None = None
     """Training steps of the terminal classifier, Adam at batch 256 (None: the preset's)."""
     real_ratio: float = 0.0
