@@ -429,16 +429,14 @@ def _chosen(argv: Sequence[str], flag: str, default: str) -> str:
 
 def train_config_type(agent: str, method: str) -> type[TrainConfig]:
     """:class:`TrainConfig` as ``adept train --agent AGENT --method METHOD`` parses it: the
-    other agents' and methods' option sections hidden (they keep their defaults, which a run of
-    this pair never reads), so that its --help lists the run's options and this pair's only."""
+    sections this pair never reads (:func:`adept.training.unread_fields`) hidden, with their
+    defaults, so that its --help lists the run's options and this pair's only."""
     import dataclasses
     import typing
 
-    from adept.agents import AGENTS
-    from adept.methods import METHODS
+    from adept.training import unread_fields
 
-    shown = {agent, METHODS[method].options}
-    sections = [*AGENTS, *dict.fromkeys(m.options for m in METHODS.values() if m.options)]
+    unread = set(unread_fields(agent, method))
     hints = typing.get_type_hints(TrainConfig, include_extras=True)
     hidden = [
         (
@@ -447,7 +445,7 @@ def train_config_type(agent: str, method: str) -> type[TrainConfig]:
             field(default_factory=f.default_factory),
         )
         for f in dataclasses.fields(TrainConfig)
-        if f.name in sections and f.name not in shown
+        if f.name in unread
     ]
     shaped = dataclasses.make_dataclass("TrainConfig", hidden, bases=(TrainConfig,), frozen=True)
     shaped.__doc__ = Train.__doc__
@@ -461,6 +459,7 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
 
     from adept.agents import AGENTS
     from adept.methods import METHODS
+    from adept.training import unread_fields
 
     agent = _chosen(argv, "--agent", TrainConfig.agent)
     method = _chosen(argv, "--method", TrainConfig.method)
@@ -468,16 +467,14 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
         raise AdeptError(f"--agent {agent} is no agent; choose one of {', '.join(AGENTS)}")
     if method not in METHODS:
         raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
-    owners = {name: f"--agent {name}" for name in AGENTS}
-    for name, cls in METHODS.items():
-        if cls.options is not None:
-            owners.setdefault(cls.options, f"--method {name}")
-    own = {agent, METHODS[method].options}
+    unread = set(unread_fields(agent, method))
     for arg in argv:
         section = arg[2:].split(".", 1)[0] if arg.startswith("--") and "." in arg else None
-        if section in owners and section not in own:
+        if section in unread:
+            methods = " or ".join(name for name, m in METHODS.items() if m.options == section)
+            owner = f"--agent {section}" if section in AGENTS else f"--method {methods}"
             raise AdeptError(
-                f"{arg.split('=', 1)[0]} is an option of {owners[section]}, and this run has "
+                f"{arg.split('=', 1)[0]} is an option of {owner}, and this run has "
                 f"--agent {agent} --method {method}: drop it, or choose that agent or method"
             )
     parsed = tyro.cli(train_config_type(agent, method), args=list(argv), prog="adept train")
