@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -179,8 +180,6 @@ def _same(a: Any, b: Any) -> bool:
 
 def differences(before: Path, after: Path) -> list[str]:
     """What differs between two run directories of one case (empty: nothing)."""
-    import json
-
     found: list[str] = []
     if _rows(before / "metrics.csv") != _rows(after / "metrics.csv"):
         found.append("metrics.csv")
