@@ -194,7 +194,7 @@ class Bench:
     synther (SynthER+X), pgd (PGD+X), dydiff (DyDiff+X)."""
     variant: Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction] = ()
     """Named variants, NAME:method=M[,OPTION=VALUE...][,agents=iql+sac][,datasets=A+B], e.g.
-    adept-h5:method=adept,adept.horizon=5 (several after one flag, or the flag repeated)."""
+    adept-h5:method=adept,adept.rollout.horizon=5 (several after one flag, or the flag repeated)."""
     agents: tuple[str, ...] | None = None
     """Agents: iql, sac, td3bc, bc."""
     seeds: tuple[int, ...] | None = None
@@ -206,7 +206,7 @@ class Bench:
     eval_episodes: int | None = None
     """Episodes per evaluation (default 10)."""
     set: Annotated[tuple[tuple[str, ...], ...], tyro.conf.UseAppendAction] = ()
-    """Options of every cell, OPTION=VALUE as adept train spells them (adept.horizon=5;
+    """Options of every cell, OPTION=VALUE as adept train spells them (adept.rollout.horizon=5;
     several after one flag, or the flag repeated)."""
     root: Path | None = None
     """The grid's folder (default runs/<preset or spec name>)."""
@@ -352,9 +352,10 @@ class Demo:
 
         from adept.datasets.registry import load_dataset
         from adept.datasets.summary import summarize
-        from adept.methods import ModelBasedConfig
+        from adept.methods import ADEPTConfig
         from adept.report.plots import plot_learning_curves
         from adept.training import train
+        from adept.world_models.pretrain import PretrainConfig
 
         info = summarize(load_dataset(self.dataset))
         behaviour = info.get("normalized_score_mean", float("nan"))
@@ -369,7 +370,9 @@ class Demo:
             seed=self.seed,
             eval_every=max(self.num_steps // 5, 1),
             checkpoint_every=max(self.num_steps // 5, 1),
-            adept=ModelBasedConfig(pretrain_steps=self.pretrain_steps, behavior_steps=2_000),
+            adept=ADEPTConfig(
+                pretrain=PretrainConfig(steps=self.pretrain_steps, behavior_steps=2_000)
+            ),
         )
         runs = {}
         summaries = {}
@@ -427,36 +430,115 @@ def _chosen(argv: Sequence[str], flag: str, default: str) -> str:
     return value
 
 
-def train_config_type(agent: str, method: str) -> type[TrainConfig]:
+def train_config_type(
+    agent: str, method: str, presets: Mapping[str, Any] | None = None
+) -> type[TrainConfig]:
     """:class:`TrainConfig` as ``adept train --agent AGENT --method METHOD`` parses it: the
     sections this pair never reads (:func:`adept.training.unread_fields`) hidden, with their
-    defaults, so that its --help lists the run's options and this pair's only."""
-    import dataclasses
-    import typing
-
+    defaults, so that its --help lists the run's options and this pair's only; ``presets``:
+    configs some sections start from instead of their defaults (``--synther.preset paper``)."""
     from adept.training import unread_fields
 
-    unread = set(unread_fields(agent, method))
-    hints = typing.get_type_hints(TrainConfig, include_extras=True)
-    hidden = [
-        (
-            f.name,
-            Annotated[hints[f.name], tyro.conf.Suppress],
-            field(default_factory=f.default_factory),
-        )
-        for f in dataclasses.fields(TrainConfig)
-        if f.name in unread
-    ]
-    shaped = dataclasses.make_dataclass("TrainConfig", hidden, bases=(TrainConfig,), frozen=True)
+    shaped = _shaped(TrainConfig, set(unread_fields(agent, method)), dict(presets or {}))
     shaped.__doc__ = Train.__doc__
     return shaped
 
 
+def _shaped(cls: type, hidden: set[str], defaults: dict[str, Any]) -> type:
+    """A subclass of the config dataclass ``cls`` whose fields named in ``hidden`` (dotted for
+    nested ones: ``adept.refit``) are suppressed from the command line, keeping their defaults,
+    and whose fields named in ``defaults`` start from the value given there."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    changed = []
+    for f in dataclasses.fields(cls):
+        inner = {name.split(".", 1)[1] for name in hidden if name.startswith(f"{f.name}.")}
+        if f.name in hidden:
+            kind: Any = Annotated[hints[f.name], tyro.conf.Suppress]
+            factory = f.default_factory
+        elif inner:
+            kind = _shaped(hints[f.name], inner, {})
+            factory = kind
+        elif f.name in defaults:
+            kind, value = hints[f.name], defaults[f.name]
+
+            def factory(value: Any = value) -> Any:
+                return value
+        else:
+            continue
+        changed.append((f.name, kind, field(default_factory=factory)))
+    if not changed:
+        return cls
+    return dataclasses.make_dataclass(cls.__name__, changed, bases=(cls,), frozen=True)
+
+
+def _presets_in(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """``argv`` without its ``--<section>.preset NAME`` options, and each such section's
+    starting config."""
+    from adept.training import preset
+
+    rest: list[str] = []
+    chosen: dict[str, Any] = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        flag = arg.split("=", 1)[0]
+        if not (flag.startswith("--") and flag.endswith(".preset") and flag.count(".") == 1):
+            rest.append(arg)
+            continue
+        if "=" in arg:
+            name = arg.split("=", 1)[1]
+        elif args and not args[0].startswith("--"):
+            name = args.pop(0)
+        else:
+            raise AdeptError(f"{flag} takes a preset's name, e.g. {flag} paper")
+        chosen[flag[2:].removesuffix(".preset")] = preset(flag[2:].removesuffix(".preset"), name)
+    return rest, chosen
+
+
+def _unshaped(value: Any, cls: type) -> Any:
+    """``value``, parsed as a :func:`_hiding` subclass of ``cls``, as a plain ``cls``."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return cls(
+        **{
+            f.name: _unshaped(getattr(value, f.name), hints[f.name])
+            if dataclasses.is_dataclass(hints[f.name])
+            else getattr(value, f.name)
+            for f in dataclasses.fields(cls)
+        }
+    )
+
+
+def _refuse_renamed(arg: str) -> None:
+    """A one-line error for an option's old spelling (``--adept.horizon``), naming the new one
+    (``--adept.rollout.horizon``); a negated flag (``--adept.no-diagnostics``) likewise."""
+    from adept.training import renamed
+
+    if not arg.startswith("--") or "." not in arg:
+        return
+    flag = arg.split("=", 1)[0]
+    *parents, leaf = flag[2:].replace("-", "_").split(".")
+    negated = leaf.startswith("no_")
+    new = renamed(".".join([*parents, leaf]))
+    if new is None and negated:
+        new = renamed(".".join([*parents, leaf[3:]]))
+    if new is None:
+        return
+    *new_parents, new_leaf = new.split(".")
+    if negated and renamed(".".join([*parents, leaf])) is None:
+        new_leaf = "no_" + new_leaf
+    spelled = "--" + ".".join([*new_parents, new_leaf]).replace("_", "-")
+    raise AdeptError(f"{flag} was renamed: use {spelled}")
+
+
 def parse_train(argv: Sequence[str]) -> TrainConfig:
     """``adept train ARGV`` as a :class:`TrainConfig`; an option of another agent or method
-    than the run's is a one-line error naming it."""
-    import dataclasses
-
+    than the run's, or an option's old spelling, is a one-line error naming it."""
     from adept.agents import AGENTS
     from adept.methods import METHODS
     from adept.training import unread_fields
@@ -467,18 +549,34 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
         raise AdeptError(f"--agent {agent} is no agent; choose one of {', '.join(AGENTS)}")
     if method not in METHODS:
         raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
-    unread = set(unread_fields(agent, method))
     for arg in argv:
-        section = arg[2:].split(".", 1)[0] if arg.startswith("--") and "." in arg else None
-        if section in unread:
-            methods = " or ".join(name for name, m in METHODS.items() if m.options == section)
-            owner = f"--agent {section}" if section in AGENTS else f"--method {methods}"
-            raise AdeptError(
-                f"{arg.split('=', 1)[0]} is an option of {owner}, and this run has "
-                f"--agent {agent} --method {method}: drop it, or choose that agent or method"
-            )
-    parsed = tyro.cli(train_config_type(agent, method), args=list(argv), prog="adept train")
-    return TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
+        _refuse_renamed(arg)
+    unread = unread_fields(agent, method)
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        dotted = arg[2:].split("=", 1)[0].replace("-", "_")
+        section = next((u for u in unread if dotted.startswith(f"{u}.")), None)
+        if section is None:
+            continue
+        if section in AGENTS:
+            owner = f"--agent {section}"
+        else:
+            head, _, part = section.partition(".")
+            owners = [
+                name
+                for name, m in METHODS.items()
+                if m.options == head and part not in m.unread_options
+            ]
+            owner = f"--method {' or '.join(owners)}"
+        raise AdeptError(
+            f"{arg.split('=', 1)[0]} is an option of {owner}, and this run has "
+            f"--agent {agent} --method {method}: drop it, or choose that agent or method"
+        )
+    rest, presets = _presets_in(argv)
+    shaped = train_config_type(agent, method, presets)
+    parsed = tyro.cli(shaped, args=rest, prog="adept train")
+    return _unshaped(parsed, TrainConfig)
 
 
 def main(argv: list[str] | None = None) -> None:

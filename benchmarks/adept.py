@@ -36,25 +36,27 @@ import torch
 import tyro
 
 from adept.agents import BC, IQL, AgentSpec, BCConfig
+from adept.bench.spec import apply_overrides
 from adept.data import ReplayBuffer
 from adept.datasets import load_dataset
-from adept.methods import ModelBasedConfig
+from adept.methods import ADEPTConfig
 from adept.training import TrainConfig, train
 from adept.world_models.importance import BehaviorModel, importance_sampled_update
 from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.pretrain import PretrainConfig
 from adept.world_models.rollout import StateBounds, rollout
 from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 from benchmarks.common import mean_std, print_table, run_parallel, table_row
 
 Part = Literal["accuracy", "speed", "cost", "learning", "sweep", "pretrain"]
 
-VARIANTS: dict[str, Callable[[ModelBasedConfig], ModelBasedConfig]] = {
+VARIANTS: dict[str, Callable[[ADEPTConfig], ADEPTConfig]] = {
     "defaults": lambda c: c,
-    "real_ratio=0.25": lambda c: replace(c, real_ratio=0.25),
-    "real_ratio=0.8": lambda c: replace(c, real_ratio=0.8),
-    "horizon=5": lambda c: replace(c, horizon=5),
-    "rollout_every=250": lambda c: replace(c, rollout_every=250),
-    "model_update_steps=100": lambda c: replace(c, model_update_steps=100),
+    "real_ratio=0.25": lambda c: apply_overrides(c, {"mix.real_ratio": 0.25}),
+    "real_ratio=0.8": lambda c: apply_overrides(c, {"mix.real_ratio": 0.8}),
+    "horizon=5": lambda c: apply_overrides(c, {"rollout.horizon": 5}),
+    "rollout_every=250": lambda c: apply_overrides(c, {"rollout.every": 250}),
+    "model_update_steps=100": lambda c: apply_overrides(c, {"refit.steps": 100}),
     "target=next": lambda c: replace(c, world_model=replace(c.world_model, target="next")),
 }
 """Schedule variants of the sweep: one knob changed from the defaults each."""
@@ -211,7 +213,7 @@ def cost(args: Args, dataset: str) -> dict[str, float]:
         eval_every=steps,
         progress=False,
         device="cpu",
-        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
+        adept=ADEPTConfig(pretrain=PretrainConfig(steps=args.pretrain_steps)),
     )
     walls = {}
     for method in ("none", "adept"):
@@ -246,7 +248,7 @@ def _base_config(args: Args) -> TrainConfig:
         eval_every=max(args.num_steps // 5, 1),
         progress=False,
         device="cpu",
-        adept=ModelBasedConfig(pretrain_steps=args.pretrain_steps),
+        adept=ADEPTConfig(pretrain=PretrainConfig(steps=args.pretrain_steps)),
     )
 
 

@@ -85,7 +85,27 @@ BEFORE_FLAGS: dict[str, list[str]] = {
     "dydiff": ["--dydiff.preset", "smoke", "--dydiff.one-step-steps", "60"],
 }  # fmt: skip
 BEFORE_FLAGS["adept"] = BEFORE_FLAGS["diffusion"]
-AFTER_FLAGS: dict[str, list[str]] = dict(BEFORE_FLAGS)
+# ADEPT's options grouped by concern (--adept.pretrain.*, .rollout.*, .refit.*, .mix.*,
+# .diagnostics.*); Diff+X reads no --adept.refit.* option and refuses one.
+WORLD_MODEL_FLAGS = [
+    "--adept.pretrain.steps", "60",
+    "--adept.pretrain.behavior-steps", "60",
+    "--adept.pretrain.batch-size", "64",
+    "--adept.pretrain.select-every", "20",
+    "--adept.pretrain.select-rows", "256",
+    "--adept.rollout.every", "25",
+    "--adept.rollout.start", "25",
+    "--adept.rollout.batch-size", "64",
+    "--adept.diagnostics.batch-size", "256",
+    "--adept.diagnostics.true-error-every", "2",
+    "--adept.diagnostics.true-error-samples", "16",
+    "--adept.world-model.hidden", "64",
+]  # fmt: skip
+AFTER_FLAGS: dict[str, list[str]] = {
+    **BEFORE_FLAGS,
+    "diffusion": WORLD_MODEL_FLAGS,
+    "adept": [*WORLD_MODEL_FLAGS, "--adept.refit.steps", "5", "--adept.refit.batch-size", "256"],
+}
 
 PACKED = {"iql-adept", "sac-diffusion", "td3bc-none", "bc-synther"}
 """Cases also trained as a pack of two seeds (``--seeds 0 1``), one run directory per seed."""

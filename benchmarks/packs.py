@@ -26,8 +26,9 @@ from typing import Any, Literal
 import torch
 import tyro
 
-from adept.methods import ModelBasedConfig
+from adept.methods import ADEPTConfig
 from adept.training import TrainConfig, train
+from adept.world_models.pretrain import PretrainConfig
 from benchmarks.common import format_table, mean_std, updates_per_second
 
 AgentName = Literal["iql", "sac", "td3bc", "bc"]
@@ -83,8 +84,9 @@ def measure(args: Args, agent: AgentName, k: int, packed: bool, repeat: int) -> 
         progress=False,
         seeds=tuple(range(k)) if packed else (),
         method=args.method,
-        adept=ModelBasedConfig(
-            pretrain_steps=args.pretrain_steps, behavior_steps=args.pretrain_steps, pretrain_seed=0
+        adept=ADEPTConfig(
+            pretrain=PretrainConfig(steps=args.pretrain_steps, behavior_steps=args.pretrain_steps),
+            generator_seed=0,
         ),
     )
     train(config)

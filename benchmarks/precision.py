@@ -29,7 +29,7 @@ import tyro
 
 from adept.agents import AGENTS, AgentSpec
 from adept.base.precision import Part, autocast
-from adept.methods.model_based import ModelBasedConfig
+from adept.methods.adept import ADEPTConfig
 from adept.world_models.model import WorldModel
 from benchmarks.common import alternating_speeds, cpu_buffer, print_results
 
@@ -91,19 +91,19 @@ def main(args: Args) -> list[dict[str, Any]]:
         print(json.dumps(rows[-1]), flush=True)
     if args.world_model:
         torch.manual_seed(0)
-        config = ModelBasedConfig()
+        config = ADEPTConfig()
         model = WorldModel(data, config.world_model, device)
-        starts = buffer.sample(config.rollout_batch)
-        weights = torch.full((config.is_batch_size,), 1.0 / config.is_batch_size)
+        starts = buffer.sample(config.rollout.batch_size)
+        weights = torch.full((config.refit.batch_size,), 1.0 / config.refit.batch_size)
         parts: dict[str, Callable[[], Any]] = {
             "world model train step (256)": lambda: model.train_step(
-                buffer.sample(config.model_batch_size)
+                buffer.sample(config.pretrain.batch_size)
             ),
-            f"world model s' sampling ({config.rollout_batch})": lambda: model.step(
+            f"world model s' sampling ({config.rollout.batch_size})": lambda: model.step(
                 starts.observations, starts.actions
             ),
-            f"IS re-fit step ({config.is_batch_size})": lambda: model.train_step(
-                buffer.sample(config.is_batch_size), weights
+            f"IS re-fit step ({config.refit.batch_size})": lambda: model.train_step(
+                buffer.sample(config.refit.batch_size), weights
             ),
         }
         for part, call in parts.items():

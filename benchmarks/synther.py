@@ -63,7 +63,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "w256-d3-30k": _candidate(256, 3, 30_000),
     "w256-d4-20k": _candidate(256, 4, 20_000),
     "w512-d3-10k": _candidate(512, 3, 10_000),
-    "smoke": {"preset": "smoke"},
+    "smoke": {},  # the smoke preset
 }
 """Generator settings measured, as SynthERConfig fields spelled out (so stored results stay
 valid when the presets move); the report marks the one the 'cpu' preset uses."""
@@ -92,7 +92,8 @@ class Args:
 
 
 def config_of(candidate: str) -> SynthERConfig:
-    return replace(SynthERConfig(), **CANDIDATES[candidate])
+    base = PRESETS["smoke"] if candidate == "smoke" else SynthERConfig()
+    return replace(base, **CANDIDATES[candidate])
 
 
 def check(truth: TrueDynamics, batch: dict[str, np.ndarray]) -> TransitionError:
@@ -143,13 +144,15 @@ def trained_generator(
     training's wall-clock seconds when it was trained here."""
     seconds: list[float] = []
 
+    generator = config.generator(len(data))
+
     def make() -> dict[str, Any]:
         t0 = time.perf_counter()
-        trained = train_generator(data, config, seed, device)
+        trained = train_generator(data, generator, seed, device)
         seconds.append(time.perf_counter() - t0)
         return trained
 
-    trained = cached("synther", generator_key(data, config, seed, device), make)
+    trained = cached("synther", generator_key(data, generator, seed, device), make)
     return trained, seconds[0] if seconds else None
 
 
@@ -168,16 +171,16 @@ def quality(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         if not todo:
             continue
         config = config_of(candidate)
-        sizes = config.sizes(len(data))
+        sizes = config.generator(len(data))
         trained, seconds = trained_generator(data, config, args.seed, device)
         if seconds is not None:
             entry["train_s"] = seconds
             entry["load_avg"] = os.getloadavg()[0]
         entry.update(
-            sizes=sizes.__dict__,
+            sizes={k: v for k, v in vars(sizes).items() if k != "edm"},
             loss=trained["metrics"].get("synther/loss", float("nan")),
         )
-        model = build_model(data, config).to(device)
+        model = build_model(data, sizes).to(device)
         model.load_state_dict(trained["model"])
         for steps in todo:
             rng = torch.Generator(device=device).manual_seed(args.seed + steps)
@@ -207,12 +210,11 @@ def speed(args: Args, results: dict[str, Any], path: Path) -> None:
     buffer = ReplayBuffer.from_transitions(data, device=device, seed=0)
     out = {}
     for preset in PRESETS:
-        config = SynthERConfig(preset=preset)  # type: ignore[arg-type]
-        sizes = config.sizes(len(data))
+        config = PRESETS[preset]
+        sizes = config.generator(len(data))
         torch.manual_seed(0)
-        model = build_model(data, config).to(device)
+        model = build_model(data, sizes).to(device)
         trainer = DiffusionTrainer(model, sizes.train_steps, prefix="synther")
-        assert sizes.batch_size is not None
         timed = 10 if preset == "paper" else 100
         for _ in range(3):
             trainer.step(buffer.sample(sizes.batch_size))
@@ -220,13 +222,13 @@ def speed(args: Args, results: dict[str, Any], path: Path) -> None:
         for _ in range(timed):
             trainer.step(buffer.sample(sizes.batch_size))
         train_rate = timed / (time.perf_counter() - t0)
-        rows = 200 if preset == "paper" else 4 * sizes.sample_batch
+        rows = 200 if preset == "paper" else 4 * config.sample_batch
         t0 = time.perf_counter()
-        for start in range(0, rows, sizes.sample_batch):  # as upsample() batches them
-            model.sample(min(sizes.sample_batch, rows - start), sizes.sample_steps)
+        for start in range(0, rows, config.sample_batch):  # as upsample() batches them
+            model.sample(min(config.sample_batch, rows - start), config.sample_steps)
         sample_rate = rows / (time.perf_counter() - t0)
         train_s = sizes.train_steps / train_rate
-        sample_s = sizes.num_samples / sample_rate
+        sample_s = config.num_samples / sample_rate
         out[preset] = {
             "train_steps_per_s": train_rate,
             "samples_per_s": sample_rate,

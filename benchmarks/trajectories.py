@@ -64,7 +64,7 @@ from adept.data.transitions import Transitions
 from adept.datasets import load_dataset
 from adept.diffusion.training import DiffusionTrainer
 from adept.diffusion.unet import UNET_SIZES
-from adept.methods import ModelBasedConfig, dydiff, pgd
+from adept.methods import dydiff, pgd
 from adept.methods.dydiff import DyDiffConfig, StateTrajectoryModel, imagine
 from adept.methods.pgd import (
     ACTION_CLIP,
@@ -77,8 +77,8 @@ from adept.methods.pgd import (
 from adept.methods.trajectories import SegmentRows, build_model
 from adept.nets import Actor
 from adept.store.artifacts import cached
-from adept.world_models.model import WorldModel
-from adept.world_models.pretrain import pretrain, pretrain_key
+from adept.world_models.model import WorldModel, WorldModelConfig
+from adept.world_models.pretrain import PretrainConfig, pretrain, pretrain_key
 from adept.world_models.rollout import StateBounds
 from adept.world_models.true_dynamics import TrueDynamics, segment_error, transition_error
 from benchmarks.common import format_table, load_results, save_results
@@ -363,13 +363,13 @@ def horizon(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     )
     bounds = StateBounds(data.stats(), device)
 
-    def world_model(config: ModelBasedConfig) -> WorldModel:
+    def world_model(recipe: tuple[WorldModelConfig, PretrainConfig]) -> WorldModel:
         made = cached(
             "pretrain",
-            pretrain_key(data, config, args.seed, device),
-            lambda: pretrain(data, config, args.seed, device),
+            pretrain_key(data, *recipe, args.seed, device),
+            lambda: pretrain(data, *recipe, args.seed, device),
         )
-        model = WorldModel(data, config.world_model, device)
+        model = WorldModel(data, recipe[0], device)
         model.load_state_dict_all(made["world_model"])
         return model
 
@@ -391,7 +391,8 @@ def horizon(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
         assert isinstance(model, StateTrajectoryModel)
         config = config_of(args.dydiff_candidate)
         assert isinstance(config, DyDiffConfig)
-        wm = world_model(replace(config, one_step_steps=args.ensemble_steps).one_step_config())
+        sized = replace(config, one_step_steps=args.ensemble_steps)
+        wm = world_model((sized.one_step, sized.one_step_pretrain()))
         return imagine(
             policy, model, wm, starts, args.length, args.sample_steps, args.iterative_times,
             bounds, deterministic,
@@ -407,8 +408,9 @@ def horizon(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             generator=rng,
         )  # fmt: skip
 
-    ensemble = DyDiffConfig(one_step_steps=args.ensemble_steps).one_step_config()
-    adept = replace(ModelBasedConfig(), pretrain_steps=args.world_model_steps)
+    sized = DyDiffConfig(one_step_steps=args.ensemble_steps)
+    ensemble = (sized.one_step, sized.one_step_pretrain())
+    adept = (WorldModelConfig(), PretrainConfig(steps=args.world_model_steps))
     ways: dict[str, Callable[[], Any]] = {
         "ADEPT world model (one-step diffusion)": lambda: one_step(world_model(adept)),
         "ADEPT world model (one-step diffusion), π's mode": lambda: one_step_under_mode(

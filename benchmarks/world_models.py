@@ -52,18 +52,19 @@ import tyro
 from adept.agents import BC, IQL, AgentSpec, BCConfig
 from adept.base.atomic import atomic_path
 from adept.base.precision import Precision, autocast
+from adept.bench.spec import apply_overrides
 from adept.data import ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.datasets import load_dataset
-from adept.methods import ModelBasedConfig
+from adept.methods import ADEPTConfig
 from adept.store.artifacts import cached
 from adept.world_models.importance import BehaviorModel, Refitter
 from adept.world_models.model import WorldModel, WorldModelConfig
-from adept.world_models.pretrain import holdout_mask, pretrain, pretrain_key
+from adept.world_models.pretrain import PretrainConfig, holdout_mask, pretrain, pretrain_key
 from adept.world_models.true_dynamics import TrueDynamics, true_model_error
 from benchmarks.common import format_table, load_results, save_results
 
-Change = Callable[[ModelBasedConfig], ModelBasedConfig]
+Change = Callable[[ADEPTConfig], ADEPTConfig]
 
 
 def _wm(**changes: Any) -> Change:
@@ -72,20 +73,22 @@ def _wm(**changes: Any) -> Change:
 
 CANDIDATES: dict[str, Change] = {
     "diffusion": lambda c: c,  # the first recipe (base_config)
-    "diffusion-no-ema": lambda c: replace(c, ema_decay=0.0, select_every=0),
+    "diffusion-no-ema": lambda c: apply_overrides(
+        c, {"pretrain.ema_decay": 0.0, "pretrain.select_every": 0}
+    ),
     "diffusion-512": _wm(hidden=512),
     "diffusion-1024": _wm(hidden=1024),
     "diffusion-2-linear": _wm(block_layers=2),
     "diffusion-cond-blocks": _wm(condition="blocks"),
     "diffusion-512-2-linear-cond-blocks": _wm(hidden=512, block_layers=2, condition="blocks"),
-    "diffusion-40k": lambda c: replace(c, pretrain_steps=40_000),
-    "diffusion-2-linear-40k": lambda c: replace(_wm(block_layers=2)(c), pretrain_steps=40_000),
+    "diffusion-40k": lambda c: apply_overrides(c, {"pretrain.steps": 40_000}),
+    "diffusion-2-linear-40k": lambda c: apply_overrides(
+        _wm(block_layers=2)(c), {"pretrain.steps": 40_000}
+    ),
     "ensemble": lambda c: replace(
         c,
         world_model=replace(c.world_model, dynamics="ensemble", hidden=200, depth=4, lr=1e-3),
-        ema_decay=0.0,
-        select_every=1000,
-        select_patience=5,
+        pretrain=replace(c.pretrain, ema_decay=0.0, select_every=1000, select_patience=5),
     ),
 }
 """Named world models: each a change from :func:`base_config`, the first recipe (width 256, 3
@@ -116,9 +119,9 @@ def candidate(name: str) -> tuple[Change, Precision]:
 
 
 RULES: dict[str, Change] = {
-    "is-weighted": lambda c: replace(c, refit="is", is_loss="weighted"),
-    "is-resample": lambda c: replace(c, refit="is", is_loss="resample"),
-    "uniform": lambda c: replace(c, refit="uniform"),
+    "is-weighted": lambda c: apply_overrides(c, {"refit.rule": "is", "refit.loss": "weighted"}),
+    "is-resample": lambda c: apply_overrides(c, {"refit.rule": "is", "refit.loss": "resample"}),
+    "uniform": lambda c: apply_overrides(c, {"refit.rule": "uniform"}),
 }
 """Re-fit rules of the refit part: each a change from the library default."""
 
@@ -145,9 +148,9 @@ class Args:
     refit_rules: tuple[str, ...] = tuple(RULES)
     """Re-fit rules to compare (names of RULES)."""
     refit_lrs: tuple[float | None, ...] = (None,)
-    """Re-fit learning rates (``--adept.refit-lr``; None: pre-training's)."""
+    """Re-fit learning rates (``--adept.refit.lr``; None: pre-training's)."""
     refit_averages: tuple[float, ...] = (0.0, 0.99)
-    """Re-fit averaging decays (``--adept.refit-average``; 0: none)."""
+    """Re-fit averaging decays (``--adept.refit.average``; 0: none)."""
     starts: int = 512
     """Start states per true-error measurement (those at the velocity clip are skipped)."""
     seed: int = 0
@@ -161,12 +164,13 @@ class Args:
     """Also write the tables as a markdown file here (e.g. docs/results/world-models.md)."""
 
 
-def base_config(args: Args) -> ModelBasedConfig:
+def base_config(args: Args) -> ADEPTConfig:
     """The recipe the candidates change, spelled out so that results stay valid when the
     library's defaults move."""
     first = WorldModelConfig(hidden=256, depth=3, block_layers=1, condition="input")
-    return ModelBasedConfig(
-        world_model=first, pretrain_steps=args.pretrain_steps, ema_decay=0.999, select_every=2000
+    return ADEPTConfig(
+        world_model=first,
+        pretrain=PretrainConfig(steps=args.pretrain_steps, ema_decay=0.999, select_every=2000),
     )
 
 
@@ -203,7 +207,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
     assert data.env_id is not None
     truth = TrueDynamics(data.env_id)
     pi = iql_policy(data, args.policy_steps, args.seed, device)
-    train_rows = ~holdout_mask(len(data), base_config(args).holdout_fraction, args.seed)
+    train_rows = ~holdout_mask(len(data), base_config(args).pretrain.holdout_fraction, args.seed)
     g = np.random.default_rng([args.seed, 7])
     pick = g.choice(np.flatnonzero(train_rows), args.starts, replace=False)
     starts = torch.as_tensor(data.observations[np.sort(pick)])
@@ -233,7 +237,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             rate = steps_per_second(config, train_part, sampler)
         timed_busy = busy()
         if name in BUDGETS:
-            config = replace(config, pretrain_steps=max(int(budget * rate), 1000))
+            config = apply_overrides(config, {"pretrain.steps": max(int(budget * rate), 1000)})
         started = time.perf_counter()
         with amp():
             result, model, bc = pretrained(data, train_part, config, args.seed)
@@ -242,7 +246,7 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
             beta_1, beta_10 = errors(model, bc, truth, starts, args.seed)
             pi_1, pi_10 = errors(model, pi, truth, starts, args.seed)
         metrics = result["metrics"]
-        steps = metrics.get("world_model/pretrain_steps", config.pretrain_steps)
+        steps = metrics.get("world_model/pretrain_steps", config.pretrain.steps)
         row = {
             "dataset": dataset,
             "candidate": name,
@@ -276,32 +280,32 @@ def measure(args: Args, dataset: str, results: dict[str, Any], path: Path) -> No
 
 
 def pretrained(
-    data: Transitions, train_part: Transitions, config: ModelBasedConfig, seed: int
+    data: Transitions, train_part: Transitions, config: ADEPTConfig, seed: int
 ) -> tuple[dict[str, Any], WorldModel, BC]:
     """The library's pre-training of ``config`` on ``data`` (from the artifact store when it
     holds it): the result, its world model and its β."""
     device = torch.device("cpu")
     result = cached(
         "pretrain",
-        pretrain_key(data, config, seed, device),
-        functools.partial(pretrain, data, config, seed, device),
+        pretrain_key(data, config.world_model, config.pretrain, seed, device),
+        functools.partial(pretrain, data, config.world_model, config.pretrain, seed, device),
     )
     model = WorldModel(train_part, config.world_model, device)
     model.load_state_dict_all(result["world_model"])
-    bc = BC(AgentSpec.from_data(data, max(config.behavior_steps, 1), device), BCConfig())
+    bc = BC(AgentSpec.from_data(data, max(config.pretrain.behavior_steps, 1), device), BCConfig())
     bc.load_state_dict(result["behavior"])
     return result, model, bc
 
 
-def steps_per_second(config: ModelBasedConfig, data: Transitions, buffer: ReplayBuffer) -> float:
+def steps_per_second(config: ADEPTConfig, data: Transitions, buffer: ReplayBuffer) -> float:
     """World-model pre-training steps per second of ``config`` here (a timed warm-up on
     batches from ``buffer``, the training part of ``data``)."""
     model = WorldModel(data, config.world_model, torch.device("cpu"))
     for _ in range(20):
-        model.train_step(buffer.sample(config.model_batch_size))
+        model.train_step(buffer.sample(config.pretrain.batch_size))
     started = time.perf_counter()
     for _ in range(200):
-        model.train_step(buffer.sample(config.model_batch_size))
+        model.train_step(buffer.sample(config.pretrain.batch_size))
     return 200 / (time.perf_counter() - started)
 
 
@@ -338,9 +342,9 @@ class RefitVariant:
             int(steps.removeprefix("steps=")),
         )
 
-    def config(self, base: ModelBasedConfig) -> ModelBasedConfig:
+    def config(self, base: ADEPTConfig) -> ADEPTConfig:
         config = RULES[self.rule](CANDIDATES[self.candidate](base))
-        return replace(config, refit_lr=self.lr, refit_average=self.average)
+        return apply_overrides(config, {"refit.lr": self.lr, "refit.average": self.average})
 
 
 def refit_variants(args: Args) -> list[RefitVariant]:
@@ -368,7 +372,7 @@ def refit(
     training part of ``data``, reseeded for each variant)."""
     config = variant.config(base_config(args))
     _, model, bc = pretrained(data, train_part, config, args.seed)
-    refitter = Refitter(model, config)
+    refitter = Refitter(model, config.refit)
     sampler.generator.manual_seed(args.seed)
     torch.manual_seed(args.seed)
     started = time.perf_counter()

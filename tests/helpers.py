@@ -99,3 +99,11 @@ def write_d4rl(path: Path, arrays: dict[str, np.ndarray], metadata: dict | None 
         for key, value in (metadata or {}).items():
             f.create_dataset(f"metadata/{key}", data=value)
     return path
+
+
+def changed(config: Any, **options: Any) -> Any:
+    """``config`` (a frozen config dataclass) with nested options replaced, ``section__name=v``
+    for ``section.name`` (``changed(TINY, rollout__horizon=3)``)."""
+    from adept.bench.spec import apply_overrides
+
+    return apply_overrides(config, {k.replace("__", "."): v for k, v in options.items()})

@@ -19,7 +19,7 @@ update        ``torch.optim.Adam.step``                                         
 pretrain      ``WorldModel.train_step``                                           world-model
                                                                                   pre-training
 refit         ``importance_sampled_update``                                       IS round
-rollout       ``adept.methods.model_based.rollout``                               rollout round
+rollout       ``adept.methods.adept.rollout``                               rollout round
 diffusion     ``DiffusionTrainer.step``                                           SynthER, PGD,
                                                                                   DyDiff models
 progress      ``tqdm.__init__``, holding tqdm's lock (taken even for a disabled   any loop
@@ -50,8 +50,8 @@ import adept.base.atomic
 import adept.datasets.generate
 import adept.datasets.online_sac
 import adept.diffusion.training
+import adept.methods.adept
 import adept.methods.dydiff
-import adept.methods.model_based
 import adept.methods.pgd
 import adept.methods.synther
 import adept.training
@@ -174,5 +174,5 @@ def _install(hit: Callable[..., None], kill: Kill | None) -> None:
     counted(torch.optim.Adam, "step", "update")
     counted(adept.world_models.model.WorldModel, "train_step", "pretrain")
     counted(adept.world_models.importance, "importance_sampled_update", "refit")
-    counted(adept.methods.model_based, "rollout", "rollout")
+    counted(adept.methods.adept, "rollout", "rollout")
     counted(adept.diffusion.training.DiffusionTrainer, "step", "diffusion")

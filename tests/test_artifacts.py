@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -8,22 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
-import adept.methods.model_based as methods_module
+import adept.methods.adept as methods_module
 from adept.agents import AgentSpec, IQLConfig, SACConfig
 from adept.base.rng import seed_everything
 from adept.data import ReplayBuffer, load_hdf5
 from adept.data.transitions import Transitions
 from adept.datasets.generate import make_dataset
-from adept.methods import ModelBasedConfig, make_method
-from adept.store.artifacts import artifacts_dir, cached, entry_path
+from adept.methods import ADEPTConfig, make_method
+from adept.store.artifacts import artifacts_dir, cached, entry_path, key_hash
 from adept.store.runs import load_checkpoint
 from adept.training import TrainConfig, make_agent, train
 from adept.world_models.pretrain import pretrain_key
-from tests.helpers import rows, tensors
+from tests.helpers import changed, rows, tensors
 from tests.test_methods import TINY as METHODS_TINY
 from tests.test_methods import config
 
-TINY = replace(METHODS_TINY, true_error_every=0)
+TINY = changed(METHODS_TINY, diagnostics__true_error_every=0)
 CPU = torch.device("cpu")
 SMALL_AGENTS = {"iql": IQLConfig(hidden=32), "sac": SACConfig(hidden=32)}
 
@@ -70,7 +71,7 @@ def test_a_run_ends_the_same_on_a_miss_a_hit_and_without_the_cache(dataset, tmp_
             assert torch.equal(value, weights[name]), (other, name)
 
 
-def setup_cell(data: Transitions, agent: str, config: ModelBasedConfig, seed: int = 0):
+def setup_cell(data: Transitions, agent: str, config: ADEPTConfig, seed: int = 0):
     """What ``train`` does up to the method's setup, for one grid cell."""
     seed_everything(seed)
     spec = AgentSpec.from_data(data, 10, CPU)
@@ -98,7 +99,9 @@ def test_cells_that_differ_only_in_the_agent_share_one_entry(dataset):
     for name, value in iql.behavior.bc.actor.state_dict().items():
         assert torch.equal(value, fresh.behavior.bc.actor.state_dict()[name]), name
 
-    schedule_only = replace(TINY, rollout_every=7, real_ratio=0.3, horizon=2, is_truncate=False)
+    schedule_only = changed(
+        TINY, rollout__every=7, mix__real_ratio=0.3, rollout__horizon=2, refit__truncate=False
+    )
     setup_cell(data, "iql", schedule_only)
     relabelled = data.replace(metadata={"kind": "other"}, source="elsewhere.hdf5")
     setup_cell(relabelled, "iql", TINY)
@@ -112,18 +115,74 @@ def test_cells_that_differ_only_in_the_agent_share_one_entry(dataset):
     rewards[0] += 1.0
     setup_cell(data.replace(rewards=rewards), "iql", TINY)
     assert len(entries()) == 4
-    key = entry_path("pretrain", pretrain_key(data, TINY, 0, CPU)).with_suffix(".json")
-    assert '"pretrain_steps": 5' in key.read_text(), "the key is stored for a human reader"
+    key = pretrain_key(data, TINY.world_model, TINY.pretrain, 0, CPU)
+    stored = entry_path("pretrain", key).with_suffix(".json").read_text()
+    assert '"steps": 5' in stored, "the key is stored for a human reader"
+
+
+def grown(config):
+    """``config`` as an instance of a subclass with one more field, at its default: what a new
+    knob makes of a config."""
+    cls = dataclasses.make_dataclass(
+        type(config).__name__,
+        [("new_knob", int, dataclasses.field(default=0))],
+        bases=(type(config),),
+        frozen=True,
+    )
+    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [
+        "pretrain: world model",
+        "pretrain: pre-training",
+        "synther: generator",
+        "synther: samples",
+        "pgd/dydiff: trajectory model",
+    ],
+)
+def test_a_field_added_to_a_config_changes_its_artifacts_key(dataset, artifact):
+    """Cache keys are derived from the configs, not listed by hand: a new knob, even at its
+    default, can never reuse an entry made without it."""
+    from adept.methods.pgd import PGDConfig
+    from adept.methods.synther import SynthERConfig, generator_key, samples_key
+    from adept.methods.trajectories import training_key
+
+    data = load_hdf5(dataset)
+    synther = SynthERConfig()
+    key, config = {
+        "pretrain: world model": (
+            lambda c: pretrain_key(data, c, TINY.pretrain, 0, CPU),
+            TINY.world_model,
+        ),
+        "pretrain: pre-training": (
+            lambda c: pretrain_key(data, TINY.world_model, c, 0, CPU),
+            TINY.pretrain,
+        ),
+        "synther: generator": (
+            lambda c: generator_key(data, c, 0, CPU),
+            synther.generator(len(data)),
+        ),
+        "synther: samples": (lambda c: samples_key({"generator": "g"}, c), synther.sampling()),
+        "pgd/dydiff: trajectory model": (
+            lambda c: training_key(data, c, 1, 0, CPU),
+            PGDConfig().training(),
+        ),
+    }[artifact]
+    assert key_hash(key(grown(config))) != key_hash(key(config))
 
 
 def test_a_pretrain_seed_shares_one_world_model_across_run_seeds(dataset):
     data = load_hdf5(dataset)
-    shared = replace(TINY, pretrain_seed=7)
+    shared = changed(TINY, generator_seed=7)
     a, b = setup_cell(data, "iql", shared, seed=1), setup_cell(data, "iql", shared, seed=2)
     assert len(entries()) == 1, "one entry for both runs"
     for name, value in model_state(a).items():
         assert torch.equal(value, model_state(b)[name]), name
-    assert torch.equal(a.holdout.observations, b.holdout.observations), "the model's split"
+    assert torch.equal(a.diagnostics.holdout.observations, b.diagnostics.holdout.observations), (
+        "the model's split"
+    )
     alone = setup_cell(data, "iql", TINY, seed=1)
     assert len(entries()) == 2, "without it, each run seed pre-trains its own"
     assert any(not torch.equal(v, model_state(alone)[k]) for k, v in model_state(a).items())

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from adept import bench
 from adept.base.errors import AdeptError
 from adept.bench import GridSpec, resolve_spec
 from adept.cli import main
+from adept.methods.synther import SynthERConfig
 from tests.helpers import rows
 
 DATASET = "hopper-random-n3000"
@@ -75,12 +77,12 @@ seeds = [0, 1]
 num_steps = 100
 
 [set]
-"adept.horizon" = 5
+"adept.rollout.horizon" = 5
 batch-size = 64
 
 [variants]
-adept-h3 = {method = "adept", "adept.horizon" = 3, agents = ["iql"]}
-adept-noclip = {method = "adept", "adept.clip-generated" = false}
+adept-h3 = {method = "adept", "adept.rollout.horizon" = 3, agents = ["iql"]}
+adept-noclip = {method = "adept", "adept.rollout.clip" = false}
 """
 
 
@@ -88,11 +90,11 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     spec_file = write_spec(tmp_path / "grid.toml", TOML)
     cli = {
         "seeds": ["2"],
-        "set": bench.parse_assignments(["adept.rollout-every=250"], "--set"),
+        "set": bench.parse_assignments(["adept.rollout.every=250"], "--set"),
     }
     spec = resolve_spec([("spec", bench.load_toml(spec_file)), ("the command line", cli)])
     assert spec.seeds == (2,), "the command line replaces lists"
-    assert spec.set == {"adept.horizon": 5, "adept.rollout_every": 250, "batch_size": 64}
+    assert spec.set == {"adept.rollout.horizon": 5, "adept.rollout.every": 250, "batch_size": 64}
     assert list(spec.variants) == ["none", "adept-h3", "adept-noclip"]
     cells = {c.id: c for c in spec.cells()}
     assert sorted(cells) == sorted(
@@ -106,11 +108,11 @@ def test_spec_layers_merge_and_cells_carry_their_options(tmp_path):
     ), "a variant's agents restrict its cells"
     config = spec.cell_config(cells["hopper-random-n3000/adept-h3/iql/seed2"], tmp_path)
     assert config.method == "adept" and config.seed == 2 and config.num_steps == 100
-    assert config.adept.horizon == 3, "the variant overrides --set"
-    assert config.adept.rollout_every == 250 and config.batch_size == 64
+    assert config.adept.rollout.horizon == 3, "the variant overrides --set"
+    assert config.adept.rollout.every == 250 and config.batch_size == 64
     assert config.run_dir == tmp_path / "hopper-random-n3000/adept-h3/iql/seed2"
     noclip = spec.cell_config(cells["hopper-random-n3000/adept-noclip/sac/seed2"], tmp_path)
-    assert noclip.adept.clip_generated is False and noclip.adept.horizon == 5
+    assert noclip.adept.rollout.clip is False and noclip.adept.rollout.horizon == 5
     assert GridSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     assert spec.budget == "cpu-0.1k"
 
@@ -157,7 +159,7 @@ def test_presets_resolve():
     cells = table.cells()
     assert len(cells) == 3 * 2 * 2 * 3 and {c.agent for c in cells} == {"iql", "td3bc"}
     config = table.cell_config(next(c for c in cells if c.method == "synther"), Path("/r"))
-    assert config.synther.generator_seed == 0 and config.synther.preset == "cpu"
+    assert config.synther == replace(SynthERConfig(), generator_seed=0), "the cpu preset's"
     table = resolve_spec([("preset", report_grid("trajectory-table"))])
     cells = table.cells()
     assert len(cells) == 3 * 3 * 2 * 3 + 2 * 3 * 3, (
@@ -176,7 +178,7 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
     """adept-levers' 'adept' cells are adept-claim's (so --reuse takes them), and each lever
     variant differs from them in its lever alone."""
     from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
-    from adept.training import same_run_fields
+    from adept.training import migrate_config, same_run_fields
 
     checked = 0
     claim = resolve_spec([("preset", report_grid("adept-claim"))])
@@ -197,16 +199,23 @@ def test_lever_grid_varies_one_thing_of_the_claim_grids_adept_cells(tmp_path):
         ]
         lever = {
             "adept": [],
-            "adept-flush": ["adept.flush_on_refit"],
-            "adept-real-share": ["adept.real_ratio_final"],
-            "adept-h5": ["adept.horizon"],
-            "adept-penalty": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
-            "adept-penalty-0.2": ["adept.uncertainty_samples", "adept.uncertainty_penalty"],
+            "adept-flush": ["adept.mix.flush_on_refit"],
+            "adept-real-share": ["adept.mix.real_ratio_final"],
+            "adept-h5": ["adept.rollout.horizon"],
+            "adept-penalty": [
+                "adept.rollout.uncertainty_samples",
+                "adept.rollout.uncertainty_penalty",
+            ],
+            "adept-penalty-0.2": [
+                "adept.rollout.uncertainty_samples",
+                "adept.rollout.uncertainty_penalty",
+            ],
         }[cell.variant]
         assert sorted(changes) == sorted(lever), cell.id
         kept = RESULTS / "adept-claim-cpu50k" / "cells" / cell.id
         if cell.variant == "adept" and kept.is_dir():  # the committed runs --reuse would take
-            assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+            changes = config_changes(kept, config, same_run_fields(config), migrate_config)
+            assert changes == [], cell.id
             checked += 1
     assert checked >= 3, "the committed claim archive holds hopper-random's ADEPT+IQL cells"
 
@@ -215,7 +224,7 @@ def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
     """adept-claim-sac's SAC and ADEPT+SAC cells are adept-claim's, config for config (so --reuse
     takes the committed ones), and its two controls differ from ADEPT+SAC in one thing each."""
     from adept.store.runs import _diff, _ignored, config_changes, to_jsonable
-    from adept.training import same_run_fields
+    from adept.training import migrate_config, same_run_fields
 
     claim = resolve_spec([("preset", report_grid("adept-claim"))])
     controls = resolve_spec([("preset", report_grid("adept-claim-sac"))])
@@ -235,13 +244,14 @@ def test_the_sac_control_grid_reuses_the_claim_grids_sac_cells(tmp_path):
             "none": ["method"],
             "diffusion": ["method"],
             "adept": [],
-            "adept-uniform": ["adept.refit"],
+            "adept-uniform": ["adept.refit.rule"],
         }[cell.variant]
         assert changes == expected, cell.id
         if cell.variant in ("none", "adept"):
             assert to_jsonable(config) == to_jsonable(claim.cell_config(ids[cell.id], tmp_path))
             kept = RESULTS / "adept-claim-cpu50k" / "cells" / cell.id
-            assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+            changes = config_changes(kept, config, same_run_fields(config), migrate_config)
+            assert changes == [], cell.id
             checked += 1
     assert checked == 2 * 4 * 3, "every SAC and ADEPT+SAC cell is in the committed archive"
 
@@ -251,7 +261,7 @@ def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
     synther-table's, config for config, so --reuse takes the committed runs: only the PGD and
     DyDiff cells run."""
     from adept.store.runs import config_changes
-    from adept.training import same_run_fields
+    from adept.training import migrate_config, same_run_fields
 
     table = resolve_spec([("preset", report_grid("trajectory-table"))])
     checked = 0
@@ -261,7 +271,7 @@ def test_the_trajectory_grid_reuses_the_claim_and_synther_grids_cells(tmp_path):
         grid = "adept-claim-cpu50k" if cell.agent == "iql" else "synther-table-cpu50k"
         kept = RESULTS / grid / "cells" / cell.id
         config = table.cell_config(cell, tmp_path)
-        assert config_changes(kept, config, same_run_fields(config)) == [], cell.id
+        assert config_changes(kept, config, same_run_fields(config), migrate_config) == [], cell.id
         checked += 1
     assert checked == 3 * 3 * 3, "IQL, ADEPT+IQL and TD3+BC on three datasets, three seeds"
 
@@ -289,9 +299,15 @@ def test_every_report_grid_is_a_spec_beside_its_report():
 @pytest.mark.parametrize(
     ("layer", "message"),
     [
-        ({"set": {"adept.horizn": 5}}, "unknown option 'adept.horizn'; did you mean adept.horizon"),
+        (
+            {"set": {"adept.horizn": 5}},
+            "unknown option 'adept.horizn'; did you mean adept.rollout.horizon",
+        ),
         ({"set": {"seed": 3}}, "sets 'seed', which the grid sets; use --seeds"),
-        ({"set": {"adept.horizon": "ten"}}, "adept.horizon='ten': expected an integer"),
+        (
+            {"set": {"adept.rollout.horizon": "ten"}},
+            "adept.rollout.horizon='ten': expected an integer",
+        ),
         ({"set": {"agent": "sac"}}, "use --agents"),
         ({"agents": ["iql", "cql"]}, "unknown agent 'cql'"),
         ({"methods": ["mopo"]}, "unknown method 'mopo'"),
@@ -328,7 +344,7 @@ def test_cli_bad_input_exit_2_and_nothing_written(tmp_path, capsys):
         ],
         ["--spec", str(tmp_path / "absent.toml")],
         ["--spec", str(write_spec(tmp_path / "bad.toml", "datasets = [")), "--root", "x"],
-        ["--preset", "smoke", "--set", "adept.horizon"],
+        ["--preset", "smoke", "--set", "adept.rollout.horizon"],
         ["--preset", "smoke", "--variant", "noname"],
         ["--preset", "smoke", "--backend", "ray", "--address", "127.0.0.1:1"],
     ]
@@ -589,15 +605,15 @@ def test_repeated_set_and_variant_flags_accumulate():
 
     from adept.cli import Bench
 
-    args = ["--preset", "smoke", "--set", "adept.horizon=5", "batch_size=32"]
+    args = ["--preset", "smoke", "--set", "adept.rollout.horizon=5", "batch_size=32"]
     args += ["--set", "iql.expectile=0.8", "--variant", "a:method=adept", "b:method=none"]
-    args += ["--variant", "c:method=diffusion,adept.horizon=3,agents=iql"]
+    args += ["--variant", "c:method=diffusion,adept.rollout.horizon=3,agents=iql"]
     args += ["--variant", "d:method=adept,datasets=hopper-random-n5000"]
     spec = resolve_spec(tyro.cli(Bench, args=args).layers())
-    assert spec.set["adept.horizon"] == 5 and spec.set["batch_size"] == 32
+    assert spec.set["adept.rollout.horizon"] == 5 and spec.set["batch_size"] == 32
     assert spec.set["iql.expectile"] == 0.8
     assert {"a", "b", "c", "d"} <= set(spec.variants)
-    assert spec.variants["c"] == bench.Variant("diffusion", ("iql",), {"adept.horizon": 3})
+    assert spec.variants["c"] == bench.Variant("diffusion", ("iql",), {"adept.rollout.horizon": 3})
     assert spec.variants["d"] == bench.Variant("adept", None, {}, ("hopper-random-n5000",))
 
 
@@ -746,7 +762,7 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path, monkeypatch):
     ours = tmp_path / "ours"
     second = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
                        "--archive", str(ours), "--reuse", str(theirs),
-                       "--set", "adept.pretrain_seed=0")  # fmt: skip
+                       "--set", "adept.generator_seed=0")  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert "1 from other grids" in second.stdout
     run_dir = tmp_path / "two" / iql
@@ -766,19 +782,19 @@ def test_reuse_takes_the_cells_another_grid_already_ran(tmp_path, monkeypatch):
     died["cells"][iql]["state"] = "queued"
     (tmp_path / "two" / "bench.json").write_text(json.dumps(died))
     again = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
-                      "--set", "adept.pretrain_seed=0")  # fmt: skip
+                      "--set", "adept.generator_seed=0")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert state(tmp_path / "two")["cells"][iql]["reused_from"]["cell"] == iql
     # the reused run deleted: the cell runs here, and its record no longer names another grid
     shutil.rmtree(run_dir)
     rerun = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "two"),
-                      "--set", "adept.pretrain_seed=0")  # fmt: skip
+                      "--set", "adept.generator_seed=0")  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert (run_dir / "checkpoint.pt").exists()
     assert "reused_from" not in state(tmp_path / "two")["cells"][iql]
 
     fresh = run_bench(*base, "--agents", "iql", "bc", "--root", str(tmp_path / "three"),
-                      "--archive", str(ours), "--set", "adept.pretrain_seed=0")  # fmt: skip
+                      "--archive", str(ours), "--set", "adept.generator_seed=0")  # fmt: skip
     assert fresh.returncode == 0 and "2 from the archive" in fresh.stdout, fresh.stderr
     report = subprocess.run(
         [sys.executable, "-m", "adept", "report", str(tmp_path / "three")],

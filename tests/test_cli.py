@@ -193,7 +193,10 @@ def test_an_option_of_another_agent_or_method_is_a_one_line_error(tmp_path, caps
     run_dir = tmp_path / "run"
     for args, named in (
         (["--agent", "sac", "--iql.hidden", "64"], "--iql.hidden is an option of --agent iql"),
-        (["--method", "pgd", "--adept.horizon=5"], "--adept.horizon is an option of --method"),
+        (
+            ["--method", "pgd", "--adept.rollout.horizon=5"],
+            "--adept.rollout.horizon is an option of --method",
+        ),
         (["--agent", "ppo"], "--agent ppo is no agent; choose one of iql, sac, td3bc, bc"),
     ):
         with pytest.raises(SystemExit) as done:
@@ -205,11 +208,13 @@ def test_an_option_of_another_agent_or_method_is_a_one_line_error(tmp_path, caps
 
 def test_the_chosen_sections_options_reach_the_runs_config():
     from adept.cli import parse_train
+    from adept.methods import ADEPTConfig
     from adept.training import TrainConfig
 
     config = parse_train(["--agent", "sac", "--sac.hidden", "64", "--method", "adept",
-                          "--adept.horizon", "5", "--num-steps", "7"])  # fmt: skip
+                          "--adept.rollout.horizon", "5", "--num-steps", "7"])  # fmt: skip
     assert type(config) is TrainConfig, "the run's config, not the parser's shape of it"
     assert (config.agent, config.method, config.num_steps) == ("sac", "adept", 7)
-    assert config.sac.hidden == 64 and config.adept.horizon == 5
+    assert config.sac.hidden == 64 and config.adept.rollout.horizon == 5
+    assert type(config.adept) is ADEPTConfig, "nested sections come back as their own types"
     assert config.iql == TrainConfig().iql, "the other sections keep their defaults"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from adept.base.errors import AdeptError
 from adept.datasets.generate import make_dataset
 from adept.store.runs import CHECKPOINT, DIVERGENCE, load_checkpoint
 from adept.training import TrainConfig, train
-from tests.helpers import rows
+from tests.helpers import changed, rows
 from tests.test_faults import config as faults_config
 from tests.test_methods import TINY
 
@@ -118,7 +117,7 @@ def test_nan_importance_weights_are_blamed_on_the_world_model(dataset, tmp_path,
         return out
 
     monkeypatch.setattr(importance_module, "importance_weights", nan_weights)
-    adept = replace(TINY, is_loss="weighted")
+    adept = changed(TINY, refit__loss="weighted")
     with pytest.raises(AdeptError) as exc:
         train(config(dataset, tmp_path / "run", method="adept", adept=adept))
     step, blamed = step_and_component(str(exc.value))

@@ -265,7 +265,7 @@ def hopper_path(tmp_path_factory) -> str:
 
 
 def run_config(dataset, run_dir, **kw):
-    from adept.methods.dydiff import DyDiffConfig
+    from adept.methods.dydiff import PRESETS
     from adept.world_models.model import WorldModelConfig
     from tests.test_methods import config as methods_config
 
@@ -273,19 +273,21 @@ def run_config(dataset, run_dir, **kw):
     ensemble = WorldModelConfig(
         dynamics="ensemble", hidden=32, depth=2, ensemble_size=3, ensemble_elites=2
     )
-    smoke = DyDiffConfig(preset="smoke", rollout_batch=16, one_step=ensemble, one_step_steps=50)
+    smoke = replace(PRESETS["smoke"], rollout_batch=16, one_step=ensemble, one_step_steps=50)
     return methods_config(dataset, run_dir, **{"method": "dydiff", "dydiff": smoke, **kw})
 
 
-def test_presets_size_the_model_and_fields_override_them():
+def test_presets_are_configs_that_the_options_change():
+    from adept.cli import parse_train
     from adept.methods.dydiff import PRESETS, DyDiffConfig
 
-    assert DyDiffConfig().sizes() == PRESETS["cpu"], "'cpu' is the default preset"
-    paper = DyDiffConfig(preset="paper")
-    assert paper.training().size.dim == 128 and paper.sizes().length == 100
-    mine = DyDiffConfig(preset="paper", network="cpu", rollout_batch=64).sizes()
-    assert (mine.network, mine.rollout_batch, mine.sample_steps) == ("cpu", 64, 34)
-    assert paper.one_step_config().world_model.dynamics == "ensemble"
+    assert DyDiffConfig() == PRESETS["cpu"], "the defaults are the 'cpu' preset"
+    paper = PRESETS["paper"]
+    assert paper.training().size.dim == 128 and paper.length == 100
+    flags = ["--dydiff.preset", "paper", "--dydiff.network", "cpu", "--dydiff.rollout-batch", "64"]
+    mine = parse_train(["--method", "dydiff", *flags]).dydiff
+    assert mine == replace(paper, network="cpu", rollout_batch=64)
+    assert paper.one_step.dynamics == "ensemble" and paper.one_step_pretrain().ema_decay == 0.0
 
 
 @pytest.mark.parametrize(

@@ -49,12 +49,15 @@ TRAIN = [
 ]  # fmt: skip
 WORLD_MODEL = [
     "--adept.world-model.hidden", "32", "--adept.world-model.depth", "1",
-    "--adept.world-model.denoising-steps", "3", "--adept.pretrain-steps", "6",
-    "--adept.select-every", "3", "--adept.model-batch-size", "32", "--adept.behavior-steps", "5",
-    "--adept.horizon", "3", "--adept.rollout-every", "5", "--adept.rollout-batch", "16",
-    "--adept.model-buffer-size", "200", "--adept.model-update-steps", "2",
-    "--adept.is-batch-size", "64", "--adept.diagnostics-batch", "32", "--adept.rollout-start", "5",
+    "--adept.world-model.denoising-steps", "3", "--adept.pretrain.steps", "6",
+    "--adept.pretrain.select-every", "3", "--adept.pretrain.batch-size", "32",
+    "--adept.pretrain.behavior-steps", "5",
+    "--adept.rollout.horizon", "3", "--adept.rollout.every", "5",
+    "--adept.rollout.batch-size", "16", "--adept.rollout.start", "5",
+    "--adept.mix.buffer-size", "200", "--adept.diagnostics.batch-size", "32",
 ]  # fmt: skip
+REFIT = ["--adept.refit.steps", "2", "--adept.refit.batch-size", "64"]
+"""ADEPT's re-fit (Diff+X has none, and refuses its options)."""
 SAC_RUN = [
     "--sac-steps", "200", "--sac-run.start-steps", "50", "--sac-run.batch-size", "32",
     "--sac-run.eval-every", "50", "--sac-run.eval-episodes", "1",
@@ -68,7 +71,9 @@ COMMANDS: dict[str, list[str]] = {
     "sac": ["--agent", "sac", "--sac.hidden", "32"],
     "td3bc": ["--agent", "td3bc", "--td3bc.hidden", "32"],
     "bc": ["--agent", "bc", "--bc.hidden", "32"],
-    "adept+iql": ["--agent", "iql", "--iql.hidden", "32", "--method", "adept", *WORLD_MODEL],
+    "adept+iql": [
+        "--agent", "iql", "--iql.hidden", "32", "--method", "adept", *WORLD_MODEL, *REFIT
+    ],
     "diffusion+sac": [
         "--agent", "sac", "--sac.hidden", "32", "--method", "diffusion", *WORLD_MODEL
     ],

@@ -7,25 +7,23 @@ import torch
 
 from adept.base.errors import AdeptError
 from adept.datasets.generate import make_dataset
-from adept.methods import ModelBasedConfig
+from adept.methods.adept import ADEPTConfig, MixConfig
 from adept.store.runs import load_checkpoint
 from adept.training import TrainConfig, train
+from adept.world_models.diagnostics import DiagnosticsConfig
+from adept.world_models.importance import RefitConfig
 from adept.world_models.model import WorldModelConfig
-from tests.helpers import rows, stopped_at
+from adept.world_models.pretrain import PretrainConfig
+from adept.world_models.rollout import RolloutConfig
+from tests.helpers import changed, rows, stopped_at
 
-TINY = ModelBasedConfig(
+TINY = ADEPTConfig(
     world_model=WorldModelConfig(hidden=32, depth=1, denoising_steps=3),
-    pretrain_steps=5,
-    model_batch_size=32,
-    behavior_steps=5,
-    horizon=3,
-    rollout_every=5,
-    rollout_batch=16,
-    model_buffer_size=200,
-    model_update_steps=2,
-    is_batch_size=64,
-    diagnostics_batch=32,
-    rollout_start=5,
+    pretrain=PretrainConfig(steps=5, batch_size=32, behavior_steps=5),
+    rollout=RolloutConfig(horizon=3, every=5, batch_size=16, start=5),
+    refit=RefitConfig(steps=2, batch_size=64),
+    mix=MixConfig(buffer_size=200),
+    diagnostics=DiagnosticsConfig(batch_size=32),
 )
 
 
@@ -110,14 +108,14 @@ def test_every_method_and_agent_runs(dataset, tmp_path, method, agent):
     assert len(sizes) == 2 and 0 < sizes[0] < sizes[1] <= 2 * 16 * 3
     if method == "adept":
         ess = float(last["world_model/is_ess"])
-        weighted_rows = TINY.is_batch_size * TINY.is_resample_pool  # the resampling pool
+        weighted_rows = TINY.refit.batch_size * TINY.refit.resample_pool  # the resampling pool
         assert 1.0 <= ess <= weighted_rows
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "adept",
-    [replace(TINY, refit_average=0.0), replace(TINY, refit_average=0.9, refit_lr=1e-4)],
+    [changed(TINY, refit__average=0.0), changed(TINY, refit__average=0.9, refit__lr=1e-4)],
     ids=["plain", "averaged"],
 )
 def test_adept_resume_is_exact(dataset, tmp_path, monkeypatch, adept):
@@ -140,7 +138,7 @@ def test_averaged_refit_rolls_out_the_average_of_the_trained_copy(dataset):
     from adept.diffusion.ema import parameters_of
 
     decay = 0.75
-    _, method, policy = built(dataset, replace(TINY, refit_average=decay, refit_lr=1e-2))
+    _, method, policy = built(dataset, changed(TINY, refit__average=decay, refit__lr=1e-2))
     method.setup(policy)
     refitter = method.refitter
     assert refitter is not None and refitter.online is not None
@@ -154,7 +152,7 @@ def test_averaged_refit_rolls_out_the_average_of_the_trained_copy(dataset):
     for b, t, r in zip(before, trained, rolled, strict=True):
         torch.testing.assert_close(r, decay * b + (1 - decay) * t)
     # without averaging, the steps train the rolled-out model itself
-    _, plain, policy = built(dataset, replace(TINY, refit_average=0.0))
+    _, plain, policy = built(dataset, changed(TINY, refit__average=0.0))
     plain.setup(policy)
     before = parameters_of(plain.world_model)
     plain.refitter.round(plain.model_data, policy, plain.behavior, steps=1)
@@ -163,7 +161,7 @@ def test_averaged_refit_rolls_out_the_average_of_the_trained_copy(dataset):
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int = 100):
+def built(dataset, config: ADEPTConfig, agent: str = "iql", num_steps: int = 100):
     """A world-model method and an agent on ``dataset``, as ``train`` builds them."""
     from adept.agents import AgentSpec
     from adept.data import ReplayBuffer, load_hdf5
@@ -182,7 +180,9 @@ def built(dataset, config: ModelBasedConfig, agent: str = "iql", num_steps: int 
 
 @pytest.mark.parametrize("real_ratio", [0.25, 0.75])
 def test_mixed_batches_hold_the_configured_share_of_real_rows(dataset, real_ratio):
-    data, method, policy = built(dataset, replace(TINY, real_ratio=real_ratio, rollout_start=0))
+    data, method, policy = built(
+        dataset, changed(TINY, mix__real_ratio=real_ratio, rollout__start=0)
+    )
     metrics = method.setup(policy)
     assert metrics["rollout/buffer_size"] > 0 and "behavior/nll" in metrics
     batch = method.sample(0)
@@ -200,7 +200,7 @@ def test_mixed_batches_hold_the_configured_share_of_real_rows(dataset, real_rati
 
 
 def test_rollouts_wait_for_the_warm_up(dataset):
-    _, method, policy = built(dataset, replace(TINY, rollout_every=5, rollout_start=10))
+    _, method, policy = built(dataset, changed(TINY, rollout__every=5, rollout__start=10))
     assert "rollout/buffer_size" not in method.setup(policy)
     for step in range(9):
         assert method.after_update(step, policy) == {}, f"no round before step 10 (at {step + 1})"
@@ -217,7 +217,9 @@ def data_obs_dim(method) -> int:
 def test_flush_on_refit_keeps_only_the_latest_rollouts(dataset):
     sizes = {}
     for flush in (False, True):
-        _, method, policy = built(dataset, replace(TINY, rollout_start=0, flush_on_refit=flush))
+        _, method, policy = built(
+            dataset, changed(TINY, rollout__start=0, mix__flush_on_refit=flush)
+        )
         first = method.setup(policy)["rollout/buffer_size"]
         metrics = method.after_update(4, policy)
         second = metrics["rollout/buffer_size"].item()
@@ -226,13 +228,13 @@ def test_flush_on_refit_keeps_only_the_latest_rollouts(dataset):
         assert "q/model" in metrics, f"flush_on_refit={flush}: no Q on model rows"
     assert sizes[False][1] > sizes[False][0], "without flushing, rounds accumulate"
     assert sizes[True][1] < sizes[False][1], "flushed: the second round's rows only"
-    assert sizes[True][1] <= TINY.rollout_batch * TINY.horizon
+    assert sizes[True][1] <= TINY.rollout.batch_size * TINY.rollout.horizon
 
 
 def test_clip_generated_switches_the_dataset_box(dataset):
     inside = {}
     for clip in (True, False):
-        data, method, policy = built(dataset, replace(TINY, rollout_start=0, clip_generated=clip))
+        data, method, policy = built(dataset, changed(TINY, rollout__start=0, rollout__clip=clip))
         method.setup(policy)
         n = len(method.model_buffer)
         nxt = method.model_buffer.next_observations[:n]
@@ -246,8 +248,13 @@ def test_clip_generated_switches_the_dataset_box(dataset):
 @pytest.mark.slow
 def test_diagnostics_leave_the_run_unchanged(dataset, tmp_path):
     """ε-diagnostics and the true error draw from streams of their own."""
-    on = replace(TINY, diagnostics=True, true_error_every=1, true_error_starts=8)
-    off = replace(TINY, diagnostics=False, true_error_every=0)
+    on = changed(
+        TINY,
+        diagnostics__model_error=True,
+        diagnostics__true_error_every=1,
+        diagnostics__true_error_samples=8,
+    )
+    off = changed(TINY, diagnostics__model_error=False, diagnostics__true_error_every=0)
     for name, adept in (("on", on), ("off", off)):
         train(config(dataset, tmp_path / name, method="adept", num_steps=15, adept=adept))
     logged = {name: rows(tmp_path / name) for name in ("on", "off")}
@@ -283,14 +290,23 @@ def test_logged_behavior_needs_log_probs(dataset, tmp_path):
 
     stripped = save_hdf5(load_hdf5(dataset).replace(action_log_probs=None), tmp_path / "nolp.hdf5")
     cfg = config(
-        str(stripped), tmp_path / "run", method="adept", adept=replace(TINY, behavior="logged")
+        str(stripped),
+        tmp_path / "run",
+        method="adept",
+        adept=changed(TINY, pretrain__behavior="logged"),
     )
-    with pytest.raises(AdeptError, match=r"--adept\.behavior logged needs action_log_probs"):
+    needs = r"--adept\.pretrain\.behavior logged needs action_log_probs"
+    with pytest.raises(AdeptError, match=needs):
         train(cfg)
     assert not (tmp_path / "run").exists(), "refused before anything is written"
     assert np.isfinite(
         train(
-            config(dataset, tmp_path / "ok", method="adept", adept=replace(TINY, behavior="logged"))
+            config(
+                dataset,
+                tmp_path / "ok",
+                method="adept",
+                adept=changed(TINY, pretrain__behavior="logged"),
+            )
         )["return_last"]
     )
 
@@ -313,12 +329,15 @@ def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, 
 
     monkeypatch.setattr(HeldOutSelector, "consider", record)
     data = load_hdf5(dataset)
-    config = replace(TINY, pretrain_steps=60, select_every=10, ema_decay=0.9, cache=False)
-    pretrain(data, replace(config, ema_decay=0.0), seed=0, device=torch.device("cpu"))
+    config = changed(
+        TINY, pretrain__steps=60, pretrain__select_every=10, pretrain__ema_decay=0.9, cache=False
+    )
+    cpu = torch.device("cpu")
+    pretrain(data, config.world_model, replace(config.pretrain, ema_decay=0.0), 0, cpu)
     online = scored[0]  # the same training, unaveraged, at step 10
     seen.clear()
     scored.clear()
-    result = pretrain(data, config, seed=0, device=torch.device("cpu"))
+    result = pretrain(data, config.world_model, config.pretrain, seed=0, device=cpu)
     assert any(not torch.equal(a, b) for a, b in zip(scored[0], online, strict=True)), (
         "the candidates scored are the EMA's weights, not the trained ones"
     )
@@ -331,7 +350,7 @@ def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, 
     model = WorldModel(data, config.world_model, torch.device("cpu"))
     model.load_state_dict_all(result["world_model"])
     selector = HeldOutSelector(
-        data.subset(holdout_of(data)), config.select_rows, 0, torch.device("cpu")
+        data.subset(holdout_of(data)), config.pretrain.select_rows, 0, torch.device("cpu")
     )
     assert model.heldout_loss(selector.rows, 0) == pytest.approx(best_loss, rel=1e-6)
 
@@ -339,7 +358,7 @@ def test_pretraining_keeps_the_ema_weights_with_the_best_held_out_loss(dataset, 
 def holdout_of(data):
     from adept.world_models.pretrain import holdout_mask
 
-    return holdout_mask(len(data), TINY.holdout_fraction, 0)
+    return holdout_mask(len(data), TINY.pretrain.holdout_fraction, 0)
 
 
 def test_weight_average_is_an_exponential_moving_average():
@@ -366,16 +385,8 @@ def test_ensemble_pretraining_stops_early_and_keeps_its_best_members_as_elites(d
 
     data = load_hdf5(dataset)
     wm = replace(TINY.world_model, dynamics="ensemble", ensemble_size=4, ensemble_elites=2)
-    config = replace(
-        TINY,
-        world_model=wm,
-        pretrain_steps=5000,
-        select_every=20,
-        select_patience=3,
-        ema_decay=0.0,
-        cache=False,
-    )
-    result = pretrain(data, config, seed=0, device=torch.device("cpu"))
+    config = PretrainConfig(steps=5000, select_every=20, select_patience=3, ema_decay=0.0)
+    result = pretrain(data, wm, config, seed=0, device=torch.device("cpu"))
     steps = result["metrics"]["world_model/pretrain_steps"]
     assert steps < 5000 and steps % 20 == 0, "held-out early stopping ends pre-training"
     model = WorldModel(data, wm, torch.device("cpu"))
@@ -394,8 +405,11 @@ def test_selector_restores_the_best_candidate_not_the_last(dataset):
     from adept.world_models.pretrain import HeldOutSelector, pretrain
 
     data = load_hdf5(dataset)
-    config = replace(TINY, pretrain_steps=200, select_every=0, ema_decay=0.0, cache=False)
-    trained = pretrain(data, config, seed=0, device=torch.device("cpu"))["world_model"]
+    config = changed(
+        TINY, pretrain__steps=200, pretrain__select_every=0, pretrain__ema_decay=0.0, cache=False
+    )
+    trained = pretrain(data, config.world_model, config.pretrain, 0, torch.device("cpu"))
+    trained = trained["world_model"]
     model = WorldModel(data, config.world_model, torch.device("cpu"))
     selector = HeldOutSelector(data.subset(holdout_of(data)), 8192, 0, torch.device("cpu"))
     fresh = copy.deepcopy(model.state_dict())
@@ -411,8 +425,8 @@ def test_selector_restores_the_best_candidate_not_the_last(dataset):
 
 
 def test_real_share_can_grow_over_the_run(dataset):
-    config = replace(TINY, real_ratio=0.5, real_ratio_final=1.0)
+    config = changed(TINY, mix__real_ratio=0.5, mix__real_ratio_final=1.0)
     _, method, _ = built(dataset, config, num_steps=101)
     assert [method.real_rows(s) for s in (0, 50, 100, 500)] == [16, 24, 32, 32]
     with pytest.raises(AdeptError, match="uncertainty-samples 2 or more"):
-        built(dataset, replace(TINY, uncertainty_penalty=1.0))
+        built(dataset, changed(TINY, rollout__uncertainty_penalty=1.0))

@@ -27,7 +27,7 @@ from adept.methods import METHODS, Method
 from adept.store.runs import load_checkpoint
 from adept.training import TrainConfig, train
 from adept.training.divergence import Divergence
-from tests.helpers import rows, stopped_at, tensors
+from tests.helpers import changed, rows, stopped_at, tensors
 from tests.test_train import config
 
 SEEDS = (0, 1, 2)
@@ -364,8 +364,8 @@ def test_seeds_named_twice_are_refused(dataset, tmp_path):
     "method, options",
     [
         ("adept", {}),  # IS weights, resampled, the re-fit training an averaged copy
-        ("adept", {"is_loss": "weighted", "refit_average": 0.0}),
-        ("adept", {"refit": "uniform"}),
+        ("adept", {"refit__loss": "weighted", "refit__average": 0.0}),
+        ("adept", {"refit__rule": "uniform"}),
         ("diffusion", {}),
     ],
     ids=["adept", "adept-weighted-unaveraged", "adept-uniform", "diffusion"],
@@ -376,11 +376,17 @@ def test_world_model_methods_in_a_pack_write_the_runs_they_write_alone(
     """ADEPT and Diff+X in a pack (re-fits and rollouts batched over the seeds' world models):
     each seed's rollouts, re-fits and diagnostics come out as in its run alone (its own world
     model, buffers and random streams)."""
-    from dataclasses import replace
 
     from tests.test_methods import TINY
 
-    adept = replace(TINY, rollout_batch=64, horizon=4, true_error_every=1, cache=False, **options)
+    adept = changed(
+        TINY,
+        rollout__batch_size=64,
+        rollout__horizon=4,
+        diagnostics__true_error_every=1,
+        cache=False,
+        **options,
+    )
     kw = dict(method=method, num_steps=30, adept=adept, eval_every=30, log_every=5)
     train(config(dataset, tmp_path / "pack", seeds=(0, 1), **kw))
     for seed in (0, 1):

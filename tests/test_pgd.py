@@ -2,6 +2,7 @@
 guidance, and ``--method pgd`` in the training loop."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -186,23 +187,25 @@ def test_a_deterministic_actor_guides_as_a_unit_gaussian():
 
 
 def run_config(dataset, run_dir, **kw):
-    from adept.methods.pgd import PGDConfig
+    from adept.methods.pgd import PRESETS
     from tests.test_methods import config as methods_config
 
     # 16 segments of 9 rows (≤ 128 transitions) at steps 0 and 5 of a 10-step run
-    smoke = PGDConfig(preset="smoke", num_segments=16, segment_length=9, regenerate_every=5)
+    smoke = replace(PRESETS["smoke"], num_segments=16, segment_length=9, regenerate_every=5)
     return methods_config(dataset, run_dir, **{"method": "pgd", "pgd": smoke, **kw})
 
 
-def test_presets_size_the_model_and_fields_override_them():
+def test_presets_are_configs_that_the_options_change():
+    from adept.cli import parse_train
     from adept.methods.pgd import PRESETS, PGDConfig
 
-    assert PGDConfig().sizes() == PRESETS["cpu"], "'cpu' is the default preset"
-    paper = PGDConfig(preset="paper")
-    assert (paper.sizes().network, paper.sizes().segment_length) == ("pgd", 129)
-    assert paper.training().size.dim == 1024 and paper.sizes().num_segments == 8192
-    mine = PGDConfig(preset="paper", network="cpu", sample_steps=16).sizes()
-    assert (mine.network, mine.sample_steps, mine.regenerate_every) == ("cpu", 16, 10_000)
+    assert PGDConfig() == PRESETS["cpu"], "the defaults are the 'cpu' preset"
+    paper = PRESETS["paper"]
+    assert (paper.network, paper.segment_length) == ("pgd", 129)
+    assert paper.training().size.dim == 1024 and paper.num_segments == 8192
+    flags = ["--pgd.preset=paper", "--pgd.network", "cpu", "--pgd.sample-steps", "16"]
+    mine = parse_train(["--method", "pgd", *flags]).pgd
+    assert mine == replace(paper, network="cpu", sample_steps=16)
 
 
 @pytest.mark.parametrize(
@@ -335,9 +338,7 @@ def test_the_true_error_diagnostic_leaves_the_run_as_it_is(hopper_path, tmp_path
 
     config = run_config(hopper_path, tmp_path / "on")
     train(config)
-    train(
-        replace(config, run_dir=tmp_path / "off", pgd=replace(config.pgd, true_error_transitions=0))
-    )
+    train(replace(config, run_dir=tmp_path / "off", pgd=replace(config.pgd, true_error_samples=0)))
     a = load_checkpoint(tmp_path / "on" / "checkpoint.pt")["agent"]["actor"]
     b = load_checkpoint(tmp_path / "off" / "checkpoint.pt")["agent"]["actor"]
     assert all(torch.equal(a[k], b[k]) for k in a)

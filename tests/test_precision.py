@@ -19,7 +19,7 @@ from adept.methods import METHODS
 from adept.store.artifacts import artifacts_dir
 from adept.store.runs import load_checkpoint
 from adept.training import TrainConfig, train
-from tests.helpers import rows
+from tests.helpers import changed, rows
 from tests.test_methods import config, train_interrupted_then_resumed
 from tests.test_methods import dataset as dataset
 
@@ -123,7 +123,9 @@ def run_config(dataset: str, run: Path, agent: str, method: str) -> TrainConfig:
         module = importlib.import_module(f"tests.test_{method}")
         return replace(module.run_config(dataset, run), agent=agent)
     base = config(dataset, run, agent=agent, method=method)
-    return replace(base, adept=replace(base.adept, true_error_every=1))  # the MuJoCo check too
+    return replace(
+        base, adept=changed(base.adept, diagnostics__true_error_every=1)
+    )  # the MuJoCo check too
 
 
 @pytest.mark.slow

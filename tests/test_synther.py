@@ -1,5 +1,7 @@
 """SynthER's transition generator: layout, standardization, training and sample quality."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -193,22 +195,25 @@ def hopper(tmp_path_factory) -> str:
 
 
 def run_config(dataset, run_dir, **kw):
-    from adept.methods.synther import SynthERConfig
+    from adept.methods.synther import PRESETS
 
-    smoke = SynthERConfig(preset="smoke", num_samples=500, sample_batch=256)
+    smoke = replace(PRESETS["smoke"], num_samples=500, sample_batch=256)
     return methods_config(dataset, run_dir, **{"method": "synther", "synther": smoke, **kw})
 
 
-def test_presets_size_the_generator_and_fields_override_them():
+def test_presets_are_configs_that_the_options_change():
+    from adept.cli import parse_train
     from adept.methods.synther import PRESETS, SynthERConfig
 
-    assert SynthERConfig().sizes(1000) == PRESETS["cpu"], "'cpu' is the default preset"
-    paper = SynthERConfig(preset="paper")
-    assert paper.sizes(1_000_000).hidden == 2048 and paper.sizes(1_000_000).num_samples == 5_000_000
+    assert SynthERConfig() == PRESETS["cpu"], "the defaults are the 'cpu' preset"
+    paper = PRESETS["paper"]
+    assert paper.hidden == 2048 and paper.num_samples == 5_000_000
     # SynthER's batch rule: 1024 from 800k transitions, 256 below
-    assert paper.sizes(1_000_000).batch_size == 1024 and paper.sizes(125_000).batch_size == 256
-    mine = SynthERConfig(preset="paper", hidden=64, sample_steps=16).sizes(125_000)
-    assert (mine.hidden, mine.sample_steps, mine.depth) == (64, 16, 6)
+    assert paper.generator(1_000_000).batch_size == 1024
+    assert paper.generator(125_000).batch_size == 256
+    flags = ["--synther.preset", "paper", "--synther.hidden", "64", "--synther.sample-steps=16"]
+    mine = parse_train(["--method", "synther", *flags]).synther
+    assert mine == replace(paper, hidden=64, sample_steps=16)
 
 
 @pytest.mark.parametrize(

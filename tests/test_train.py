@@ -12,7 +12,7 @@ from adept.envs import evaluate
 from adept.methods import Method
 from adept.store.runs import RunDir, load_checkpoint
 from adept.training import TrainConfig, load_agent, train, unread_fields
-from tests.helpers import rows, stopped_at
+from tests.helpers import changed, rows, stopped_at
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_different_config_on_existing_run_dir_is_refused(dataset, tmp_path):
     train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10, progress=True))
     unread = {
         "sac": replace(TrainConfig().sac, tau=0.5),
-        "adept": replace(TrainConfig().adept, horizon=3),
+        "adept": changed(TrainConfig().adept, rollout__horizon=3),
     }
     train(config(dataset, tmp_path / "run", num_steps=10, eval_every=10, **unread))
 
@@ -155,7 +155,10 @@ def test_a_run_reads_no_other_agents_or_methods_options():
     """What may differ between two configs of one run: the sections of the agents and methods
     it does not use (its own are read)."""
     assert unread_fields("iql", "adept") == ("sac", "td3bc", "bc", "dydiff", "pgd", "synther")
-    assert unread_fields("sac", "diffusion") == ("iql", "td3bc", "bc", "dydiff", "pgd", "synther")
+    assert unread_fields("sac", "diffusion") == (
+        *("iql", "td3bc", "bc", "dydiff", "pgd", "synther"),
+        "adept.refit",  # Diff+X is ADEPT without the re-fit
+    )
     assert unread_fields("td3bc", "none") == (
         "iql",
         "sac",

@@ -17,14 +17,14 @@ import torch
 from adept.accel.stacked import world_model_round
 from adept.agents import Agent
 from adept.base.rng import Streams
+from adept.methods.adept import ADEPTMethod
 from adept.methods.base import Method
-from adept.methods.model_based import DiffusionMethod
 
 PackedRound = Callable[
     [Sequence[Method], int, Sequence[Agent], Streams], list[dict[str, torch.Tensor]] | None
 ]
 
-PACKED: dict[type[Method], PackedRound] = {DiffusionMethod: world_model_round}
+PACKED: dict[type[Method], PackedRound] = {ADEPTMethod: world_model_round}
 """Packed paths by method class (a subclass takes its nearest ancestor's): Diff+X's and
 ADEPT's rounds batch the seeds' world models."""
 

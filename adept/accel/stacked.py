@@ -22,8 +22,8 @@ from adept.accel.pack import batch_fields, slice_state, stacked_optimizer
 from adept.agents import Agent
 from adept.base.rng import Streams
 from adept.data.buffer import Batch, ReplayBuffer
+from adept.methods.adept import ADEPTMethod
 from adept.methods.base import Method
-from adept.methods.model_based import DiffusionMethod
 from adept.world_models.importance import BehaviorModel, Refitter, refit_rows
 from adept.world_models.model import DiffusionDynamics, WorldModel
 from adept.world_models.rollout import Caution, RolloutResult, StateBounds, Walker
@@ -284,7 +284,7 @@ def world_model_round(
     seed together, each step's s′ of all seeds sampled at once
     (:func:`adept.world_models.rollout.rollout_stacked`); the diagnostics run seed after seed. Each
     seed's results are those of its round alone."""
-    models = cast(list[DiffusionMethod], list(methods))
+    models = cast(list[ADEPTMethod], list(methods))
     first = models[0]
     if len(models) < 2 or not all(
         isinstance(m.world_model.dynamics, DiffusionDynamics) for m in models
@@ -293,7 +293,7 @@ def world_model_round(
     if not first.rolls_after(step):
         return [{} for _ in models]
     metrics: list[dict[str, torch.Tensor]] = [{} for _ in models]
-    if first.adapts:
+    if first.refitter is not None:
         refits = refit_round(
             [cast(Refitter, m.refitter) for m in models],
             [m.model_data for m in models],
@@ -312,7 +312,7 @@ def world_model_round(
         agents,
         [m.world_model for m in models],
         starts,
-        first.config.horizon,
+        first.config.rollout.horizon,
         [m.bounds for m in models],
         first.caution,
         streams,

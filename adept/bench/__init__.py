@@ -2,9 +2,9 @@
 
 A grid is a :class:`~adept.bench.spec.GridSpec`, named by a preset
 (:data:`~adept.bench.presets.PRESETS`), a TOML file and command-line options, each layer
-overriding the one before. A *variant* is a named method plus overrides of
-any ``adept train`` option (``adept-uniform = {method = "adept", "adept.refit" = "uniform"}``), so
-an ablation is one spec. Every cell is an ordinary run directory::
+overriding the one before. A *variant* is a named method plus overrides of any ``adept train``
+option (``adept-uniform = {method = "adept", "adept.refit.rule" = "uniform"}``), so an ablation
+is one spec. Every cell is an ordinary run directory::
 
     ROOT/bench.json                                 the spec, and per cell its state and scores
     ROOT/<dataset>/<variant>/<agent>/seed<k>/       an `adept train` run directory

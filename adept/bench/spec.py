@@ -56,9 +56,12 @@ def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
 
 
 def _train_options() -> dict[str, Any]:
-    from adept.training import TrainConfig
+    """Every option of a cell: ``adept train``'s, and ``<section>.preset`` where a method's
+    options have named presets."""
+    from adept.training import TrainConfig, preset_names
 
-    return _field_types(TrainConfig)
+    presets = {f"{section}.preset": Literal[names] for section, names in preset_names().items()}
+    return {**_field_types(TrainConfig), **presets}
 
 
 def option_key(key: str) -> str:
@@ -121,10 +124,15 @@ def coerce(key: str, value: Any, kind: Any) -> Any:
 
 def check_overrides(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Canonical keys and typed values, or a one-line error naming an unknown option."""
+    from adept.training import renamed
+
     options = _train_options()
     out: dict[str, Any] = {}
     for raw, value in overrides.items():
         key = option_key(raw)
+        new = renamed(key)
+        if new is not None:
+            raise AdeptError(f"{where}: option '{raw}' was renamed; write '{new}'")
         if key in GRID_FIELDS:
             raise AdeptError(f"{where} sets '{raw}', which the grid sets; use {GRID_FIELDS[key]}")
         if key not in options:
@@ -135,22 +143,44 @@ def check_overrides(overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
+def current_names(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options stored by an older adept (a grid's bench.json) under today's names."""
+    from adept.training import renamed
+
+    return dict(sorted((renamed(key) or key, value) for key, value in options.items()))
+
+
 def parse_assignments(items: Sequence[str], where: str) -> dict[str, str]:
-    """``["adept.horizon=5", ...]`` → ``{"adept.horizon": "5"}``."""
+    """``["adept.rollout.horizon=5", ...]`` → ``{"adept.rollout.horizon": "5"}``."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise AdeptError(f"{where} takes KEY=VALUE, got '{item}' (e.g. adept.horizon=5)")
+            raise AdeptError(
+                f"{where} takes KEY=VALUE, got '{item}' (e.g. adept.rollout.horizon=5)"
+            )
         out[key.strip()] = value.strip()
     return out
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
-    """``config`` with dotted options replaced (nested dataclasses rebuilt)."""
+    """``config`` with dotted options replaced (nested dataclasses rebuilt); a section's
+    ``preset`` (``synther.preset``) replaces the section with that preset first, and the
+    section's other options change it."""
+    from adept.training import preset
+
+    chosen = {k: v for k, v in overrides.items() if k.endswith(".preset") and k.count(".") == 1}
+    if chosen:
+        sections = {
+            k.removesuffix(".preset"): preset(k.removesuffix(".preset"), v)
+            for k, v in chosen.items()
+        }
+        config = dataclasses.replace(config, **sections)
     nested: dict[str, dict[str, Any]] = {}
     direct: dict[str, Any] = {}
     for key, value in overrides.items():
+        if key in chosen:
+            continue
         head, _, rest = key.partition(".")
         if rest:
             nested.setdefault(head, {})[rest] = value
@@ -189,7 +219,7 @@ class Variant:
         return cls(
             value["method"],
             None if agents is None else tuple(agents),
-            value["set"],
+            current_names(value["set"]),
             None if datasets is None else tuple(datasets),
         )
 
@@ -254,7 +284,7 @@ class GridSpec:
             num_steps=int(value["num_steps"]),
             eval_every=int(value["eval_every"]),
             eval_episodes=int(value["eval_episodes"]),
-            set=dict(value["set"]),
+            set=current_names(value["set"]),
         )
 
     def cells(self) -> list[Cell]:
@@ -394,12 +424,12 @@ def _agents(names: Sequence[str], where: str) -> list[str]:
 
 
 def parse_variant_arg(text: str) -> tuple[str, dict[str, Any]]:
-    """``--variant 'adept-h5:method=adept,adept.horizon=5'`` → (name, definition)."""
+    """``--variant 'adept-h5:method=adept,adept.rollout.horizon=5'`` → (name, definition)."""
     name, sep, rest = text.partition(":")
     if not sep or not name.strip():
         raise AdeptError(
             f"--variant takes NAME:method=M[,KEY=VALUE...], got '{text}' "
-            "(e.g. adept-h5:method=adept,adept.horizon=5)"
+            "(e.g. adept-h5:method=adept,adept.rollout.horizon=5)"
         )
     items = [item for item in rest.split(",") if item.strip()]
     value: dict[str, Any] = dict(parse_assignments(items, f"--variant {name}"))

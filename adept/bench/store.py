@@ -96,7 +96,7 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
     """Refuse a cell whose run directory does not hold this cell's run (edited by hand, or
     written by another grid), with the fix; an unfinished run is fine (it resumes)."""
     from adept.store.runs import CHECKPOINT, CONFIG, SUMMARY, config_changes
-    from adept.training import same_run_fields
+    from adept.training import migrate_config, same_run_fields
 
     path = Path(config.run_dir)
     fix = f"delete {path} to run that cell again"
@@ -107,7 +107,7 @@ def check_cell_dir(cell: Cell, config: Any) -> None:
             raise AdeptError(f"cell {cell.id}: {path} has run files but no {CONFIG}; {fix}")
         return
     try:
-        changes = config_changes(path, config, same_run_fields(config))
+        changes = config_changes(path, config, same_run_fields(config), migrate_config)
     except ValueError as exc:
         raise AdeptError(f"cell {cell.id}: {path / CONFIG} is unreadable ({exc}); {fix}") from None
     if changes:
@@ -174,9 +174,9 @@ def _kept_run(src: Path, config: Any) -> tuple[list[str], dict[str, Any]]:
     """How the finished run kept at ``src`` differs from ``config`` (in the fields its run
     reads), and its bench.json outcome; ValueError, KeyError or TypeError when damaged."""
     from adept.store.runs import SUMMARY, config_changes
-    from adept.training import same_run_fields
+    from adept.training import migrate_config, same_run_fields
 
-    changes = config_changes(src, config, same_run_fields(config))
+    changes = config_changes(src, config, same_run_fields(config), migrate_config)
     return changes, done_fields(json.loads((src / SUMMARY).read_text()))
 
 

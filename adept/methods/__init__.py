@@ -2,8 +2,8 @@
 
 - :mod:`adept.methods.base` — the :class:`Method` hook interface (``--method none``: the dataset
   alone) and the mixed real/synthetic sampler;
-- :mod:`adept.methods.model_based` — Diff+X and ADEPT (``--method diffusion|adept``, options
-  ``--adept.*``);
+- :mod:`adept.methods.adept` — ADEPT+X and Diff+X, ADEPT without the re-fit
+  (``--method adept|diffusion``, options ``--adept.*``);
 - :mod:`adept.methods.synther` — SynthER+X (``--method synther``, options ``--synther.*``);
 - :mod:`adept.methods.pgd` — Policy-Guided Diffusion + X (``--method pgd``, options ``--pgd.*``);
 - :mod:`adept.methods.dydiff` — DyDiff + X (``--method dydiff``, options ``--dydiff.*``);
@@ -16,9 +16,9 @@ from typing import Any
 
 from adept.data.buffer import ReplayBuffer
 from adept.data.transitions import Transitions
+from adept.methods.adept import ADEPTConfig, ADEPTMethod, DiffusionMethod, check_config
 from adept.methods.base import Method, mixed_sample
 from adept.methods.dydiff import DyDiffConfig, DyDiffMethod
-from adept.methods.model_based import ADEPTMethod, DiffusionMethod, ModelBasedConfig, check_config
 from adept.methods.pgd import PGDConfig, PGDMethod
 from adept.methods.synther import SynthERConfig, SynthERMethod
 
@@ -63,12 +63,12 @@ def make_method(
 
 __all__ = [
     "METHODS",
+    "ADEPTConfig",
     "ADEPTMethod",
     "DiffusionMethod",
     "DyDiffConfig",
     "DyDiffMethod",
     "Method",
-    "ModelBasedConfig",
     "PGDConfig",
     "PGDMethod",
     "SynthERConfig",

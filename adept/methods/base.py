@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -12,28 +12,13 @@ from adept.base.errors import AdeptError
 from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 
-T = TypeVar("T")
-
-
-def with_overrides(preset: T, config: Any) -> T:
-    """A size preset (a frozen dataclass) with each of its fields that ``config`` sets (not
-    None) replaced by ``config``'s value: the ``--<method>.preset`` rule of SynthER, PGD and
-    DyDiff."""
-    chosen = {
-        f.name: getattr(preset, f.name)
-        if getattr(config, f.name) is None
-        else getattr(config, f.name)
-        for f in fields(preset)  # type: ignore[arg-type]
-    }
-    return type(preset)(**chosen)
-
 
 def check_generator_sizes(
     option: str, real_ratio: float, sizes: Any, positive: tuple[str, ...], ema_zero_ok: bool = False
 ) -> None:
     """The checks SynthER, PGD and DyDiff share (``option``: their flag prefix): the real share
-    in [0, 1], the ``positive`` fields of the resolved preset ``sizes`` positive, at least 2
-    noise levels, and an EMA decay below 1 (and above 0 unless ``ema_zero_ok``)."""
+    in [0, 1], the ``positive`` fields of ``sizes`` (their config) positive, at least 2 noise
+    levels, and an EMA decay below 1 (and above 0 unless ``ema_zero_ok``)."""
     if not 0.0 <= real_ratio <= 1.0:
         raise AdeptError(f"--{option}.real-ratio must be in [0, 1], got {real_ratio}")
     for name in positive:
@@ -76,6 +61,11 @@ class Method:
     name = "none"
     options: str | None = None
     """The field of :class:`adept.training.TrainConfig` holding its config (None: none)."""
+    unread_options: tuple[str, ...] = ()
+    """Sections of that config this method never reads (Diff+X: ADEPT's ``refit``)."""
+    presets: Mapping[str, Any] = {}
+    """Named configs to start from (``--<options>.preset NAME``): the option values of, e.g.,
+    the paper's sizes and a CPU's."""
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ trains two models on the dataset, both cached and shared by every run with the s
   ``cond_channels``); the first row of a sample is set to s_0 exactly;
 - a one-step model with reward and terminal heads: the library's world model with the MOPO-style
   Gaussian ensemble (7 members, 5 elites, 4 × 200, as DyDiff's), pre-trained by
-  :func:`adept.methods.pretrain` (its terminal head is the learnt terminal classifier: no env's
-  termination rule is hand-coded).
+  :func:`adept.world_models.pretrain.pretrain` (its terminal head is the learnt terminal
+  classifier: no env's termination rule is hand-coded).
 
 Every ``rollout_every`` agent steps (policy injection, DyDiff's Algorithm 1):
 
@@ -36,7 +36,7 @@ softmax filter) go into the model buffer, and agent batches mix ``real_ratio`` r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -50,8 +50,7 @@ from adept.data.buffer import Batch, ReplayBuffer
 from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
-from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
-from adept.methods.model_based import ModelBasedConfig
+from adept.methods.base import Method, check_generator_sizes, mixed_sample
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
@@ -63,7 +62,7 @@ from adept.methods.trajectories import (
 from adept.nets import Normalizer
 from adept.store.artifacts import cached_or_kept
 from adept.world_models.model import WorldModel, WorldModelConfig
-from adept.world_models.pretrain import pretrain, pretrain_key
+from adept.world_models.pretrain import PretrainConfig, pretrain, pretrain_key
 from adept.world_models.rollout import StateBounds
 from adept.world_models.true_dynamics import TrueDynamics, segment_error
 
@@ -126,77 +125,37 @@ class StateTrajectoryModel(nn.Module):
         return states
 
 
-@dataclass(frozen=True)
-class DyDiffSizes:
-    """The fields a size preset sets (:data:`PRESETS`)."""
-
-    network: Literal["smoke", "cpu", "dydiff", "pgd"]
-    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`)."""
-    length: int
-    """Rows of a trajectory, for training and rollouts (length − 1 imagined transitions)."""
-    train_steps: int
-    """Trajectory-model training steps."""
-    batch_size: int
-    """Trajectories per training batch."""
-    ema_decay: float
-    """Decay per step of the EMA that is sampled from."""
-    sample_steps: int
-    """Noise levels of the Heun sampler."""
-    rollout_batch: int
-    """Start states per rollout round."""
-    rollout_every: int
-    """Agent steps between rollout rounds."""
-    model_buffer_size: int
-    """Capacity of the model buffer (a ring: old rounds are overwritten)."""
-
-
-PRESETS: dict[str, DyDiffSizes] = {
-    # DyDiff's released configuration, a GPU's work: U-Net 128 × (1, 4, 8), trajectories of 100
-    # rows, trained at batch 8 for 3,000 kimg (375k steps, EDM's EMA half-life of 500 kimg), 34
-    # sampling steps, 2048 starts every 500 agent steps, a 2M-row model buffer
-    "paper": DyDiffSizes("dydiff", 100, 375_000, 8, 0.99999, 34, 2048, 500, 2_000_000),
-    # ≈ 10 minutes of training on 2 CPU cores (the PGD cpu preset's network and steps; python
-    # -m benchmarks.trajectories measures it)
-    "cpu": DyDiffSizes("cpu", 32, 8_000, 32, 0.999, 16, 512, 2_500, 100_000),
-    # seconds: tests and quick checks, not a model worth training an agent on
-    "smoke": DyDiffSizes("smoke", 8, 100, 16, 0.9, 4, 32, 5, 10_000),
-}
-"""``--dydiff.preset``: the trajectory model's size, training and rollout budget."""
-
 DYDIFF_EDM = EDMConfig(s_churn=60.0, s_tmin=0.37, s_tmax=52.24, s_noise=1.002)
 """DyDiff's sampler churn (its released configuration; σ_d = 1 for standardized states)."""
 
 
 @dataclass(frozen=True)
 class DyDiffConfig:
-    """DyDiff: the trajectory model, the one-step model, policy injection and the data mix.
+    """DyDiff: the trajectory model, the one-step model, policy injection and the data mix. The
+    defaults are the 'cpu' preset; ``--dydiff.preset paper|cpu|smoke`` starts from another
+    (:data:`PRESETS`), and the options given with it change that preset's values."""
 
-    One field, ``preset``, sizes the trajectory model and the rollouts (:data:`PRESETS`); a size
-    field set here overrides the preset's value for it.
-    """
-
-    preset: Literal["paper", "cpu", "smoke"] = "cpu"
-    """'paper': DyDiff's released sizes (U-Net 128 × (1, 4, 8), 100-row trajectories, 375k
-    steps, 2048 starts every 500 steps; for a GPU); 'cpu': sized for ≲ 10 minutes of training
-    on 2 CPU cores; 'smoke': seconds."""
-    network: Literal["smoke", "cpu", "dydiff", "pgd"] | None = None
-    """The temporal U-Net's size (None: the preset's)."""
-    length: int | None = None
-    """Rows per trajectory (None: the preset's)."""
-    train_steps: int | None = None
-    """Trajectory-model training steps (None: the preset's)."""
-    batch_size: int | None = None
-    """Trajectories per training batch (None: the preset's)."""
-    ema_decay: float | None = None
-    """Decay per step of the EMA sampled from (None: the preset's)."""
-    sample_steps: int | None = None
-    """Noise levels of the Heun sampler (None: the preset's)."""
-    rollout_batch: int | None = None
-    """Start states per rollout round (None: the preset's)."""
-    rollout_every: int | None = None
-    """Agent steps between rollout rounds (None: the preset's)."""
-    model_buffer_size: int | None = None
-    """Capacity of the model buffer (None: the preset's)."""
+    network: Literal["smoke", "cpu", "dydiff", "pgd"] = "cpu"
+    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`; DyDiff: 'dydiff',
+    128 × (1, 4, 8))."""
+    length: int = 32
+    """Rows of a trajectory, for training and rollouts: length − 1 imagined transitions
+    (DyDiff: 100)."""
+    train_steps: int = 8_000
+    """Trajectory-model training steps (DyDiff: 3,000 kimg at batch 8, 375k)."""
+    batch_size: int = 32
+    """Trajectories per training batch (DyDiff: 8)."""
+    ema_decay: float = 0.999
+    """Decay per step of the EMA of the weights that is sampled from (DyDiff: EDM's half-life
+    of 500 kimg, ≈ 0.99999 per step)."""
+    sample_steps: int = 16
+    """Noise levels of the Heun sampler (DyDiff: 34)."""
+    rollout_batch: int = 512
+    """Start states per rollout round (DyDiff: 2048)."""
+    rollout_every: int = 2_500
+    """Agent steps between rollout rounds (DyDiff: 500)."""
+    model_buffer_size: int = 100_000
+    """Capacity of the model buffer, a ring: old rounds are overwritten (DyDiff: 2M)."""
     train_stride: int = 1
     """Rows between the starts of training trajectories of one episode (DyDiff: 1)."""
     lr: float = 2e-3
@@ -238,7 +197,7 @@ class DyDiffConfig:
     generator_seed: int | None = None
     """Seed of both models' training; None: the run's seed. A fixed seed makes a grid's runs
     share the models of a dataset (rollouts still follow each run's own policy)."""
-    true_error_starts: int = 256
+    true_error_samples: int = 256
     """At each round, replay up to this many kept trajectories' actions in MuJoCo from their
     first state and log the open-loop state error (dydiff/true_error_*; 0: never). A diagnostic
     only: it draws no randomness."""
@@ -249,52 +208,77 @@ class DyDiffConfig:
     .../pretrain), shared by every run with the same inputs; without it their weights go into
     the run's checkpoints. Results are identical either way."""
 
-    def sizes(self) -> DyDiffSizes:
-        """The preset's sizes with this config's overrides."""
-        return with_overrides(PRESETS[self.preset], self)
-
     def training(self) -> SegmentTraining:
         """How the trajectory model is trained."""
-        sizes = self.sizes()
         return SegmentTraining(
-            size=UNET_SIZES[sizes.network],
-            length=sizes.length,
+            size=UNET_SIZES[self.network],
+            length=self.length,
             stride=self.train_stride,
-            steps=sizes.train_steps,
-            batch_size=sizes.batch_size,
+            steps=self.train_steps,
+            batch_size=self.batch_size,
             lr=self.lr,
             warmup_fraction=self.warmup_fraction,
-            ema_decay=sizes.ema_decay,
+            ema_decay=self.ema_decay,
             edm=self.edm,
         )
 
-    def one_step_config(self) -> ModelBasedConfig:
-        """The one-step model's pre-training, as :func:`adept.methods.pretrain` takes it (the
-        world-model benchmark's 'ensemble' recipe: no EMA, held-out checks every 1000 steps;
-        no β fit, which DyDiff does not use)."""
-        return replace(
-            ModelBasedConfig(),
-            world_model=self.one_step,
-            pretrain_steps=self.one_step_steps,
+    def one_step_pretrain(self) -> PretrainConfig:
+        """The one-step model's pre-training (of the world model ``one_step``), as
+        :func:`adept.world_models.pretrain.pretrain` takes it: the world-model benchmark's
+        'ensemble' recipe — no EMA, held-out checks every 1000 steps; no β fit, which DyDiff does
+        not use."""
+        return PretrainConfig(
+            steps=self.one_step_steps,
             ema_decay=0.0,
             select_every=1000,
             select_patience=self.one_step_patience,
             behavior_steps=0,
-            cache=self.cache,
         )
+
+
+PRESETS: dict[str, DyDiffConfig] = {
+    # DyDiff's released configuration, a GPU's work
+    "paper": DyDiffConfig(
+        network="dydiff",
+        length=100,
+        train_steps=375_000,
+        batch_size=8,
+        ema_decay=0.99999,
+        sample_steps=34,
+        rollout_batch=2048,
+        rollout_every=500,
+        model_buffer_size=2_000_000,
+    ),
+    # ≈ 10 minutes of training on 2 CPU cores (docs/results/trajectories.md measures it)
+    "cpu": DyDiffConfig(),
+    # seconds: tests and quick checks, not a model worth training an agent on
+    "smoke": DyDiffConfig(
+        network="smoke",
+        length=8,
+        train_steps=100,
+        batch_size=16,
+        ema_decay=0.9,
+        sample_steps=4,
+        rollout_batch=32,
+        rollout_every=5,
+        model_buffer_size=10_000,
+    ),
+}
+"""``--dydiff.preset``: named starting points for the options (the trajectory model's size,
+training and rollout budget)."""
 
 
 def check_config(config: DyDiffConfig, data: Transitions) -> None:
     """Refuse settings that cannot work, before anything is written."""
-    c, sizes = config, config.sizes()
+    c = config
     positive = (
         "train_steps", "batch_size", "rollout_batch", "rollout_every", "model_buffer_size"
     )  # fmt: skip
-    check_generator_sizes("dydiff", c.real_ratio, sizes, positive)
+    check_generator_sizes("dydiff", c.real_ratio, c, positive)
     if not 0.0 <= c.keep_fraction <= 1.0:
         raise AdeptError(f"--dydiff.keep-fraction must be in [0, 1], got {c.keep_fraction}")
-    if sizes.length < 2:
-        raise AdeptError(f"--dydiff.length must be at least 2 rows, got {sizes.length}")
+    if c.length < 2:
+        raise AdeptError(f"--dydiff.length must be at least 2 rows, got {c.length}")
     if c.iterative_times < 0:
         raise AdeptError(f"--dydiff.iterative-times must be ≥ 0, got {c.iterative_times}")
     if not c.temperature > 0:
@@ -475,6 +459,7 @@ class DyDiffMethod(Method):
 
     name = "dydiff"
     options = "dydiff"
+    presets = PRESETS
 
     def __init__(
         self,
@@ -488,7 +473,6 @@ class DyDiffMethod(Method):
         super().__init__(data, buffer, batch_size)
         check_config(config, data)
         self.config = config
-        self.sizes = config.sizes()
         self.seed = seed
         self.num_steps = num_steps
         self.device = buffer.device
@@ -501,7 +485,7 @@ class DyDiffMethod(Method):
         self.world_model.requires_grad_(False)
         self.bounds = StateBounds(data.stats(), self.device) if config.clip_generated else None
         self.model_buffer = ReplayBuffer(
-            self.sizes.model_buffer_size,
+            self.config.model_buffer_size,
             data.obs_dim,
             data.act_dim,
             device=self.device,
@@ -509,7 +493,7 @@ class DyDiffMethod(Method):
         )
         self.start_states = torch.as_tensor(data.observations, device=self.device)
         self.kept: dict[str, Any] | None = None  # both trained models, kept only without the cache
-        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_starts))
+        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_samples))
 
     @staticmethod
     def check(config: Any, data: Transitions) -> None:
@@ -519,7 +503,7 @@ class DyDiffMethod(Method):
         """Train (or load) the trajectory model and the one-step model; returns their last
         training metrics."""
         c, data, device, seed = self.config, self.data, self.device, self.model_seed
-        one_step = c.one_step_config()
+        one_step = c.one_step_pretrain()
         kept = kept or {}
         trajectories, kept_trajectories = cached_or_kept(
             "dydiff",
@@ -530,8 +514,8 @@ class DyDiffMethod(Method):
         )
         world, kept_world = cached_or_kept(
             "pretrain",
-            lambda: pretrain_key(data, one_step, seed, device),
-            lambda: pretrain(data, one_step, seed, device),
+            lambda: pretrain_key(data, c.one_step, one_step, seed, device),
+            lambda: pretrain(data, c.one_step, one_step, seed, device),
             c.cache,
             kept.get("one_step"),
         )
@@ -553,15 +537,15 @@ class DyDiffMethod(Method):
 
     def _rollouts(self, agent: Agent) -> dict[str, torch.Tensor]:
         """One round: imagine from dataset states, keep the best share, add it to the buffer."""
-        sizes, c = self.sizes, self.config
-        pick = torch.randint(len(self.start_states), (sizes.rollout_batch,), device=self.device)
+        c = self.config
+        pick = torch.randint(len(self.start_states), (c.rollout_batch,), device=self.device)
         imagined = imagine(
             agent,
             self.trajectory_model,
             self.world_model,
             self.start_states[pick],
-            sizes.length,
-            sizes.sample_steps,
+            c.length,
+            c.sample_steps,
             c.iterative_times,
             self.bounds,
             c.deterministic,
@@ -580,7 +564,7 @@ class DyDiffMethod(Method):
             "dydiff/buffer_size": torch.tensor(float(len(self.model_buffer))),
         }
         if self.truth is not None and len(kept):
-            n = min(c.true_error_starts, len(kept))
+            n = min(c.true_error_samples, len(kept))
             obs = imagined.observations[kept[:n]].cpu().numpy()
             act = imagined.actions[kept[:n]].cpu().numpy()
             along, _ = segment_error(self.truth, obs, act)
@@ -594,7 +578,7 @@ class DyDiffMethod(Method):
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
         done = step + 1
-        if done % self.sizes.rollout_every != 0:
+        if done % self.config.rollout_every != 0:
             return {}
         if self.num_steps is not None and done >= self.num_steps:
             return {}  # no agent step would train on it

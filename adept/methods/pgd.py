@@ -36,7 +36,7 @@ from adept.data.transitions import Transitions
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.guidance import guidance_schedule, policy_nudge
 from adept.diffusion.unet import UNET_SIZES, TemporalUNet, UNetSize
-from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
+from adept.methods.base import Method, check_generator_sizes, mixed_sample
 from adept.methods.trajectories import (
     SegmentRows,
     SegmentTraining,
@@ -199,76 +199,33 @@ def generate(
 
 
 @dataclass(frozen=True)
-class PGDSizes:
-    """The fields a size preset sets (:data:`PRESETS`)."""
-
-    network: Literal["smoke", "cpu", "dydiff", "pgd"]
-    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`)."""
-    train_steps: int
-    """Segment-model training steps."""
-    batch_size: int
-    """Segments per training batch."""
-    ema_decay: float
-    """Decay per step of the EMA that is sampled from."""
-    sample_steps: int
-    """Noise levels of the Heun sampler (2N − 1 denoiser calls per segment)."""
-    num_segments: int
-    """Segments generated at each regeneration."""
-    segment_length: int
-    """Rows per generated segment (length − 1 transitions each)."""
-    regenerate_every: int
-    """Agent steps between regenerations of the synthetic data."""
-    sample_batch: int
-    """Segments sampled per batch while generating."""
-
-
-PRESETS: dict[str, PGDSizes] = {
-    # PGD's released configuration, a GPU's work: U-Net 1024 × (1, 2, 4), 256 Heun steps, 8192
-    # segments of 129 rows (≈ 1M transitions) every 10k agent steps. Its training runs 10k
-    # epochs over the segments (≈ 40M steps on a 1M-row dataset); 1M steps here.
-    "paper": PGDSizes("pgd", 1_000_000, 32, 0.9995, 256, 8192, 129, 10_000, 256),
-    # ≈ 7 minutes of training on 2 idle CPU cores (19.8 steps/s at batch 32; generation 1,580
-    # transitions/s unguided, 1,430 guided). Its unguided segments on hopper-random (python -m
-    # benchmarks.trajectories): one-step ‖s′ − s′_true‖ 0.73 after 8k steps (1k 4.0, 2k 1.9, 4k
-    # 0.86; s′ = s: 1.33); a weak model next to SynthER's 0.21, still improving with training.
-    "cpu": PGDSizes("cpu", 8_000, 32, 0.999, 32, 1024, 33, 5_000, 256),
-    # seconds: tests and quick checks, not a model worth training an agent on
-    "smoke": PGDSizes("smoke", 100, 16, 0.9, 4, 32, 9, 100, 32),
-}
-"""``--pgd.preset``: the segment model's size, training and generation budget."""
-
-
-@dataclass(frozen=True)
 class PGDConfig:
-    """Policy-Guided Diffusion: the segment model, its guidance and the agent's data mix.
+    """Policy-Guided Diffusion: the segment model, its guidance and the agent's data mix. The
+    defaults are the 'cpu' preset; ``--pgd.preset paper|cpu|smoke`` starts from another
+    (:data:`PRESETS`), and the options given with it change that preset's values."""
 
-    One field, ``preset``, sizes the model and its budget (:data:`PRESETS`); a size field set
-    here overrides the preset's value for it.
-    """
-
-    preset: Literal["paper", "cpu", "smoke"] = "cpu"
-    """'paper': PGD's released sizes (U-Net 1024 wide, 256 sampling steps, 8192 segments of 129
-    rows every 10k steps; for a GPU); 'cpu': sized for ≲ 10 minutes of training on 2 CPU cores;
-    'smoke': seconds."""
-    network: Literal["smoke", "cpu", "dydiff", "pgd"] | None = None
-    """The temporal U-Net's size (None: the preset's)."""
-    train_steps: int | None = None
-    """Segment-model training steps (None: the preset's)."""
-    batch_size: int | None = None
-    """Segments per training batch (None: the preset's)."""
-    ema_decay: float | None = None
-    """Decay per step of the EMA sampled from (None: the preset's)."""
-    sample_steps: int | None = None
-    """Noise levels of the Heun sampler (None: the preset's)."""
-    num_segments: int | None = None
-    """Segments generated at each regeneration (None: the preset's)."""
-    segment_length: int | None = None
-    """Rows per generated segment (None: the preset's). The network is convolutional, so it
-    generates segments longer than the ones it trained on (PGD: trains on 32, generates 129)."""
-    regenerate_every: int | None = None
-    """Agent steps between regenerations (None: the preset's)."""
-    sample_batch: int | None = None
-    """Segments sampled per batch while generating (None: the preset's)."""
+    network: Literal["smoke", "cpu", "dydiff", "pgd"] = "cpu"
+    """The temporal U-Net's size (:data:`adept.diffusion.unet.UNET_SIZES`; PGD: 'pgd', 1024 ×
+    (1, 2, 4))."""
+    train_steps: int = 8_000
+    """Segment-model training steps (PGD: 10k epochs over the segments, ≈ 40M steps on 1M rows;
+    its 'paper' preset: 1M)."""
+    batch_size: int = 32
+    """Segments per training batch (PGD: 32)."""
+    ema_decay: float = 0.999
+    """Decay per step of the EMA of the weights that is sampled from (PGD: 0.9995)."""
+    sample_steps: int = 32
+    """Noise levels of the Heun sampler, 2N − 1 denoiser calls per segment (PGD: 256)."""
+    num_segments: int = 1024
+    """Segments generated at each regeneration (PGD: 8192)."""
+    segment_length: int = 33
+    """Rows per generated segment, length − 1 transitions each (PGD: 129). The network is
+    convolutional, so it generates segments longer than the ones it trained on (PGD: trains on
+    32, generates 129)."""
+    regenerate_every: int = 5_000
+    """Agent steps between regenerations of the synthetic data (PGD: 10k)."""
+    sample_batch: int = 256
+    """Segments sampled per batch while generating."""
     train_length: int = 32
     """Rows per training segment (PGD: 32)."""
     train_stride: int = 8
@@ -292,7 +249,7 @@ class PGDConfig:
     generator_seed: int | None = None
     """Seed of the segment model's training; None: the run's seed. A fixed seed makes a grid's
     runs share one model per dataset (generation still follows each run's own policy)."""
-    true_error_transitions: int = 2048
+    true_error_samples: int = 2048
     """At each regeneration, check up to this many generated transitions against one simulator
     step (logged as pgd/true_error; 0: never). A diagnostic only: it draws no randomness."""
     edm: EDMConfig = field(default_factory=EDMConfig)
@@ -302,35 +259,60 @@ class PGDConfig:
     shared by every run with the same inputs; without it the weights go into the run's
     checkpoints. Results are identical either way."""
 
-    def sizes(self) -> PGDSizes:
-        """The preset's sizes with this config's overrides."""
-        return with_overrides(PRESETS[self.preset], self)
-
     def training(self) -> SegmentTraining:
-        """How the segment model is trained (:func:`train_segment_model`'s input)."""
-        sizes = self.sizes()
+        """How the segment model is trained: everything :func:`train_segment_model` reads (its
+        cache key holds it whole)."""
         return SegmentTraining(
-            size=UNET_SIZES[sizes.network],
+            size=UNET_SIZES[self.network],
             length=self.train_length,
             stride=self.train_stride,
-            steps=sizes.train_steps,
-            batch_size=sizes.batch_size,
+            steps=self.train_steps,
+            batch_size=self.batch_size,
             lr=self.lr,
             warmup_fraction=self.warmup_fraction,
-            ema_decay=sizes.ema_decay,
+            ema_decay=self.ema_decay,
             edm=self.edm,
         )
 
 
+PRESETS: dict[str, PGDConfig] = {
+    # PGD's released configuration, a GPU's work; its training runs 10k epochs over the segments
+    # (≈ 40M steps on a 1M-row dataset), 1M steps here
+    "paper": PGDConfig(
+        network="pgd",
+        train_steps=1_000_000,
+        ema_decay=0.9995,
+        sample_steps=256,
+        num_segments=8192,
+        segment_length=129,
+        regenerate_every=10_000,
+    ),
+    # ≈ 7 minutes of training on 2 CPU cores (docs/results/trajectories.md measures it)
+    "cpu": PGDConfig(),
+    # seconds: tests and quick checks, not a model worth training an agent on
+    "smoke": PGDConfig(
+        network="smoke",
+        train_steps=100,
+        batch_size=16,
+        ema_decay=0.9,
+        sample_steps=4,
+        num_segments=32,
+        segment_length=9,
+        regenerate_every=100,
+        sample_batch=32,
+    ),
+}
+"""``--pgd.preset``: named starting points for the options (the segment model's size, training
+and generation budget)."""
+
+
 def check_config(config: PGDConfig, data: Transitions) -> None:
     """Refuse settings that cannot work, before anything is written."""
-    c, sizes = config, config.sizes()
+    c = config
     positive = ("train_steps", "batch_size", "num_segments", "regenerate_every", "sample_batch")
-    check_generator_sizes("pgd", c.real_ratio, sizes, positive)
-    if sizes.segment_length < 2:
-        raise AdeptError(
-            f"--pgd.segment-length must be at least 2 rows, got {sizes.segment_length}"
-        )
+    check_generator_sizes("pgd", c.real_ratio, c, positive)
+    if c.segment_length < 2:
+        raise AdeptError(f"--pgd.segment-length must be at least 2 rows, got {c.segment_length}")
     if not c.lr > 0:
         raise AdeptError(f"--pgd.lr must be positive, got {c.lr}")
     if not 0.0 <= c.warmup_fraction < 1.0:
@@ -364,6 +346,7 @@ class PGDMethod(Method):
 
     name = "pgd"
     options = "pgd"
+    presets = PRESETS
 
     def __init__(
         self,
@@ -377,7 +360,6 @@ class PGDMethod(Method):
         super().__init__(data, buffer, batch_size)
         check_config(config, data)
         self.config = config
-        self.sizes = config.sizes()
         self.seed = seed
         self.device = buffer.device
         self.model_seed = seed if config.generator_seed is None else config.generator_seed
@@ -386,7 +368,7 @@ class PGDMethod(Method):
         self.model = build_model(SegmentModel, data, config.training()).to(self.device)
         self.model.requires_grad_(False)
         self.kept: dict[str, Any] | None = None  # the trained model, kept only without the cache
-        capacity = self.sizes.num_segments * (self.sizes.segment_length - 1)
+        capacity = self.config.num_segments * (self.config.segment_length - 1)
         self.synthetic = ReplayBuffer(
             capacity,
             data.obs_dim,
@@ -394,7 +376,7 @@ class PGDMethod(Method):
             device=self.device,
             seed=SYNTHETIC_ROWS.offset(seed),
         )
-        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_transitions))
+        self.truth = TrueDynamics.of(data.env_id, wanted=bool(config.true_error_samples))
 
     @staticmethod
     def check(config: Any, data: Transitions) -> None:
@@ -423,20 +405,20 @@ class PGDMethod(Method):
         first round's (at set-up) are unguided, as PGD's code makes them: the actor is
         untrained then, and guiding toward it would pull every synthetic action toward a
         random policy until the first regeneration."""
-        sizes, c = self.sizes, self.config
+        c = self.config
         guidance = c.guidance if round_ > 0 else 0.0
         rng = torch.Generator(device=self.device)
         rng.manual_seed(GENERATION.mixed(self.seed, round_))
         parts = []
-        for start in range(0, sizes.num_segments, sizes.sample_batch):
-            n = min(sizes.sample_batch, sizes.num_segments - start)
+        for start in range(0, c.num_segments, c.sample_batch):
+            n = min(c.sample_batch, c.num_segments - start)
             parts.append(
                 generate(
                     self.model,
                     agent.actor,
                     n,
-                    sizes.segment_length,
-                    sizes.sample_steps,
+                    c.segment_length,
+                    c.sample_steps,
                     guidance,
                     c.guidance_cosine,
                     c.guidance_normalize,
@@ -460,7 +442,7 @@ class PGDMethod(Method):
             "pgd/log_pi": log_pi.mean().cpu(),
         }
         if self.truth is not None:
-            n = min(c.true_error_transitions, len(new))
+            n = min(c.true_error_samples, len(new))
             err = transition_error(
                 self.truth,
                 new.observations[:n],
@@ -479,11 +461,11 @@ class PGDMethod(Method):
 
     def after_update(self, step: int, agent: Agent) -> dict[str, torch.Tensor]:
         done = step + 1
-        if done % self.sizes.regenerate_every != 0:
+        if done % self.config.regenerate_every != 0:
             return {}
         if self.num_steps is not None and done >= self.num_steps:
             return {}  # no agent step would train on it
-        return self._regenerate(done // self.sizes.regenerate_every, agent)
+        return self._regenerate(done // self.config.regenerate_every, agent)
 
     def state_dict(self) -> dict[str, Any]:
         state = {**super().state_dict(), "synthetic": self.synthetic.state_dict(include_data=True)}

@@ -28,7 +28,7 @@ from adept.data.transitions import Transitions
 from adept.diffusion.denoisers import ResidualMLP
 from adept.diffusion.edm import EDM, EDMConfig
 from adept.diffusion.training import train_averaged
-from adept.methods.base import Method, check_generator_sizes, mixed_sample, with_overrides
+from adept.methods.base import Method, check_generator_sizes, mixed_sample
 from adept.nets import Normalizer
 from adept.store.artifacts import cached_file, cached_or_kept
 from adept.world_models.model import RewardTerminalModel
@@ -101,121 +101,156 @@ class TransitionModel(nn.Module):
 
 
 @dataclass(frozen=True)
-class SynthERSizes:
-    """The fields a size preset sets (:data:`PRESETS`)."""
-
-    hidden: int
-    """Width of the residual MLP."""
-    depth: int
-    """Residual blocks."""
-    train_steps: int
-    """Generator training steps."""
-    batch_size: int | None
-    """Training batch; None: SynthER's rule, 256 for datasets under 800k transitions, else 1024."""
-    ema_decay: float
-    """Decay per step of the EMA that is sampled from."""
-    sample_steps: int
-    """Noise levels of the Heun sampler (2N − 1 denoiser calls per sample)."""
-    num_samples: int
-    """Synthetic transitions generated once after training."""
-    sample_batch: int
-    """Transitions sampled per batch while upsampling (on a CPU, batches that fit the caches
-    run faster: at width 256 on 2 cores, 80k denoiser rows/s in batches of 1024, 73k of 4096,
-    60k of 16k, 41k of 100k)."""
-    terminal_steps: int
-    """Training steps of the terminal classifier (``terminals = 'classifier'``)."""
-
-
-PRESETS: dict[str, SynthERSizes] = {
-    # SynthER's released configuration, a GPU's work: 0.30 training steps/s and 3 samples/s on
-    # 2 CPU cores (94 h and 19 days). Its EMA is 0.995 every 10 steps, ≈ 0.9995 per step.
-    "paper": SynthERSizes(2048, 6, 100_000, None, 0.9995, 128, 5_000_000, 100_000, 10_000),
-    # ≲ 10 minutes on 2 CPU cores for a 1M-transition random dataset: 240 s of training (62
-    # steps/s) and 209 s of upsampling (1,430 samples/s). Its samples against MuJoCo (python -m
-    # benchmarks.synther; docs/results/synther.md): mean ‖s′ − s′_true‖ 0.21 on hopper-random
-    # (s′ = s: 1.45), 3.3 on halfcheetah-random (s′ = s: 23.0); 16 / 64 Heun steps give 0.28 /
-    # 0.20 and 4.2 / 3.0, and 4 blocks trained 20k steps 0.19 and 2.9 at 1.8× the training.
-    # Its terminal classifier: 13 s; on hopper-random it finds 97.7 % of the falls among the
-    # generated transitions, with 0.3 % false alarms (the generated flag: 71 % and 1 %).
-    "cpu": SynthERSizes(256, 3, 15_000, 256, 0.999, 32, 300_000, 1024, 5_000),
-    # seconds: tests and quick checks, not a generator worth training an agent on
-    "smoke": SynthERSizes(32, 1, 200, 64, 0.9, 8, 4_096, 1024, 50),
-}
-"""``--synther.preset``: the generator's size, training and upsampling budget."""
-
-LARGE_DATASET = 800_000
-"""SynthER trains with batch 1024 on datasets of at least this many transitions, else 256."""
-
-
-@dataclass(frozen=True)
 class SynthERConfig:
-    """SynthER: its generator, training, upsampling and the agent's data mix.
+    """SynthER: its generator, training, upsampling and the agent's data mix. The defaults are
+    the 'cpu' preset; ``--synther.preset paper|cpu|smoke`` starts from another (:data:`PRESETS`),
+    and the options given with it change that preset's values."""
 
-    One field, ``preset``, sizes the generator and its budget (:data:`PRESETS`); a size field
-    set here overrides the preset's value for it.
-    """
-
-    preset: Literal["paper", "cpu", "smoke"] = "cpu"
-    """'paper': SynthER's released sizes (width 2048 × 6 blocks, 100k steps, 128 sampling steps,
-    5M samples; for a GPU); 'cpu': sized for ≲ 10 minutes on 2 CPU cores; 'smoke': seconds."""
-    hidden: int | None = None
-    """Width of the residual MLP (None: the preset's)."""
-    depth: int | None = None
-    """Residual blocks (None: the preset's)."""
-    train_steps: int | None = None
-    """Generator training steps (None: the preset's)."""
-    batch_size: int | None = None
-    """Training batch (None: the preset's; 'paper': 256 under 800k transitions, else 1024)."""
-    ema_decay: float | None = None
-    """Decay per step of the EMA sampled from (None: the preset's)."""
-    sample_steps: int | None = None
-    """Noise levels of the Heun sampler (None: the preset's)."""
-    num_samples: int | None = None
-    """Synthetic transitions generated once after training (None: the preset's)."""
+    hidden: int = 256
+    """Width of the residual MLP (SynthER: 2048)."""
+    depth: int = 3
+    """Residual blocks (SynthER: 6)."""
     block_layers: int = 2
     """Linear layers per residual block."""
+    train_steps: int = 15_000
+    """Generator training steps (SynthER: 100k)."""
+    batch_size: int | None = 256
+    """Training batch; None: SynthER's rule, 256 for datasets under 800k transitions, else 1024."""
     lr: float = 3e-4
     """AdamW's learning rate, annealed to 0 by a cosine over the training steps."""
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     """Largest gradient norm."""
-    sample_batch: int | None = None
-    """Transitions sampled per batch while upsampling (None: the preset's)."""
+    ema_decay: float = 0.999
+    """Decay per step of the EMA of the weights that is sampled from (SynthER: 0.995 every 10
+    steps, ≈ 0.9995 per step)."""
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    """EDM's noise levels and sampler churn (σ_d = 1 for the standardized transitions)."""
+    num_samples: int = 300_000
+    """Synthetic transitions generated once after training (SynthER: 5M)."""
+    sample_steps: int = 32
+    """Noise levels of the Heun sampler, 2N − 1 denoiser calls per sample (SynthER: 128)."""
+    sample_batch: int = 1024
+    """Transitions sampled per batch while upsampling; on a CPU, batches that fit the caches
+    run faster (docs/results/synther.md)."""
     clip_actions: bool = True
-    """Clip each generated action to the dataset's per-dimension range (the env's action box).
-    The generator smooths the box's hard edge: on hopper-random the cpu preset gave 25 % of its
-    transitions an action outside [−1, 1] (9.3 % of action values, up to ±3), where no real
-    transition is. The simulator clips an action to the box, so (s, clip(a), s′) is the
-    transition it would make (the sample-quality figures of docs/results/synther.md replay the
-    actions in MuJoCo, which clips them)."""
+    """Clip each generated action to the dataset's per-dimension range (the env's action box,
+    which the simulator applies too): the generator smooths the box's hard edge and puts actions
+    outside it (docs/results/synther.md)."""
     terminals: Literal["generated", "classifier"] = "classifier"
     """Where synthetic terminal flags come from. 'generated': the generator's own flag
     (SynthER's recipe); 'classifier': relabelled by a terminal classifier of (s, a, s′) trained
-    on the dataset (r_φ's terminal head, as ADEPT's world model predicts terminals): at the cpu
-    preset the generated flag missed falls, through which IQL's critic bootstrapped and ran away
+    on the dataset (r_φ's terminal head, as ADEPT's world model predicts terminals), because the
+    generated flag missed falls through which IQL's critic bootstrapped and ran away
     (docs/results/README.md, the SynthER table's reading)."""
-    terminal_steps: int | None = None
-    """Training steps of the terminal classifier, Adam at batch 256 (None: the preset's)."""
+    terminal_steps: int = 5_000
+    """Training steps of the terminal classifier, Adam at batch 256."""
     real_ratio: float = 0.0
     """Share of real transitions in each agent batch; the rest are synthetic. 0: synthetic data
     only, SynthER's offline setting (the paper); its online setting mixes 0.5."""
     generator_seed: int | None = None
     """Seed of the generator's training and sampling; None: the run's seed. A fixed seed makes
     the runs of a grid share one generator and one synthetic dataset per dataset."""
-    edm: EDMConfig = field(default_factory=EDMConfig)
-    """EDM's noise levels and sampler churn (σ_d = 1 for the standardized transitions)."""
     cache: bool = True
     """Keep the trained generator and the synthetic dataset in the artifact cache
     ($ADEPT_DATA_DIR/artifacts/synther*), shared by every run with the same inputs; without it
     the generator's weights go into the run's checkpoints and the data is sampled again on
     resume. Results are identical either way."""
 
-    def sizes(self, num_rows: int) -> SynthERSizes:
-        """The preset's sizes with this config's overrides, for a dataset of ``num_rows``."""
-        sizes = with_overrides(PRESETS[self.preset], self)
-        if sizes.batch_size is None:
-            sizes = replace(sizes, batch_size=1024 if num_rows >= LARGE_DATASET else 256)
-        return sizes
+    def generator(self, num_rows: int) -> SynthERGenerator:
+        """What the generator's training reads, for a dataset of ``num_rows`` transitions."""
+        batch = self.batch_size
+        if batch is None:
+            batch = 1024 if num_rows >= LARGE_DATASET else 256
+        return SynthERGenerator(
+            hidden=self.hidden,
+            depth=self.depth,
+            block_layers=self.block_layers,
+            train_steps=self.train_steps,
+            batch_size=batch,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            ema_decay=self.ema_decay,
+            edm=self.edm,
+        )
+
+    def sampling(self) -> SynthERSampling:
+        """What the upsampling reads."""
+        return SynthERSampling(
+            num_samples=self.num_samples,
+            sample_steps=self.sample_steps,
+            sample_batch=self.sample_batch,
+            clip_actions=self.clip_actions,
+            terminals=self.terminals,
+            terminal_steps=self.terminal_steps,
+        )
+
+
+@dataclass(frozen=True)
+class SynthERGenerator:
+    """Everything :func:`train_generator` reads: the generator's size and training. The
+    generator's cache key holds it whole (:func:`generator_key`)."""
+
+    hidden: int
+    depth: int
+    block_layers: int
+    train_steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_clip: float
+    ema_decay: float
+    edm: EDMConfig
+
+
+@dataclass(frozen=True)
+class SynthERSampling:
+    """Everything :func:`synthesize` reads beyond the trained generator: how many transitions,
+    sampled how, and where their terminal flags come from. The synthetic dataset's cache key
+    holds it whole with the generator's (:func:`samples_key`)."""
+
+    num_samples: int
+    sample_steps: int
+    sample_batch: int
+    clip_actions: bool
+    terminals: Literal["generated", "classifier"]
+    terminal_steps: int
+
+
+PRESETS: dict[str, SynthERConfig] = {
+    # SynthER's released configuration, a GPU's work (docs/results/synther.md times it on a CPU)
+    "paper": SynthERConfig(
+        hidden=2048,
+        depth=6,
+        train_steps=100_000,
+        batch_size=None,
+        ema_decay=0.9995,
+        sample_steps=128,
+        num_samples=5_000_000,
+        sample_batch=100_000,
+        terminal_steps=10_000,
+    ),
+    # ≲ 10 minutes on 2 CPU cores for a 1M-transition dataset (docs/results/synther.md)
+    "cpu": SynthERConfig(),
+    # seconds: tests and quick checks, not a generator worth training an agent on
+    "smoke": SynthERConfig(
+        hidden=32,
+        depth=1,
+        train_steps=200,
+        batch_size=64,
+        ema_decay=0.9,
+        sample_steps=8,
+        num_samples=4_096,
+        sample_batch=1024,
+        terminal_steps=50,
+    ),
+}
+"""``--synther.preset``: named starting points for the options (the generator's size, training
+and upsampling budget)."""
+
+LARGE_DATASET = 800_000
+"""SynthER trains with batch 1024 on datasets of at least this many transitions, else 256."""
 
 
 def check_config(config: SynthERConfig, data: Transitions) -> None:
@@ -225,7 +260,8 @@ def check_config(config: SynthERConfig, data: Transitions) -> None:
         "hidden", "depth", "train_steps", "batch_size", "num_samples", "sample_batch",
         "terminal_steps",
     )  # fmt: skip
-    check_generator_sizes("synther", c.real_ratio, c.sizes(len(data)), positive, ema_zero_ok=True)
+    sized = replace(c, batch_size=c.generator(len(data)).batch_size)  # SynthER's batch rule
+    check_generator_sizes("synther", c.real_ratio, sized, positive, ema_zero_ok=True)
     if c.block_layers < 1:
         raise AdeptError(f"--synther.block-layers must be positive, got {c.block_layers}")
     if not c.lr > 0:
@@ -238,69 +274,46 @@ whenever :func:`train_generator` or :func:`upsample` compute something else for 
 
 
 def generator_key(
-    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+    data: Transitions, generator: SynthERGenerator, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Everything :func:`train_generator`'s result depends on, and nothing else (no agent, no
-    sampling field): runs that differ only elsewhere share one trained generator."""
-    c, sizes = config, config.sizes(len(data))
+    sampling field): runs that differ only elsewhere share one trained generator. ``generator``
+    enters whole, so a field added to it changes the key."""
     return {
         "revision": SYNTHER_REVISION,
         "data": data.fingerprint(),
-        "hidden": sizes.hidden,
-        "depth": sizes.depth,
-        "block_layers": c.block_layers,
-        "train_steps": sizes.train_steps,
-        "batch_size": sizes.batch_size,
-        "ema_decay": sizes.ema_decay,
-        "lr": c.lr,
-        "weight_decay": c.weight_decay,
-        "grad_clip": c.grad_clip,
-        "edm": {"sigma_data": c.edm.sigma_data, "p_mean": c.edm.p_mean, "p_std": c.edm.p_std},
+        "generator": generator,
         "seed": seed,
         "device": device.type,
         "torch": torch.__version__,
     }
 
 
-def samples_key(
-    generator: dict[str, Any], data: Transitions, config: SynthERConfig
-) -> dict[str, Any]:
+def samples_key(generator: dict[str, Any], sampling: SynthERSampling) -> dict[str, Any]:
     """Everything the synthetic dataset depends on: the generator's key (:func:`generator_key`)
-    and the sampling's."""
-    sizes = config.sizes(len(data))
-    return {
-        "generator": generator,
-        "num_samples": sizes.num_samples,
-        "sample_steps": sizes.sample_steps,
-        "sample_batch": sizes.sample_batch,
-        "edm": config.edm,
-        "clip_actions": config.clip_actions,
-        "terminals": config.terminals,
-        **({"terminal_steps": sizes.terminal_steps} if config.terminals == "classifier" else {}),
-    }
+    and the sampling, whole."""
+    return {"generator": generator, "sampling": sampling}
 
 
-def build_model(data: Transitions, config: SynthERConfig) -> TransitionModel:
-    """The (untrained) generator of ``config``'s size for ``data``."""
-    sizes = config.sizes(len(data))
-    return TransitionModel(data, sizes.hidden, sizes.depth, config.edm, config.block_layers)
+def build_model(data: Transitions, generator: SynthERGenerator) -> TransitionModel:
+    """The (untrained) generator of ``generator``'s size for ``data``."""
+    g = generator
+    return TransitionModel(data, g.hidden, g.depth, g.edm, g.block_layers)
 
 
 def train_generator(
-    data: Transitions, config: SynthERConfig, seed: int, device: torch.device
+    data: Transitions, generator: SynthERGenerator, seed: int, device: torch.device
 ) -> dict[str, Any]:
     """Train SynthER's generator on ``data``; returns the EMA weights' state dict (``model``, on
     the CPU) and the last step's ``metrics``. A pure function of :func:`generator_key`'s inputs
     (its own batches and a forked, seeded torch RNG, which leaves the caller's as it was), so a
     cached result equals a fresh one."""
-    c, sizes = config, config.sizes(len(data))
+    g = generator
     sampler = ReplayBuffer.from_transitions(data, device=device, seed=seed)
-    batch_size = sizes.batch_size
-    assert batch_size is not None, "sizes() resolves SynthER's batch rule"
     return train_averaged(
-        lambda: build_model(data, c), lambda: sampler.sample(batch_size), sizes.train_steps,
-        seed, device, lr=c.lr, ema_decay=sizes.ema_decay, weight_decay=c.weight_decay,
-        grad_clip=c.grad_clip, prefix="synther",
+        lambda: build_model(data, g), lambda: sampler.sample(g.batch_size), g.train_steps,
+        seed, device, lr=g.lr, ema_decay=g.ema_decay, weight_decay=g.weight_decay,
+        grad_clip=g.grad_clip, prefix="synther",
     )  # fmt: skip
 
 
@@ -397,7 +410,8 @@ def relabel_terminals(
 
 def synthesize(
     data: Transitions,
-    config: SynthERConfig,
+    generator: SynthERGenerator,
+    sampling: SynthERSampling,
     model_state: dict[str, torch.Tensor],
     seed: int,
     device: torch.device,
@@ -406,30 +420,25 @@ def synthesize(
     ``model``): a pure function of :func:`samples_key`'s inputs (a generator of its own, seeded
     from ``seed``'s sampling stream); the caller's torch RNG is left as it was, so a run that
     finds the samples in the cache goes on exactly as one that made them."""
-    sizes = config.sizes(len(data))
     with torch.random.fork_rng(devices=cuda_indices(device)):  # the init draws are overwritten
-        model = build_model(data, config).to(device)
+        model = build_model(data, generator).to(device)
     model.load_state_dict(model_state)
     rng = torch.Generator(device=device)
     rng.manual_seed(SAMPLING.mixed(seed))
     synthetic = upsample(
         model,
-        sizes.num_samples,
-        sizes.sample_batch,
-        sizes.sample_steps,
+        sampling.num_samples,
+        sampling.sample_batch,
+        sampling.sample_steps,
         rng,
         env_id=data.env_id,
-        metadata={
-            "source_dataset": data.source or "",
-            "source_fingerprint": data.fingerprint(),
-            "synther_preset": config.preset,
-        },
-        action_bounds=(data.actions.min(0), data.actions.max(0)) if config.clip_actions else None,
+        metadata={"source_dataset": data.source or "", "source_fingerprint": data.fingerprint()},
+        action_bounds=(data.actions.min(0), data.actions.max(0)) if sampling.clip_actions else None,
     )
-    if config.terminals == "generated":
+    if sampling.terminals == "generated":
         return synthetic
     classifier_seed = CLASSIFIER.mixed(seed)
-    classifier = terminal_classifier(data, sizes.terminal_steps, classifier_seed, device)
+    classifier = terminal_classifier(data, sampling.terminal_steps, classifier_seed, device)
     return relabel_terminals(synthetic, classifier, device)
 
 
@@ -439,6 +448,7 @@ class SynthERMethod(Method):
 
     name = "synther"
     options = "synther"
+    presets = PRESETS
 
     def __init__(
         self,
@@ -480,19 +490,28 @@ class SynthERMethod(Method):
         """Train (or load) the generator and sample (or load) the synthetic data into
         :attr:`synthetic`; returns the generator's last training metrics."""
         c, data, device, seed = self.config, self.data, self.device, self.generator_seed
-        key = generator_key(data, c, seed, device) if c.cache else {}  # fingerprints the data
+        generator, sampling = c.generator(len(data)), c.sampling()
+        key = generator_key(data, generator, seed, device) if c.cache else {}  # hashes the data
         trained, self.kept = cached_or_kept(
-            "synther", lambda: key, lambda: train_generator(data, c, seed, device), c.cache, kept
+            "synther",
+            lambda: key,
+            lambda: train_generator(data, generator, seed, device),
+            c.cache,
+            kept,
         )
+
+        def synthetic_data() -> Transitions:
+            return synthesize(data, generator, sampling, trained["model"], seed, device)
+
         if c.cache:
 
             def write(path: Path) -> None:
-                save_hdf5(synthesize(data, c, trained["model"], seed, device), path)
+                save_hdf5(synthetic_data(), path)
 
-            path = cached_file("synther-samples", samples_key(key, data, c), ".hdf5", write)
+            path = cached_file("synther-samples", samples_key(key, sampling), ".hdf5", write)
             synthetic = load_hdf5(path)
         else:
-            synthetic = synthesize(data, c, trained["model"], seed, device)
+            synthetic = synthetic_data()
         self.synthetic = ReplayBuffer.from_transitions(
             synthetic, self.device, seed=SYNTHETIC_ROWS.offset(self.seed)
         )

@@ -129,21 +129,12 @@ def training_key(
 ) -> dict[str, Any]:
     """Everything :func:`train_on_segments`' result depends on for a model of ``training``'s
     size (and a method's recipe ``revision``), and nothing else: the cache key of a trained
-    trajectory model, shared by runs that differ only elsewhere."""
-    t, e = training, training.edm
+    trajectory model, shared by runs that differ only elsewhere. ``training`` enters whole, so
+    a field added to it changes the key."""
     return {
         "revision": revision,
         "data": data.fingerprint(),
-        "size": {"dim": t.size.dim, "mults": list(t.size.mults), "kernel": t.size.kernel},
-        "groups": t.groups,
-        "length": t.length,
-        "stride": t.stride,
-        "steps": t.steps,
-        "batch_size": t.batch_size,
-        "lr": t.lr,
-        "warmup_fraction": t.warmup_fraction,
-        "ema_decay": t.ema_decay,
-        "edm": {"sigma_data": e.sigma_data, "p_mean": e.p_mean, "p_std": e.p_std},
+        "training": training,
         "seed": seed,
         "device": device.type,
         "torch": torch.__version__,

@@ -112,13 +112,23 @@ def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
     return any(key == name or key.startswith(f"{name}.") for name in ignore)
 
 
-def config_changes(path: Path, config: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+Migrate = Callable[[dict[str, Any]], dict[str, Any]]
+"""Brings a stored config of an older layout to today's (the identity for today's)."""
+
+
+def config_changes(
+    path: Path,
+    config: Any,
+    ignore: tuple[str, ...] = (),
+    migrate: Migrate | None = None,
+) -> list[str]:
     """How ``config`` differs from the run stored at ``path`` ('field: old → new'), fields in
-    ``ignore`` aside."""
+    ``ignore`` aside; the stored config is first brought to today's layout by ``migrate``."""
     stored = read_json(Path(path) / CONFIG, f"delete {path} to start the run over")
+    old = stored.get("config", {})
     return [
         change
-        for change in _diff(stored.get("config", {}), to_jsonable(config))
+        for change in _diff(old if migrate is None else migrate(old), to_jsonable(config))
         if not _ignored(change.split(":")[0], ignore)
     ]
 
@@ -145,12 +155,15 @@ class RunDir:
         ignore: tuple[str, ...] = (),
         hint: str = "use a new --run-dir or repeat the original command to resume",
         facts: Mapping[str, str] | None = None,
+        migrate: Migrate | None = None,
     ):
         """``ignore`` names config fields that may change between sessions (device, logging);
         nested ones as ``parent.field``. ``hint``: what to do when the configs differ.
         ``facts``: what the run is made from beyond its config (the dataset's fingerprint),
-        stored beside it and checked like it when the run is reopened."""
+        stored beside it and checked like it when the run is reopened. ``migrate``: how a
+        stored config of an older layout reads in today's (the stored file is left as it is)."""
         self.path = Path(path)
+        self.migrate = migrate
         self.config = to_jsonable(config)
         self.facts = dict(facts or {})
         make_folder(self.path, "run dir", "choose another --run-dir")
@@ -175,7 +188,7 @@ class RunDir:
         """Check the stored config against ours (True: a run to resume), or store ours."""
         stored_path = self.path / CONFIG
         if stored_path.exists():
-            changes = config_changes(self.path, self.config, ignore)
+            changes = config_changes(self.path, self.config, ignore, self.migrate)
             if changes:
                 shown = "; ".join(changes[:3]) + ("; ..." if len(changes) > 3 else "")
                 raise AdeptError(

@@ -5,15 +5,29 @@ divergence guard (:mod:`~adept.training.divergence`), the run's configuration
 """
 
 from adept.training.api import train
-from adept.training.config import TrainConfig, same_run_fields, unread_fields
+from adept.training.config import (
+    RENAMED,
+    TrainConfig,
+    migrate_config,
+    preset,
+    preset_names,
+    renamed,
+    same_run_fields,
+    unread_fields,
+)
 from adept.training.loop import fit
 from adept.training.run import load_agent, make_agent
 
 __all__ = [
+    "RENAMED",
     "TrainConfig",
     "fit",
     "load_agent",
     "make_agent",
+    "migrate_config",
+    "preset",
+    "preset_names",
+    "renamed",
     "same_run_fields",
     "train",
     "unread_fields",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +27,12 @@ from adept.data.buffer import resolve_device
 from adept.datasets.registry import dataset_label
 from adept.methods import (
     METHODS,
+    ADEPTConfig,
     DyDiffConfig,
-    ModelBasedConfig,
     PGDConfig,
     SynthERConfig,
 )
+from adept.store.runs import to_jsonable
 
 
 def optional_package(module: str, extra: str) -> Any:
@@ -117,8 +119,9 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
     bc: BCConfig = field(default_factory=BCConfig)
-    adept: ModelBasedConfig = field(default_factory=ModelBasedConfig)
-    """World model and schedule of --method diffusion|adept."""
+    adept: ADEPTConfig = field(default_factory=ADEPTConfig)
+    """The world model, its pre-training, rollouts, re-fit, data mix and diagnostics of
+    --method adept (and of --method diffusion, which does not re-fit)."""
     synther: SynthERConfig = field(default_factory=SynthERConfig)
     """Generator, upsampling and data mix of --method synther."""
     pgd: PGDConfig = field(default_factory=PGDConfig)
@@ -196,15 +199,140 @@ RESUMABLE_FIELDS = (
 
 def unread_fields(agent: str, method: str) -> tuple[str, ...]:
     """The option sections a run with ``agent`` and ``method`` never reads: the other agents'
-    (``--sac.*`` in an IQL run) and the other methods' (``--synther.*`` in an ADEPT run). Two
+    (``--sac.*`` in an IQL run), the other methods' (``--synther.*`` in an ADEPT run) and the
+    parts of its own method's that it does not use (``--adept.refit.*`` in a Diff+X run). Two
     runs whose configs differ only there, and in :data:`RESUMABLE_FIELDS`, are the same run
     (``adept bench --reuse`` takes one grid's finished run for another's cell)."""
-    own = METHODS[method].options
+    chosen = METHODS[method]
+    own = chosen.options
     others = sorted({m.options for m in METHODS.values() if m.options not in (None, own)})
-    return (*(name for name in AGENTS if name != agent), *others)
+    parts = tuple(f"{own}.{part}" for part in chosen.unread_options) if own else ()
+    return (*(name for name in AGENTS if name != agent), *others, *parts)
 
 
 def same_run_fields(config: TrainConfig) -> tuple[str, ...]:
     """The config fields in which a stored run may differ from ``config`` and still be its run
     (a resume, an archived or reused cell): :data:`RESUMABLE_FIELDS` and :func:`unread_fields`."""
     return (*RESUMABLE_FIELDS, *unread_fields(config.agent, config.method))
+
+
+#: Options renamed when ADEPT's options were grouped by concern: old name → new name (dotted,
+#: as a grid or ``--set`` spells them). A stored config of the old layout is migrated on read
+#: (:func:`migrate_config`); an old name given now is a one-line error naming the new one.
+RENAMED: dict[str, str] = {
+    f"adept.{old}": f"adept.{new}"
+    for old, new in {
+        "pretrain_steps": "pretrain.steps",
+        "model_batch_size": "pretrain.batch_size",
+        "ema_decay": "pretrain.ema_decay",
+        "select_every": "pretrain.select_every",
+        "select_rows": "pretrain.select_rows",
+        "select_patience": "pretrain.select_patience",
+        "behavior": "pretrain.behavior",
+        "behavior_steps": "pretrain.behavior_steps",
+        "holdout_fraction": "pretrain.holdout_fraction",
+        "pretrain_seed": "generator_seed",
+        "horizon": "rollout.horizon",
+        "rollout_every": "rollout.every",
+        "rollout_start": "rollout.start",
+        "rollout_batch": "rollout.batch_size",
+        "clip_generated": "rollout.clip",
+        "uncertainty_samples": "rollout.uncertainty_samples",
+        "uncertainty_penalty": "rollout.uncertainty_penalty",
+        "uncertainty_stop": "rollout.uncertainty_stop",
+        "refit": "refit.rule",
+        "model_update_steps": "refit.steps",
+        "is_batch_size": "refit.batch_size",
+        "is_loss": "refit.loss",
+        "is_resample_pool": "refit.resample_pool",
+        "is_truncate": "refit.truncate",
+        "is_truncate_ratio": "refit.truncate_ratio",
+        "refit_lr": "refit.lr",
+        "refit_average": "refit.average",
+        "real_ratio": "mix.real_ratio",
+        "real_ratio_final": "mix.real_ratio_final",
+        "model_buffer_size": "mix.buffer_size",
+        "flush_on_refit": "mix.flush_on_refit",
+        "diagnostics": "diagnostics.model_error",
+        "diagnostics_batch": "diagnostics.batch_size",
+        "true_error_every": "diagnostics.true_error_every",
+        "true_error_starts": "diagnostics.true_error_samples",
+    }.items()
+} | {
+    # the size of the true-error measurement, one name across methods
+    "pgd.true_error_transitions": "pgd.true_error_samples",
+    "dydiff.true_error_starts": "dydiff.true_error_samples",
+}
+
+#: The fields an older adept let a ``preset`` field set (None: the preset's value), by method
+#: section. Presets are whole configs now (:func:`preset`); a stored config of that layout is
+#: resolved to the values it ran with (:func:`migrate_config`).
+OLD_PRESET_FIELDS: dict[str, tuple[str, ...]] = {
+    "synther": (
+        "hidden", "depth", "train_steps", "batch_size", "ema_decay", "sample_steps",
+        "num_samples", "sample_batch", "terminal_steps",
+    ),
+    "pgd": (
+        "network", "train_steps", "batch_size", "ema_decay", "sample_steps", "num_segments",
+        "segment_length", "regenerate_every", "sample_batch",
+    ),
+    "dydiff": (
+        "network", "length", "train_steps", "batch_size", "ema_decay", "sample_steps",
+        "rollout_batch", "rollout_every", "model_buffer_size",
+    ),
+}  # fmt: skip
+
+
+def preset_names() -> dict[str, tuple[str, ...]]:
+    """The presets of each option section that has some (``synther``: paper, cpu, smoke)."""
+    return {m.options: tuple(m.presets) for m in METHODS.values() if m.options and m.presets}
+
+
+def preset(section: str, name: str) -> Any:
+    """The config named ``name`` of option section ``section`` (``--synther.preset paper``), or
+    a one-line error naming the choices."""
+    names = preset_names()
+    if section not in names:
+        raise AdeptError(f"--{section}.preset: the {section} options have no presets")
+    owner = next(m for m in METHODS.values() if m.options == section)
+    if name not in owner.presets:
+        raise AdeptError(
+            f"--{section}.preset {name} is no preset; choose one of {', '.join(names[section])}"
+        )
+    return owner.presets[name]
+
+
+def renamed(option: str) -> str | None:
+    """The new name of ``option`` (dotted, underscores) if it is an old one, else None."""
+    return RENAMED.get(option)
+
+
+def migrate_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored training config (config.json's ``config``) in today's layout: options of an
+    older layout (:data:`RENAMED`) moved to their new places, values unchanged, and an older
+    ``preset`` field with its None options resolved to the values the run used. A config of
+    today's layout is returned as it is."""
+    out = json.loads(json.dumps(stored))  # a deep copy of plain JSON values
+    for section, fields in OLD_PRESET_FIELDS.items():
+        old = out.get(section)
+        if isinstance(old, dict) and "preset" in old:
+            resolved = to_jsonable(preset(section, old.pop("preset")))
+            for name, value in old.items():
+                if not (name in fields and value is None):
+                    resolved[name] = value
+            out[section] = resolved
+    moved: list[tuple[str, Any]] = []
+    for old, new in RENAMED.items():
+        *parents, leaf = old.split(".")
+        holder = out
+        for name in parents:
+            holder = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and leaf in holder and not isinstance(holder[leaf], dict):
+            moved.append((new, holder.pop(leaf)))
+    for new, value in moved:
+        *parents, leaf = new.split(".")
+        holder = out
+        for name in parents:
+            holder = holder.setdefault(name, {})
+        holder[leaf] = value
+    return out

@@ -36,7 +36,7 @@ from adept.store.runs import (
     load_run_checkpoint,
     read_json,
 )
-from adept.training.config import TrainConfig, optional_package, same_run_fields
+from adept.training.config import TrainConfig, migrate_config, optional_package, same_run_fields
 from adept.training.divergence import Divergence, Guard, find_divergence
 from adept.training.loop import Averager, fit
 
@@ -105,7 +105,13 @@ def run_dir(config: TrainConfig, fingerprint: str) -> RunDir:
     on (:meth:`Transitions.fingerprint`; a resume, or a bench grid continued elsewhere, on
     other data is refused)."""
     facts = {DATASET_FINGERPRINT: fingerprint}
-    return RunDir(config.resolved_run_dir(), config, ignore=same_run_fields(config), facts=facts)
+    return RunDir(
+        config.resolved_run_dir(),
+        config,
+        ignore=same_run_fields(config),
+        facts=facts,
+        migrate=migrate_config,
+    )
 
 
 DATASET_FINGERPRINT = "dataset_fingerprint"
@@ -346,7 +352,7 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
             f"{run_dir} is not a run directory (no config.json); "
             "give the --run-dir of a training run"
         )
-    stored = read_json(config_path, "restore it, or train the run again")["config"]
+    stored = migrate_config(read_json(config_path, "restore it, or train the run again")["config"])
     state = load_run_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")
     meta = state["meta"]
     name = stored["agent"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
@@ -208,55 +208,69 @@ def refit_rows(
     return rows, weights, stats
 
 
-class RefitSettings(Protocol):
-    """The fields :class:`Refitter` reads (ADEPT's config has them)."""
+@dataclass(frozen=True)
+class RefitConfig:
+    """ADEPT's re-fit of the world model toward the current policy, before each round of
+    rollouts: which weights, how many steps of which loss, at which learning rate, averaged how.
+    Where the paper gives a value the default is the paper's; the others were measured
+    (docs/adept-defaults.md)."""
 
-    @property
-    def model_update_steps(self) -> int: ...
-    @property
-    def refit(self) -> Literal["is", "uniform"]: ...
-    @property
-    def is_loss(self) -> Literal["weighted", "resample"]: ...
-    @property
-    def is_truncate(self) -> bool: ...
-    @property
-    def is_truncate_ratio(self) -> float | None: ...
-    @property
-    def is_batch_size(self) -> int: ...
-    @property
-    def is_resample_pool(self) -> int: ...
-    @property
-    def refit_lr(self) -> float | None: ...
-    @property
-    def refit_average(self) -> float: ...
+    rule: Literal["is", "uniform", "none"] = "is"
+    """The re-fit's weights: π/β importance weights ('is', the paper's ADEPT); 'uniform' — the
+    same steps with equal weights, the control that tells the weights from the extra model
+    training; 'none' — no re-fit, the world model stays as pre-trained (Diff+X)."""
+    steps: int = 20
+    """Re-fit steps per round (docs/adept-defaults.md: 100 scored the same at five times the
+    cost)."""
+    batch_size: int = 1024
+    """Real transitions per re-fit step (the paper: 1024; its appendix tries 256 and 4096)."""
+    loss: Literal["weighted", "resample"] = "resample"
+    """How the weights enter a step: the weighted loss on one batch (the paper's), or
+    sampling-importance-resampling — a pool of ``resample_pool`` batches resampled ∝ w to one
+    batch, trained unweighted, which reached a lower error under π (docs/adept-defaults.md)."""
+    resample_pool: int = 8
+    """Pool size, in batches, of ``loss = 'resample'``."""
+    truncate: bool = True
+    """Truncate extreme importance weights (Ionides 2008; :func:`importance_weights`)."""
+    truncate_ratio: float | None = None
+    """Largest allowed weight relative to the mean; None means √(batch), so ESS ≥ √N."""
+    lr: float | None = None
+    """Adam's learning rate in re-fit steps (None: the world model's pre-training ``lr``)."""
+    average: float = 0.99
+    """If > 0, the steps train a copy of the world model, and the model rolled out is an
+    exponential moving average of the copy's weights with this decay per step (pre-training's
+    average carried on; not in the paper); 0: the steps train the rolled-out model itself, which
+    undoes pre-training's average (docs/adept-defaults.md)."""
 
 
 class Refitter:
     """ADEPT's re-fit of the rolled-out world model ``model`` toward the current policy, as
     ``config`` sets it: the weights (IS or uniform), the loss (weighted or resampled), the
-    learning rate, and the averaging.
+    learning rate, and the averaging (a rule of 'none' has no re-fitter).
 
-    With ``refit_average`` the steps train a copy of ``model`` (starting from its weights) and
+    With ``config.average`` the steps train a copy of ``model`` (starting from its weights) and
     ``model``'s weights are the EMA of the copy's, updated after every step; otherwise the steps
     train ``model`` itself. The Adam state is the one pre-training left.
     """
 
-    def __init__(self, model: WorldModel, config: RefitSettings):
+    def __init__(self, model: WorldModel, config: RefitConfig):
         c = config
+        if c.rule == "none":
+            raise ValueError("a re-fit rule of 'none' has no Refitter")
         self.model = model
-        self.steps = c.model_update_steps
-        self.rule = RefitRule(c.refit, c.is_loss, c.is_truncate, c.is_truncate_ratio)
-        self.batch_size = c.is_batch_size
-        resampled = c.refit == "is" and c.is_loss == "resample"
-        self.pool = c.is_batch_size * (c.is_resample_pool if resampled else 1)
-        if c.refit_lr is not None:
+        self.steps = c.steps
+        self.rule = RefitRule(c.rule, c.loss, c.truncate, c.truncate_ratio)
+        self.batch_size = c.batch_size
+        resampled = c.rule == "is" and c.loss == "resample"
+        self.pool = c.batch_size * (c.resample_pool if resampled else 1)
+        if c.lr is not None:
             for group in model.optimizer.param_groups:
-                group["lr"] = c.refit_lr
+                group["lr"] = c.lr
         self.online: WorldModel | None = None
-        if c.refit_average > 0:
+        if c.average > 0:
             self.online = copy.deepcopy(model)
             # θ_model ← d θ_model + (1 − d) θ_online, torch's EMA update applied in place
-            self.average_into = get_ema_multi_avg_fn(c.refit_average)
+            self.average_into = get_ema_multi_avg_fn(c.average)
 
     def round(
         self,
@@ -265,7 +279,7 @@ class Refitter:
         behavior: BehaviorModel,
         steps: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``steps`` (default ``model_update_steps``) re-fit steps on real rows drawn from
+        """``steps`` (default ``config.steps``) re-fit steps on real rows drawn from
         ``sampler``; returns the steps' mean losses and weight statistics."""
         trained = self.trained()
         steps = self.steps if steps is None else steps

@@ -4,7 +4,8 @@ pre-training fields and the seed, cached in the artifact store (:mod:`adept.stor
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, cast
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -21,29 +22,42 @@ WORLD_MODEL_FIT = Stream("the world model's pre-training", 1)
 SELECTION_ROWS = Stream("the held-out rows of the selection loss", 2)
 
 
-class PretrainSettings(Protocol):
-    """The fields :func:`pretrain` reads (the world-model methods' config has them)."""
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The set-up of a world-model method: β's fit and the world model's pre-training on D, with
+    an average of its weights and selection on held-out rows. Where the paper gives a value the
+    default is the paper's; the others were measured (docs/adept-defaults.md)."""
 
-    @property
-    def world_model(self) -> WorldModelConfig: ...
-    @property
-    def pretrain_steps(self) -> int: ...
-    @property
-    def model_batch_size(self) -> int: ...
-    @property
-    def ema_decay(self) -> float: ...
-    @property
-    def select_every(self) -> int: ...
-    @property
-    def select_rows(self) -> int: ...
-    @property
-    def select_patience(self) -> int: ...
-    @property
-    def behavior(self) -> Literal["bc", "logged"]: ...
-    @property
-    def behavior_steps(self) -> int: ...
-    @property
-    def holdout_fraction(self) -> float: ...
+    steps: int = 40_000
+    """World-model pre-training steps on D, once per dataset, seed and config (then cached):
+    ≈ 9 min on 2 CPU cores at the default width; a cap when ``select_patience`` stops early
+    (docs/adept-defaults.md: the error against MuJoCo still falls from 20k to 40k)."""
+    batch_size: int = 256
+    """Batch size of pre-training (the paper: 256)."""
+    ema_decay: float = 0.999
+    """Keep an exponential moving average of the weights with this decay per step (0: none);
+    the average is what is selected and rolled out, as in SynthER and PGD (not in the paper;
+    docs/adept-defaults.md)."""
+    select_every: int = 2000
+    """Every N steps (and at the last), score the (averaged) weights on held-out rows and keep
+    the best; 0 keeps the last. The score is the conditional denoising + reward + terminal loss
+    with fixed noise draws, so candidates are compared on equal terms; the held-out rows
+    (``holdout_fraction`` of D) are never trained on."""
+    select_rows: int = 8192
+    """Held-out rows (a fixed random subset) of the selection score."""
+    select_patience: int = 0
+    """Stop once this many held-out scores in a row improved on the best by less than 1 %
+    (MBPO's early stopping); 0: never stop early. The 'ensemble' dynamics keep each member's
+    best weights and pick elites here."""
+    behavior: Literal["bc", "logged"] = "bc"
+    """β, the behaviour policy of the importance weights and of the π-weighted diagnostics: a
+    Gaussian BC fit on D (the paper), or the dataset's exact logged log-probabilities
+    ('logged'; needs action_log_probs in the data)."""
+    behavior_steps: int = 10_000
+    """Gradient steps of β's BC fit (≈ 25 s on 2 CPU cores)."""
+    holdout_fraction: float = 0.05
+    """Share of D held out from world-model training: the selection score and the
+    diagnostics' ε_m and ε_r are measured on it."""
 
 
 PRETRAIN_REVISION = 2
@@ -60,29 +74,27 @@ def holdout_mask(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def pretrain_key(
-    data: Transitions, config: PretrainSettings, seed: int, device: torch.device
+    data: Transitions,
+    world_model: WorldModelConfig,
+    config: PretrainConfig,
+    seed: int,
+    device: torch.device,
 ) -> dict[str, Any]:
     """Everything :func:`pretrain`'s result depends on, and nothing else (no agent, no rollout
     or schedule field): runs that differ only elsewhere share one cache entry.
 
-    The device type is in it because CPU and CUDA kernels round differently, the torch version
-    because its kernels may change between releases. Hashing the data costs one pass over it
-    (:meth:`Transitions.fingerprint`, ≈ 0.2 s for 1M hopper rows).
+    Both configs enter the key whole, every field by name (:func:`adept.store.artifacts.key_hash`):
+    a field added to either changes every key, so a new knob never reuses an entry made without
+    it. The device type is in it because
+    CPU and CUDA kernels round differently, the torch version because its kernels may change
+    between releases. Hashing the data costs one pass over it (:meth:`Transitions.fingerprint`,
+    ≈ 0.2 s for 1M hopper rows).
     """
-    c = config
     return {
         "revision": PRETRAIN_REVISION,
         "data": data.fingerprint(),
-        "world_model": c.world_model,
-        "pretrain_steps": c.pretrain_steps,
-        "model_batch_size": c.model_batch_size,
-        "ema_decay": c.ema_decay,
-        "select_every": c.select_every,
-        "select_rows": c.select_rows,
-        "select_patience": c.select_patience,
-        "behavior": c.behavior,
-        "behavior_steps": c.behavior_steps if c.behavior == "bc" else 0,
-        "holdout_fraction": c.holdout_fraction,
+        "world_model": world_model,
+        "pretrain": config,
         "seed": seed,
         "device": device.type,
         "torch": torch.__version__,
@@ -90,11 +102,16 @@ def pretrain_key(
 
 
 def pretrain(
-    data: Transitions, config: PretrainSettings, seed: int, device: torch.device
+    data: Transitions,
+    world_model: WorldModelConfig,
+    config: PretrainConfig,
+    seed: int,
+    device: torch.device,
 ) -> dict[str, Any]:
     """Fit β (BC, unless β is logged) and pre-train a world model on D's training part.
 
-    The world model's weights are averaged (EMA, ``ema_decay``) and the average is scored on
+    The world model (``world_model``) is trained for ``config.steps`` steps; its weights are
+    averaged (EMA, ``ema_decay``) and the average is scored on
     the held-out split every ``select_every`` steps; the best-scoring weights are the result.
     A pure function of :func:`pretrain_key`'s inputs, so that a cached result equals a fresh one
     bit for bit: fresh modules, batches from a sampler of its own, and the global torch RNG
@@ -121,32 +138,32 @@ def pretrain(
                 metrics["behavior/nll"] = float(out["train/actor_loss"])
             result["behavior"] = _to_cpu(bc.state_dict())
         _seed_stream(WORLD_MODEL_FIT.mixed(seed), sampler)
-        world_model = WorldModel(train_part, c.world_model, device)
-        ema = weight_average(world_model, c.ema_decay) if c.ema_decay > 0 else None
+        model = WorldModel(train_part, world_model, device)
+        ema = weight_average(model, c.ema_decay) if c.ema_decay > 0 else None
         selector = (
             HeldOutSelector(data.subset(holdout), c.select_rows, seed, device)
             if c.select_every > 0
             else None
         )
-        for step in range(1, c.pretrain_steps + 1):
-            last = world_model.train_step(sampler.sample(c.model_batch_size))
+        for step in range(1, c.steps + 1):
+            last = model.train_step(sampler.sample(c.batch_size))
             if ema is not None:
-                ema.update_parameters(world_model)
-            if selector is not None and (step % c.select_every == 0 or step == c.pretrain_steps):
-                scored = world_model if ema is None else cast(WorldModel, ema.module)
+                ema.update_parameters(model)
+            if selector is not None and (step % c.select_every == 0 or step == c.steps):
+                scored = model if ema is None else cast(WorldModel, ema.module)
                 selector.consider(step, scored)
                 if c.select_patience and selector.stale >= c.select_patience:
                     break
-        if c.pretrain_steps:
+        if c.steps:
             metrics.update({k: float(v) for k, v in last.items()})
             metrics["world_model/pretrain_steps"] = float(step)
         if selector is not None:
-            selector.restore(world_model)
+            selector.restore(model)
             metrics["world_model/heldout_loss"] = selector.best_loss
             metrics["world_model/selected_step"] = float(selector.best_step)
         elif ema is not None:
-            load_parameters(world_model, parameters_of(ema.module))
-        result["world_model"] = _to_cpu(world_model.state_dict_all())
+            load_parameters(model, parameters_of(ema.module))
+        result["world_model"] = _to_cpu(model.state_dict_all())
     return result
 
 

@@ -22,6 +22,38 @@ from adept.world_models.model import WorldModel
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Policy evaluation in the model: when rounds of imagined rollouts of π happen, how many
+    and how long, and what they do with the model's uncertainty."""
+
+    horizon: int = 10
+    """H, imagined steps per rollout (the paper: 10)."""
+    every: int = 1000
+    """Agent steps between rounds (re-fit, then rollouts); the paper leaves it open
+    (docs/adept-defaults.md: four times as often scored the same at more cost)."""
+    start: int = 1000
+    """Agent steps before the first round; until then the agent trains on real data only. 0
+    rolls out the untrained π₀ at set-up, whose imagined data describe a policy that is gone
+    after the first few hundred updates."""
+    batch_size: int = 1024
+    """Start states per round, drawn uniformly from D (≤ batch_size × horizon new rows)."""
+    clip: bool = True
+    """Clip generated next states and rewards to the dataset's per-dimension range (the paper's
+    clipping ablation). Reward and terminal are predicted from the stored, clipped s′."""
+    uncertainty_samples: int = 1
+    """s′ samples per imagined step whose spread u = ‖std‖₂ measures the model's uncertainty
+    (1: not measured; :class:`Caution`)."""
+    uncertainty_penalty: float = 0.0
+    """λ of the MOPO-style penalized reward r̂ − λ u (needs ``uncertainty_samples`` ≥ 2)."""
+    uncertainty_stop: float | None = None
+    """End an imagined trajectory (as a timeout) at a step whose u exceeds this."""
+
+    def caution(self) -> Caution:
+        """What a rollout does with the model's uncertainty, as set here."""
+        return Caution(self.uncertainty_samples, self.uncertainty_penalty, self.uncertainty_stop)
+
+
+@dataclass(frozen=True)
 class RolloutResult:
     """Imagined transitions (flattened over time and trajectories) and per-trajectory totals."""
 
