@@ -379,7 +379,7 @@ class Demo:
         for label, method in (("IQL", "none"), ("ADEPT+IQL", "adept")):
             run_dir = self.run_dir / f"{self.dataset}-iql-{method}-seed{self.seed}"
             print(f"training {label} ({self.num_steps} steps) → {run_dir}", flush=True)
-            summaries[label] = train(replace(base, method=method, run_dir=run_dir))  # type: ignore[arg-type]
+            summaries[label] = train(replace(base, method=method, run_dir=run_dir))
             runs[label] = run_dir
         png = plot_learning_curves(
             runs,
@@ -435,43 +435,80 @@ def train_config_type(
 ) -> type[TrainConfig]:
     """:class:`TrainConfig` as ``adept train --agent AGENT --method METHOD`` parses it: the
     sections this pair never reads (:func:`adept.training.unread_fields`) hidden, with their
-    defaults, so that its --help lists the run's options and this pair's only; ``presets``:
-    configs some sections start from instead of their defaults (``--synther.preset paper``)."""
+    defaults, so that its --help lists the run's options and this pair's only; a registered
+    agent's or method's section a field of its own (``--toy.*``); ``presets``: configs some
+    sections start from instead of their defaults (``--synther.preset paper``)."""
+    from adept.agents import AGENTS
+    from adept.methods import METHODS
     from adept.training import unread_fields
 
-    shaped = _shaped(TrainConfig, set(unread_fields(agent, method)), dict(presets or {}))
+    hidden = {name for name in unread_fields(agent, method) if not name.startswith("plugins.")}
+    added = {name: section_type(name) for name in _plugin_sections(agent, method)}
+    choices = {"agent": Literal[tuple(AGENTS)], "method": Literal[tuple(METHODS)]}
+    shaped = _shaped(TrainConfig, hidden | {"plugins"}, dict(presets or {}), added, choices)
     shaped.__doc__ = Train.__doc__
     return shaped
 
 
-def _shaped(cls: type, hidden: set[str], defaults: dict[str, Any]) -> type:
+def _plugin_sections(agent: str, method: str) -> list[str]:
+    """The option sections of ``agent`` and ``method`` that registered agents and methods bring
+    (not fields of :class:`TrainConfig`)."""
+    from adept.methods import METHODS
+    from adept.training.config import SECTIONS
+
+    own = [agent, METHODS[method].options]
+    return [name for name in own if name is not None and name not in SECTIONS]
+
+
+def section_type(name: str) -> type:
+    from adept.training.config import section_type as lookup
+
+    return lookup(name)
+
+
+def _shaped(
+    cls: type,
+    hidden: set[str],
+    defaults: dict[str, Any],
+    added: Mapping[str, type] | None = None,
+    retyped: Mapping[str, Any] | None = None,
+) -> type:
     """A subclass of the config dataclass ``cls`` whose fields named in ``hidden`` (dotted for
-    nested ones: ``adept.refit``) are suppressed from the command line, keeping their defaults,
-    and whose fields named in ``defaults`` start from the value given there."""
+    nested ones: ``adept.refit``) are suppressed from the command line, keeping their defaults;
+    whose fields named in ``defaults`` start from the value given there; with the config
+    dataclasses of ``added`` as fields of their own; and with the types of ``retyped``."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(cls, include_extras=True)
-    changed = []
+    changed: list[tuple[str, Any, Any]] = []
     for f in dataclasses.fields(cls):
         inner = {name.split(".", 1)[1] for name in hidden if name.startswith(f"{f.name}.")}
         if f.name in hidden:
             kind: Any = Annotated[hints[f.name], tyro.conf.Suppress]
-            factory = f.default_factory
+            changed.append((f.name, kind, field(default_factory=f.default_factory)))
         elif inner:
             kind = _shaped(hints[f.name], inner, {})
-            factory = kind
+            changed.append((f.name, kind, field(default_factory=kind)))
         elif f.name in defaults:
-            kind, value = hints[f.name], defaults[f.name]
-
-            def factory(value: Any = value) -> Any:
-                return value
-        else:
-            continue
-        changed.append((f.name, kind, field(default_factory=factory)))
+            changed.append((f.name, hints[f.name], _default(defaults[f.name])))
+        elif retyped and f.name in retyped:
+            changed.append((f.name, retyped[f.name], field(default=f.default)))
+    for name, kind in (added or {}).items():
+        start = defaults[name] if name in defaults else kind()
+        changed.append((name, kind, _default(start)))
     if not changed:
         return cls
     return dataclasses.make_dataclass(cls.__name__, changed, bases=(cls,), frozen=True)
+
+
+def _default(value: Any) -> Any:
+    """A dataclass field whose default is ``value`` (a config instance)."""
+
+    def factory(value: Any = value) -> Any:
+        return value
+
+    return field(default_factory=factory)
 
 
 def _presets_in(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
@@ -539,6 +576,8 @@ def _refuse_renamed(arg: str) -> None:
 def parse_train(argv: Sequence[str]) -> TrainConfig:
     """``adept train ARGV`` as a :class:`TrainConfig`; an option of another agent or method
     than the run's, or an option's old spelling, is a one-line error naming it."""
+    import dataclasses
+
     from adept.agents import AGENTS
     from adept.methods import METHODS
     from adept.training import unread_fields
@@ -551,7 +590,7 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
         raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
     for arg in argv:
         _refuse_renamed(arg)
-    unread = unread_fields(agent, method)
+    unread = [name.removeprefix("plugins.") for name in unread_fields(agent, method)]
     for arg in argv:
         if not arg.startswith("--"):
             continue
@@ -576,13 +615,21 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
     rest, presets = _presets_in(argv)
     shaped = train_config_type(agent, method, presets)
     parsed = tyro.cli(shaped, args=rest, prog="adept train")
-    return _unshaped(parsed, TrainConfig)
+    config = _unshaped(parsed, TrainConfig)
+    plugins = {
+        name: _unshaped(getattr(parsed, name), section_type(name))
+        for name in _plugin_sections(agent, method)
+    }
+    return dataclasses.replace(config, plugins=plugins) if plugins else config
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``adept`` console script and ``python -m adept``."""
     args = sys.argv[1:] if argv is None else argv
     try:
+        from adept.registry import load_plugins
+
+        load_plugins()
         if args[:1] == ["train"]:
             command: Any = Train(parse_train(args[1:]))
         else:

@@ -112,7 +112,7 @@ def learning_table(args: Args) -> list[tuple[str, str, int, dict[str, Any]]]:
         replace(
             base,
             dataset=dataset,
-            agent=agent,  # type: ignore[arg-type]
+            agent=agent,
             seed=seed,
             run_dir=args.out_dir / args.budget_name / f"{dataset}-{agent}-seed{seed}",
         )

@@ -14,7 +14,7 @@ import torch
 import adept.training.loop as loop_module
 from adept.accel.graphs import GraphedPackUpdate, GraphedUpdate, Graphs
 from adept.accel.pack import Pack
-from adept.agents import AGENT_CONFIGS, AGENTS
+from adept.agents import AGENTS
 from adept.base.errors import AdeptError
 from adept.base.rng import Streams, rng_state
 from adept.data.buffer import Batch, ReplayBuffer
@@ -33,7 +33,7 @@ def _agent(name: str, device: str = "cpu"):
     s = spec()
     if device != "cpu":
         s = type(s)(**{**s.__dict__, "device": torch.device(device)})
-    return AGENTS[name](s, AGENT_CONFIGS[name]())
+    return AGENTS[name](s, AGENTS[name].options_type())
 
 
 def _batches(device: str = "cpu"):
@@ -135,7 +135,7 @@ def test_a_graphed_pack_is_the_pack():
         agents, states = [], []
         for seed in (0, 1):
             torch.manual_seed(seed)
-            agents.append(AGENTS["td3bc"](spec(), AGENT_CONFIGS["td3bc"]()))
+            agents.append(AGENTS["td3bc"](spec(), AGENTS["td3bc"].options_type()))
             states.append(rng_state())
         pack, streams = Pack(agents), Streams(states)
         update = GraphedPackUpdate(pack, warmup=1) if graphed else pack.update

@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dataset making", ("adept.datasets",)),
     ("world models", ("adept.world_models",)),
     ("methods", ("adept.methods",)),
+    ("the registry of agents and methods", ("adept.registry",)),
     ("the speed layer", ("adept.accel",)),
     ("training", ("adept.training",)),
     ("bench", ("adept.bench",)),

@@ -17,7 +17,7 @@ import torch
 import adept.training.run as run_module
 import adept.training.seeds as seeds_module
 from adept.accel.pack import Pack
-from adept.agents import AGENT_CONFIGS, AGENTS
+from adept.agents import AGENTS
 from adept.agents.base import AgentSpec
 from adept.base.rng import Streams, rng_state
 from adept.cli import main
@@ -63,7 +63,7 @@ def test_a_packed_seed_updates_as_it_does_alone(name):
     alone = []
     for seed in SEEDS:
         torch.manual_seed(seed)
-        agent = AGENTS[name](spec(), AGENT_CONFIGS[name]())
+        agent = AGENTS[name](spec(), AGENTS[name].options_type())
         g = torch.Generator().manual_seed(100 + seed)
         for _ in range(25):
             metrics = agent.update(batch(g))
@@ -72,7 +72,7 @@ def test_a_packed_seed_updates_as_it_does_alone(name):
     agents, states = [], []
     for seed in SEEDS:
         torch.manual_seed(seed)
-        agents.append(AGENTS[name](spec(), AGENT_CONFIGS[name]()))
+        agents.append(AGENTS[name](spec(), AGENTS[name].options_type()))
         states.append(rng_state())
     pack, streams = Pack(agents), Streams(states)
     generators = [torch.Generator().manual_seed(100 + seed) for seed in SEEDS]
@@ -95,7 +95,7 @@ def test_a_packed_seed_updates_as_it_does_alone(name):
         # acting reads the packed weights (views), with no copy
         obs = torch.randn(5, 11)
         torch.manual_seed(0)
-        reference = AGENTS[name](spec(), AGENT_CONFIGS[name]())
+        reference = AGENTS[name](spec(), AGENTS[name].options_type())
         reference.load_state_dict(alone[s][0])
         torch.testing.assert_close(
             agents[s].act(obs.numpy()), reference.act(obs.numpy()), atol=1e-4, rtol=0
@@ -109,7 +109,7 @@ def test_release_gives_the_agents_back_their_own_parameters():
     agents = []
     for seed in SEEDS:
         torch.manual_seed(seed)
-        agents.append(AGENTS["sac"](spec(), AGENT_CONFIGS["sac"]()))
+        agents.append(AGENTS["sac"](spec(), AGENTS["sac"].options_type()))
     own = [agent.actor.net[0].weight for agent in agents]
     pack = Pack(agents)
     g = torch.Generator().manual_seed(0)
@@ -127,8 +127,8 @@ def test_release_gives_the_agents_back_their_own_parameters():
 
 def test_a_pack_refuses_agents_of_different_configurations():
     torch.manual_seed(0)
-    a = AGENTS["iql"](spec(), AGENT_CONFIGS["iql"]())
-    b = AGENTS["iql"](spec(), AGENT_CONFIGS["iql"](expectile=0.9))
+    a = AGENTS["iql"](spec(), AGENTS["iql"].options_type())
+    b = AGENTS["iql"](spec(), AGENTS["iql"].options_type(expectile=0.9))
     with pytest.raises(ValueError, match="share their class and configuration"):
         Pack([a, b])
 

@@ -85,9 +85,22 @@ def adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Adam:
 
 
 class Agent:
-    """Base class: subclasses set ``actor`` and list their stateful parts in ``components``."""
+    """Base class: subclasses set ``actor`` and list their stateful parts in ``components``.
+
+    An agent says its ``name`` (``--agent NAME``; its options are ``--NAME.*``), its options
+    dataclass (``options_type``; constructors take ``(spec, options)``) and its ``label`` in
+    reports; :func:`adept.registry.register` makes a new one known to every command."""
 
     name: str = "agent"
+    options_type: type | None = None
+    """The dataclass of its hyper-parameters."""
+    label: str = ""
+    """Its name in reports' tables (IQL, TD3+BC)."""
+
+    def __init__(self, spec: AgentSpec, config: Any = None) -> None:
+        """Subclasses build their networks and optimizers from ``spec`` and ``config`` (an
+        instance of ``options_type``)."""
+
     actor: Actor
     device: torch.device
     _compiled_losses: dict[str, Loss] | None = None

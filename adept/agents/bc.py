@@ -36,6 +36,8 @@ class BCConfig:
 
 class BC(Agent):
     name = "bc"
+    options_type = BCConfig
+    label = "BC"
 
     def __init__(self, spec: AgentSpec, config: BCConfig = BCConfig()):
         self.config = config

@@ -62,6 +62,8 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 class IQL(Agent):
     name = "iql"
+    options_type = IQLConfig
+    label = "IQL"
 
     def __init__(self, spec: AgentSpec, config: IQLConfig = IQLConfig()):
         self.config = config

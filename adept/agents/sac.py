@@ -53,6 +53,8 @@ class SACConfig:
 
 class SAC(Agent):
     name = "sac"
+    options_type = SACConfig
+    label = "SAC"
 
     def __init__(self, spec: AgentSpec, config: SACConfig = SACConfig()):
         self.config = config

@@ -56,6 +56,8 @@ class TD3BCConfig:
 
 class TD3BC(Agent):
     name = "td3bc"
+    options_type = TD3BCConfig
+    label = "TD3+BC"
 
     def __init__(self, spec: AgentSpec, config: TD3BCConfig = TD3BCConfig()):
         self.config = config

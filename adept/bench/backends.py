@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import traceback
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,23 +86,6 @@ def pack_tasks(
     return out
 
 
-def config_from_json(cls: type, value: Mapping[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from :func:`adept.store.runs.to_jsonable` output."""
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in value:
-            continue
-        kind, raw = hints[f.name], value[f.name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[f.name] = config_from_json(kind, raw)  # type: ignore[arg-type]
-        elif kind in (Path, Path | None) and raw is not None:
-            kwargs[f.name] = Path(raw)
-        else:
-            kwargs[f.name] = raw
-    return cls(**kwargs)
-
-
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -147,8 +129,11 @@ def execute_cell(
     there)."""
     import torch
 
+    from adept.registry import load_plugins
     from adept.store.runs import CHECKPOINT, SUMMARY, load_checkpoint
-    from adept.training import TrainConfig, train
+    from adept.training import TrainConfig, config_from_json, train
+
+    load_plugins()  # agents and methods registered outside adept, as the parent knew them
 
     if not isinstance(task, CellTask):
         task = CellTask(**task)

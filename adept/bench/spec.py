@@ -58,10 +58,18 @@ def _field_types(cls: type, prefix: str = "") -> dict[str, Any]:
 def _train_options() -> dict[str, Any]:
     """Every option of a cell: ``adept train``'s, and ``<section>.preset`` where a method's
     options have named presets."""
+    from adept.agents import AGENTS
+    from adept.methods import METHODS
     from adept.training import TrainConfig, preset_names
+    from adept.training.config import SECTIONS, section_type
 
     presets = {f"{section}.preset": Literal[names] for section, names in preset_names().items()}
-    return {**_field_types(TrainConfig), **presets}
+    registered = {m.options for m in METHODS.values() if m.options not in (None, *SECTIONS)}
+    registered |= {name for name in AGENTS if name not in SECTIONS}
+    options = _field_types(TrainConfig)
+    for section in sorted(registered):
+        options.update(_field_types(section_type(section), f"{section}."))
+    return {**options, **presets}
 
 
 def option_key(key: str) -> str:
@@ -170,14 +178,14 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
     from adept.training import preset
 
     chosen = {k: v for k, v in overrides.items() if k.endswith(".preset") and k.count(".") == 1}
-    if chosen:
-        sections = {
-            k.removesuffix(".preset"): preset(k.removesuffix(".preset"), v)
-            for k, v in chosen.items()
-        }
-        config = dataclasses.replace(config, **sections)
+    fields = {f.name for f in dataclasses.fields(config)}
+    plugins = dict(getattr(config, "plugins", {}))  # a training config's registered sections
+    start: dict[str, Any] = {}
+    for key, name in chosen.items():
+        section = key.removesuffix(".preset")
+        (start if section in fields else plugins)[section] = preset(section, name)
     nested: dict[str, dict[str, Any]] = {}
-    direct: dict[str, Any] = {}
+    direct: dict[str, Any] = dict(start)
     for key, value in overrides.items():
         if key in chosen:
             continue
@@ -188,7 +196,12 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
             kind = typing.get_type_hints(type(config))[head]
             direct[head] = Path(value) if kind in (Path, Path | None) and value else value
     for head, sub in nested.items():
-        direct[head] = apply_overrides(getattr(config, head), sub)
+        if head in fields:
+            direct[head] = apply_overrides(direct.get(head, getattr(config, head)), sub)
+        else:
+            plugins[head] = apply_overrides(plugins.get(head) or config.section(head), sub)
+    if plugins != dict(getattr(config, "plugins", {})):
+        direct["plugins"] = plugins
     return dataclasses.replace(config, **direct)
 
 
@@ -308,8 +321,8 @@ class GridSpec:
 
         config = TrainConfig(
             dataset=cell.dataset,
-            agent=cell.agent,  # type: ignore[arg-type]
-            method=cell.method,  # type: ignore[arg-type]
+            agent=cell.agent,
+            method=cell.method,
             seed=cell.seed,
             num_steps=self.num_steps,
             eval_every=self.eval_every,
@@ -385,13 +398,13 @@ def _layer_errors(layer: Mapping[str, Any], where: str) -> None:
 
 
 def _variant(name: str, value: Any, where: str) -> Variant:
-    from adept.training import TrainConfig
+    from adept.methods import METHODS
 
     if not isinstance(value, Mapping) or "method" not in value:
         raise AdeptError(
             f"{where}: variant '{name}' needs a method, e.g. {name} = {{method = \"adept\"}}"
         )
-    methods = typing.get_args(typing.get_type_hints(TrainConfig)["method"])
+    methods = list(METHODS)
     if value["method"] not in methods:
         raise AdeptError(
             f"{where}: variant '{name}' has unknown method '{value['method']}'; "

@@ -30,15 +30,16 @@ METHODS: dict[str, type[Method]] = {
     "pgd": PGDMethod,
     "dydiff": DyDiffMethod,
 }
-"""The methods by ``--method`` name; each one's options live in the training config's field
-``METHODS[name].options``, as agents' do under their own names."""
+"""The methods by ``--method`` name; each one's options live in the training config's section
+``METHODS[name].options``, as agents' do under their own names.
+:func:`adept.registry.register` adds one."""
 
 
 def method_options(name: str, config: Any) -> Any:
-    """Method ``name``'s options from a training config (``config.adept``, ``config.synther``,
-    or None for a method without options)."""
-    field = METHODS[name].options
-    return None if field is None else getattr(config, field)
+    """Method ``name``'s options from a training config (``config.adept``, a registered
+    method's section, or None for a method without options)."""
+    section = METHODS[name].options
+    return None if section is None else config.section(section)
 
 
 def check_method(config: Any, data: Transitions) -> None:

@@ -93,6 +93,8 @@ class ADEPTMethod(Method):
 
     name = "adept"
     options = "adept"
+    options_type = ADEPTConfig
+    label = "ADEPT"
     refit_rule: Literal["is", "uniform", "none"] | None = None
     """A re-fit rule this method always uses, whatever ``--adept.refit.rule`` says (None: that
     option's)."""
@@ -298,6 +300,7 @@ class DiffusionMethod(ADEPTMethod):
     not read)."""
 
     name = "diffusion"
+    label = "Diff"
     unread_options = ("refit",)
     refit_rule = "none"
 

@@ -60,7 +60,13 @@ class Method:
 
     name = "none"
     options: str | None = None
-    """The field of :class:`adept.training.TrainConfig` holding its config (None: none)."""
+    """The name of its option section (``--adept.*``): a field of
+    :class:`adept.training.TrainConfig` for adept's own methods, an entry of its ``plugins``
+    for registered ones; None: no options. Two methods may share one (Diff+X and ADEPT)."""
+    options_type: type | None = None
+    """The dataclass of its options."""
+    label: str = ""
+    """Its prefix in reports' tables (ADEPT for ADEPT+IQL; empty for the dataset alone)."""
     unread_options: tuple[str, ...] = ()
     """Sections of that config this method never reads (Diff+X: ADEPT's ``refit``)."""
     presets: Mapping[str, Any] = {}

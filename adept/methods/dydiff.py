@@ -459,6 +459,8 @@ class DyDiffMethod(Method):
 
     name = "dydiff"
     options = "dydiff"
+    options_type = DyDiffConfig
+    label = "DyDiff"
     presets = PRESETS
 
     def __init__(

@@ -346,6 +346,8 @@ class PGDMethod(Method):
 
     name = "pgd"
     options = "pgd"
+    options_type = PGDConfig
+    label = "PGD"
     presets = PRESETS
 
     def __init__(

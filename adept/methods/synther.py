@@ -448,6 +448,8 @@ class SynthERMethod(Method):
 
     name = "synther"
     options = "synther"
+    options_type = SynthERConfig
+    label = "SynthER"
     presets = PRESETS
 
     def __init__(

@@ -12,23 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from adept.agents import AGENTS
 from adept.base.errors import AdeptError
+from adept.methods import METHODS
 from adept.report.plots import (
     eval_curve,
 )
 
 BENCH_FORMAT = 1
-AGENT_NAMES = {"iql": "IQL", "sac": "SAC", "td3bc": "TD3+BC", "bc": "BC"}
-VARIANT_PREFIXES = {
-    "none": "",
-    "diffusion": "Diff+",
-    "adept": "ADEPT+",
-    "adept-uniform": "ADEPT-uniform+",
-    "synther": "SynthER+",
-    "pgd": "PGD+",
-    "dydiff": "DyDiff+",
-    "dydiff-sampled": "DyDiff-sampled+",
-}
+VARIANT_PREFIXES = {"adept-uniform": "ADEPT-uniform+", "dydiff-sampled": "DyDiff-sampled+"}
+"""Labels of the committed reports' named variants; a variant named after a method takes the
+method's label (:attr:`adept.methods.Method.label`)."""
 STATES = ("queued", "running", "failed")
 
 TRUE_ERROR_1STEP = ("world_model/true_error_1step", "pgd/true_error", "dydiff/true_error_1")
@@ -40,10 +34,16 @@ Method = tuple[str, str]  # (variant, agent)
 
 
 def method_label(variant: str, agent: str) -> str:
-    """Table 1's column label: IQL, Diff+IQL, ADEPT+IQL, or ``<variant>+IQL`` for other variants."""
-    name = AGENT_NAMES.get(agent, agent.upper())
-    prefix = VARIANT_PREFIXES.get(variant, f"{variant}+")
-    return f"{prefix}{name}"
+    """Table 1's column label: IQL, Diff+IQL, ADEPT+IQL (the agent's and the method's labels,
+    registered ones' too), or ``<variant>+IQL`` for other variants."""
+    known = AGENTS.get(agent)
+    name = known.label if known is not None and known.label else agent.upper()
+    if variant in VARIANT_PREFIXES:
+        return f"{VARIANT_PREFIXES[variant]}{name}"
+    method = METHODS.get(variant)
+    if method is not None:
+        return f"{method.label}+{name}" if method.label else name
+    return f"{variant}+{name}"
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def load_bench(root: Path) -> Bench:
     ordered = [by_spec[d] for d in map(str, spec.get("datasets", [])) if by_spec.get(d) in labels]
     datasets = tuple(dict.fromkeys([*ordered, *(c.dataset for c in cells)]))
     variants = list(spec.get("variants", {}))
-    agents = list(dict.fromkeys([*map(str, spec.get("agents", [])), *AGENT_NAMES]))
+    agents = list(dict.fromkeys([*map(str, spec.get("agents", [])), *AGENTS]))
     present = {(c.variant, c.agent) for c in cells}
     order = {m: i for i, m in enumerate((v, a) for a in agents for v in variants)}
     methods = tuple(sorted(present, key=lambda m: (order.get(m, len(order)), m)))

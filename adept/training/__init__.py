@@ -8,6 +8,7 @@ from adept.training.api import train
 from adept.training.config import (
     RENAMED,
     TrainConfig,
+    config_from_json,
     migrate_config,
     preset,
     preset_names,
@@ -21,6 +22,7 @@ from adept.training.run import load_agent, make_agent
 __all__ = [
     "RENAMED",
     "TrainConfig",
+    "config_from_json",
     "fit",
     "load_agent",
     "make_agent",

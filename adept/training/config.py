@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,14 +53,15 @@ class TrainConfig:
 
     dataset: str = "hopper-random"
     """A .hdf5 path, minari:<dataset-id>, or a project name such as hopper-random."""
-    agent: Literal["iql", "sac", "td3bc", "bc"] = "iql"
-    """The offline RL agent."""
-    method: Literal["none", "diffusion", "adept", "synther", "pgd", "dydiff"] = "none"
+    agent: str = "iql"
+    """The offline RL agent: iql, sac, td3bc, bc, or one registered (adept.registry)."""
+    method: str = "none"
     """'none': the dataset alone (X); 'diffusion': Diff+X (world model trained once, rollouts of
     the current policy); 'adept': ADEPT+X (rollouts and importance-sampled world-model updates);
     'synther': SynthER+X (an upsampled synthetic dataset from a diffusion model of transitions);
     'pgd': PGD+X (trajectory segments generated with the current policy's guidance);
-    'dydiff': DyDiff+X (policy rollouts refined by a trajectory diffusion model)."""
+    'dydiff': DyDiff+X (policy rollouts refined by a trajectory diffusion model); or one
+    registered (adept.registry)."""
     num_steps: int = 100_000
     """Gradient steps of the agent (the 'cpu' budget; the paper's is 1M)."""
     seed: int = 0
@@ -128,6 +131,17 @@ class TrainConfig:
     """Segment model, policy guidance, regeneration and data mix of --method pgd."""
     dydiff: DyDiffConfig = field(default_factory=DyDiffConfig)
     """Trajectory and one-step models, policy injection, filter and data mix of --method dydiff."""
+    plugins: Mapping[str, Any] = field(default_factory=dict)
+    """The options of registered agents and methods (adept.registry), by section name: set as
+    --<section>.* like the sections above; a section left out has its defaults."""
+
+    def section(self, name: str) -> Any:
+        """The options of section ``name`` (``adept``, ``iql``, or a registered one's)."""
+        if name in SECTIONS:
+            return getattr(self, name)
+        if name in self.plugins:
+            return self.plugins[name]
+        return section_type(name)()
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir is not None:
@@ -141,6 +155,11 @@ class TrainConfig:
         return dataclasses.replace(self, seed=seed, seeds=(), run_dir=run_dir)
 
     def validate(self) -> None:
+        if self.agent not in AGENTS:
+            raise AdeptError(f"--agent {self.agent} is no agent; choose one of {', '.join(AGENTS)}")
+        if self.method not in METHODS:
+            choices = ", ".join(METHODS)
+            raise AdeptError(f"--method {self.method} is no method; choose one of {choices}")
         if len(set(self.seeds)) != len(self.seeds):
             raise AdeptError(f"--seeds names a seed twice: {list(self.seeds)}; give each once")
         for name in (
@@ -177,6 +196,10 @@ class TrainConfig:
         compiling.resolve(self.compile, device, self.agent, self.num_steps)  # refuses here
 
 
+SECTIONS = ("iql", "sac", "td3bc", "bc", "adept", "synther", "pgd", "dydiff")
+"""The option sections that are fields of :class:`TrainConfig` (adept's own agents and methods);
+a registered agent's or method's are entries of its ``plugins``."""
+
 #: Config fields that may differ when a run is resumed (they do not change its results).
 RESUMABLE_FIELDS = (
     "seeds",
@@ -200,14 +223,54 @@ RESUMABLE_FIELDS = (
 def unread_fields(agent: str, method: str) -> tuple[str, ...]:
     """The option sections a run with ``agent`` and ``method`` never reads: the other agents'
     (``--sac.*`` in an IQL run), the other methods' (``--synther.*`` in an ADEPT run) and the
-    parts of its own method's that it does not use (``--adept.refit.*`` in a Diff+X run). Two
-    runs whose configs differ only there, and in :data:`RESUMABLE_FIELDS`, are the same run
-    (``adept bench --reuse`` takes one grid's finished run for another's cell)."""
+    parts of its own method's that it does not use (``--adept.refit.*`` in a Diff+X run); a
+    registered one's as ``plugins.<section>``. Two runs whose configs differ only there, and
+    in :data:`RESUMABLE_FIELDS`, are the same run (``adept bench --reuse`` takes one grid's
+    finished run for another's cell)."""
     chosen = METHODS[method]
     own = chosen.options
-    others = sorted({m.options for m in METHODS.values() if m.options not in (None, own)})
-    parts = tuple(f"{own}.{part}" for part in chosen.unread_options) if own else ()
-    return (*(name for name in AGENTS if name != agent), *others, *parts)
+    sections = [name for name in AGENTS if name != agent]
+    sections += sorted({m.options for m in METHODS.values() if m.options not in (None, own)})
+    parts = [f"{own}.{part}" for part in chosen.unread_options] if own else []
+    return tuple(path(name) for name in (*sections, *parts))
+
+
+def config_from_json(cls: type, value: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`adept.store.runs.to_jsonable` output: a
+    :class:`TrainConfig` (its ``plugins`` sections by their registered types) or a part of one."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in value:
+            continue
+        kind, raw = hints[f.name], value[f.name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = config_from_json(kind, raw)  # type: ignore[arg-type]
+        elif cls is TrainConfig and f.name == "plugins":
+            kwargs[f.name] = {k: config_from_json(section_type(k), v) for k, v in raw.items()}
+        elif kind in (Path, Path | None) and raw is not None:
+            kwargs[f.name] = Path(raw)
+        else:
+            kwargs[f.name] = raw
+    return cls(**kwargs)
+
+
+def path(section: str) -> str:
+    """Where section ``section`` (or ``section.part``) lives in a config's JSON:
+    ``adept.refit``, or ``plugins.toy`` for a registered method's."""
+    head = section.split(".", 1)[0]
+    return section if head in SECTIONS else f"plugins.{section}"
+
+
+def section_type(name: str) -> type:
+    """The options dataclass of section ``name``: an agent's, or a method's."""
+    if name in AGENTS:
+        kind = AGENTS[name].options_type
+    else:
+        kind = next((m.options_type for m in METHODS.values() if m.options == name), None)
+    if kind is None:
+        raise AdeptError(f"no agent or method has options named '{name}'")
+    return kind
 
 
 def same_run_fields(config: TrainConfig) -> tuple[str, ...]:
@@ -335,4 +398,5 @@ def migrate_config(stored: dict[str, Any]) -> dict[str, Any]:
         for name in parents:
             holder = holder.setdefault(name, {})
         holder[leaf] = value
+    out.setdefault("plugins", {})  # registered agents' and methods' options: none then
     return out

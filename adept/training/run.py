@@ -14,7 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from adept.agents import (
-    AGENT_CONFIGS,
     AGENTS,
     Agent,
     AgentSpec,
@@ -36,13 +35,21 @@ from adept.store.runs import (
     load_run_checkpoint,
     read_json,
 )
-from adept.training.config import TrainConfig, migrate_config, optional_package, same_run_fields
+from adept.training.config import (
+    SECTIONS,
+    TrainConfig,
+    config_from_json,
+    migrate_config,
+    optional_package,
+    same_run_fields,
+    section_type,
+)
 from adept.training.divergence import Divergence, Guard, find_divergence
 from adept.training.loop import Averager, fit
 
 
 def make_agent(config: TrainConfig, spec: AgentSpec) -> Agent:
-    return AGENTS[config.agent](spec, getattr(config, config.agent))
+    return AGENTS[config.agent](spec, config.section(config.agent))
 
 
 class Loggers:
@@ -365,6 +372,7 @@ def load_agent(run_dir: Path, device: str | torch.device = "auto") -> tuple[Agen
         num_steps=stored["num_steps"],
         device=resolve_device(device),
     )
-    agent = AGENTS[name](spec, AGENT_CONFIGS[name](**stored[name]))
+    options = stored[name] if name in SECTIONS else stored.get("plugins", {}).get(name, {})
+    agent = AGENTS[name](spec, config_from_json(section_type(name), options))
     agent.load_state_dict(state["agent"])
     return agent, {**meta, "step": state["step"]}
