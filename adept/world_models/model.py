@@ -60,9 +60,8 @@ class WorldModelConfig:
     depth: int = 3
     """Residual blocks of the denoiser, hidden layers of the reward model."""
     block_layers: int = 2
-    """Linear layers per residual block of the denoiser (1 or 2): two cut the error against
-    MuJoCo for ≈ 1.4× the training time, more than a wider network or the condition in every
-    block gained (docs/adept-defaults.md)."""
+    """Linear layers per residual block of the denoiser (1 or 2; 2 was measured the better use
+    of training time, docs/adept-defaults.md)."""
     condition: Literal["input", "blocks"] = "input"
     """Where the denoiser sees the condition and step: added at its input only, or also inside
     every residual block (:class:`Denoiser`; docs/adept-defaults.md)."""

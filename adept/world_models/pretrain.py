@@ -29,9 +29,8 @@ class PretrainConfig:
     default is the paper's; the others were measured (docs/adept-defaults.md)."""
 
     steps: int = 40_000
-    """World-model pre-training steps on D, once per dataset, seed and config (then cached):
-    ≈ 9 min on 2 CPU cores at the default width; a cap when ``select_patience`` stops early
-    (docs/adept-defaults.md: the error against MuJoCo still falls from 20k to 40k)."""
+    """World-model pre-training steps on D, once per dataset, seed and config (then cached); a
+    cap when ``select_patience`` stops early. Its length and cost: docs/adept-defaults.md."""
     batch_size: int = 256
     """Batch size of pre-training (the paper: 256)."""
     ema_decay: float = 0.999
@@ -54,7 +53,7 @@ class PretrainConfig:
     Gaussian BC fit on D (the paper), or the dataset's exact logged log-probabilities
     ('logged'; needs action_log_probs in the data)."""
     behavior_steps: int = 10_000
-    """Gradient steps of β's BC fit (≈ 25 s on 2 CPU cores)."""
+    """Gradient steps of β's BC fit."""
     holdout_fraction: float = 0.05
     """Share of D held out from world-model training: the selection score and the
     diagnostics' ε_m and ε_r are measured on it."""
