@@ -20,16 +20,25 @@ results.csv): the check of a change that must render every report as before, whe
 committed reports are up to date with today's report code::
 
     python -m benchmarks.reports --against 9d284ab
+
+``--write`` puts the re-rendered reports in place of the committed ones (results.md, results.csv,
+report.html and the figures; the grid, the cells and the reading stay): the one command that
+brings the committed reports up to date with today's report code. Their provenance line then
+names the cells they were rendered from (``root docs/results/<name>/cells``)::
+
+    python -m benchmarks.reports --write
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +48,8 @@ from adept.bench import GridSpec, load_toml, resolve_spec
 from adept.bench.store import BENCH_JSON, FORMAT, RECORD
 from adept.report.command import write_report
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "docs" / "results"
 
 REFERENCES = {
     "adept-claim-cpu50k": None,
@@ -60,6 +70,9 @@ class Args:
     with the committed reports)."""
     keep: Path | None = None
     """Keep the rebuilt roots and reports here (default: a temporary folder, removed)."""
+    write: bool = False
+    """Write the re-rendered reports over the committed ones (their grid, cells and reading
+    stay as they are)."""
 
 
 def rebuild_root(spec: GridSpec, cells: Path, root: Path) -> int:
@@ -120,6 +133,16 @@ def differences(before: Path, made: Path, tables_only: bool = True) -> list[str]
     return found
 
 
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def main(args: Args) -> int:
     holder = None if args.keep else tempfile.TemporaryDirectory(prefix="adept-reports-")
     top = args.keep or Path(holder.name)  # type: ignore[union-attr]
@@ -132,16 +155,26 @@ def main(args: Args) -> int:
     for name in args.reports:
         folder = RESULTS / name
         spec = resolve_spec([(name, load_toml(folder / "grid.toml"))])
-        root = top / name / "root"
+        # the root's path relative to the rebuilt tree is the cells' path in the repository, so
+        # that a written report's provenance line names where its runs are
+        cells = (folder / "cells").relative_to(REPO)
+        root = top / name / "tree" / cells
         root.mkdir(parents=True, exist_ok=True)
         held = rebuild_root(spec, folder / "cells", root)
-        result = write_report(root, out=top / name / "report", reference=REFERENCES.get(name))
+        with _working_directory(top / name / "tree"):
+            result = write_report(cells, out=top / name / "report", reference=REFERENCES.get(name))
         if tree is None:
             found = differences(folder, result.out)
         else:
             before = render_at(tree, root, top / name / "before", REFERENCES.get(name))
             found = differences(before, result.out, tables_only=False)
         verdict = "same" if not found else "DIFFERS: " + "; ".join(found)
+        if args.write and tree is None:
+            for made in sorted(result.out.iterdir()):
+                if made.suffix in (".md", ".csv", ".html", ".png"):
+                    shutil.copyfile(made, folder / made.name)
+            verdict = "written" + ("" if not found else f" (was: {verdict})")
+            found = []
         print(f"{name:26s} {held:3d} cells  {verdict}", flush=True)
         failed += bool(found)
     than = "as committed" if tree is None else f"as {args.against}'s code renders them"
