@@ -132,7 +132,7 @@ def test_a_registered_method_runs_in_a_bench_grid_and_its_report(toys, tmp_path,
     monkeypatch.setenv(PLUGINS, "tests.test_plugins:register_toys")  # the workers register too
     root = tmp_path / "grid"
     sets = ["batch_size=32", "log_every=5", "checkpoint_every=10", "iql.hidden=32"]
-    main(["bench", "--datasets", "hopper-random-n1000", "--methods", "none", "noisy",
+    main(["bench", "--datasets", "hopper-random-n1000", "--methods", "noisy",
           "--agents", "iql", "cloner", "--seeds", "0", "--num-steps", "20", "--eval-every", "10",
           "--eval-episodes", "1", "--set", *sets, "noisy.scale=0.75", "cloner.hidden=32",
           "--root", str(root), "--workers", "1", "--no-progress"])  # fmt: skip
@@ -140,7 +140,7 @@ def test_a_registered_method_runs_in_a_bench_grid_and_its_report(toys, tmp_path,
     assert {float(r["noisy/scale"]) for r in rows(cell) if r.get("noisy/scale")} == {0.75}
     main(["report", str(root)])
     results = (root / "report" / "results.md").read_text()
-    for label in ("Noisy+IQL", "Noisy+Cloner", "Cloner"):
+    for label in ("Noisy+IQL", "Noisy+Cloner"):
         assert label in results, label
 
 
