@@ -152,7 +152,8 @@ def test_the_terminal_classifier_relabels_wrong_flags():
 
 def trained_purely(train):
     """``train()``'s result, after checking that it leaves torch's RNG as it was and that a
-    second call returns the same weights."""
+    second call returns the same weights (a short training checks this as well as a long one:
+    ``train`` may take the number of steps, and is then called with few for the check)."""
     torch.manual_seed(123)
     rng = torch.get_rng_state()
     first = train()
@@ -169,7 +170,10 @@ def test_train_generator_is_pure_and_returns_the_average():
     from adept.methods.synther import SynthERConfig, train_generator
 
     data = linear_system(n=512)
-    small = SynthERConfig(hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2, ema_decay=0.9)
+    options = SynthERConfig(
+        hidden=16, depth=1, train_steps=30, batch_size=64, lr=1e-2, ema_decay=0.9
+    )
+    small = options.generator(len(data))
     cpu = torch.device("cpu")
     first = trained_purely(lambda: train_generator(data, small, seed=0, device=cpu))
     assert np.isfinite(first["metrics"]["synther/loss"])
