@@ -14,6 +14,7 @@ import tyro
 
 from adept.base.errors import AdeptError
 from adept.training import TrainConfig
+from adept.training.config import SECTIONS, check_names, section_type
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,9 @@ def _plugin_sections(agent: str, method: str) -> list[str]:
     """The option sections of ``agent`` and ``method`` that registered agents and methods bring
     (not fields of :class:`TrainConfig`)."""
     from adept.methods import METHODS
-    from adept.training.config import SECTIONS
 
     own = [agent, METHODS[method].options]
     return [name for name in own if name is not None and name not in SECTIONS]
-
-
-def section_type(name: str) -> type:
-    from adept.training.config import section_type as lookup
-
-    return lookup(name)
 
 
 def _shaped(
@@ -149,12 +143,13 @@ def _presets_in(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
             name = args.pop(0)
         else:
             raise AdeptError(f"{flag} takes a preset's name, e.g. {flag} paper")
-        chosen[flag[2:].removesuffix(".preset")] = preset(flag[2:].removesuffix(".preset"), name)
+        section = flag[2:].removesuffix(".preset")
+        chosen[section] = preset(section, name)
     return rest, chosen
 
 
 def _unshaped(value: Any, cls: type) -> Any:
-    """``value``, parsed as a :func:`_hiding` subclass of ``cls``, as a plain ``cls``."""
+    """``value``, parsed as a :func:`_shaped` subclass of ``cls``, as a plain ``cls``."""
     import dataclasses
     import typing
 
@@ -178,16 +173,13 @@ def _refuse_renamed(arg: str) -> None:
         return
     flag = arg.split("=", 1)[0]
     *parents, leaf = flag[2:].replace("-", "_").split(".")
-    negated = leaf.startswith("no_")
-    new = renamed(".".join([*parents, leaf]))
-    if new is None and negated:
-        new = renamed(".".join([*parents, leaf[3:]]))
+    new, negation = renamed(".".join([*parents, leaf])), ""
+    if new is None and leaf.startswith("no_"):  # --adept.no-diagnostics: a bool's negation
+        new, negation = renamed(".".join([*parents, leaf[3:]])), "no_"
     if new is None:
         return
     *new_parents, new_leaf = new.split(".")
-    if negated and renamed(".".join([*parents, leaf])) is None:
-        new_leaf = "no_" + new_leaf
-    spelled = "--" + ".".join([*new_parents, new_leaf]).replace("_", "-")
+    spelled = "--" + ".".join([*new_parents, negation + new_leaf]).replace("_", "-")
     raise AdeptError(f"{flag} was renamed: use {spelled}")
 
 
@@ -202,10 +194,7 @@ def parse_train(argv: Sequence[str]) -> TrainConfig:
 
     agent = _chosen(argv, "--agent", TrainConfig.agent)
     method = _chosen(argv, "--method", TrainConfig.method)
-    if agent not in AGENTS:
-        raise AdeptError(f"--agent {agent} is no agent; choose one of {', '.join(AGENTS)}")
-    if method not in METHODS:
-        raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
+    check_names(agent, method)
     for arg in argv:
         _refuse_renamed(arg)
     unread = [name.removeprefix("plugins.") for name in unread_fields(agent, method)]

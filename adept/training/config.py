@@ -155,11 +155,7 @@ class TrainConfig:
         return dataclasses.replace(self, seed=seed, seeds=(), run_dir=run_dir)
 
     def validate(self) -> None:
-        if self.agent not in AGENTS:
-            raise AdeptError(f"--agent {self.agent} is no agent; choose one of {', '.join(AGENTS)}")
-        if self.method not in METHODS:
-            choices = ", ".join(METHODS)
-            raise AdeptError(f"--method {self.method} is no method; choose one of {choices}")
+        check_names(self.agent, self.method)
         if len(set(self.seeds)) != len(self.seeds):
             raise AdeptError(f"--seeds names a seed twice: {list(self.seeds)}; give each once")
         for name in (
@@ -218,6 +214,14 @@ RESUMABLE_FIELDS = (
     "pgd.cache",
     "dydiff.cache",
 )
+
+
+def check_names(agent: str, method: str) -> None:
+    """Refuse an agent or a method that is not registered, naming the ones that are."""
+    if agent not in AGENTS:
+        raise AdeptError(f"--agent {agent} is no agent; choose one of {', '.join(AGENTS)}")
+    if method not in METHODS:
+        raise AdeptError(f"--method {method} is no method; choose one of {', '.join(METHODS)}")
 
 
 def unread_fields(agent: str, method: str) -> tuple[str, ...]:
